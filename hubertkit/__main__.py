@@ -1,0 +1,3 @@
+from hubertkit.cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""The ``hubertkit`` command: each subcommand parses its arguments and calls one
+library function. Positional arguments follow fairseq's scripts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from hubertkit.errors import HubertkitError
+
+log = logging.getLogger("hubertkit")
+
+
+def _rank(value: str):
+    return value if value in ("all", "auto") else int(value)
+
+
+def _cmd_manifest(a):
+    from hubertkit.data.manifest import make_manifest
+
+    counts = make_manifest(a.audio_dir, a.dest, a.ext, a.valid_percent, a.seed, a.path_must_contain)
+    return ", ".join(f"{split}.tsv: {n} utterances" for split, n in counts.items()) + f" in {a.dest}"
+
+
+def _cmd_dump_mfcc(a):
+    from hubertkit.features.dump import dump_mfcc
+
+    return dump_mfcc(a.tsv_dir, a.split, a.nshard, a.rank, a.feat_dir, jobs=a.jobs, progress=not a.quiet)
+
+
+def _cmd_learn_kmeans(a):
+    from hubertkit.cluster.kmeans import learn_kmeans
+
+    return learn_kmeans(
+        a.feat_dir, a.split, a.nshard, a.km_path, a.n_clusters, percent=a.percent, seed=a.seed,
+        algo=a.algo, max_iter=a.max_iter, tol=a.tol, progress=not a.quiet,
+    )
+
+
+def _cmd_dump_labels(a):
+    from hubertkit.cluster.kmeans import dump_labels
+
+    r = dump_labels(a.feat_dir, a.split, a.km_path, a.nshard, a.rank, a.lab_dir, trust_pickle=a.trust_pickle, progress=not a.quiet)
+    return f"wrote {', '.join(r['files'])}: {r['frames']} frames labelled in {r['seconds']:.1f} s"
+
+
+def _cmd_merge_labels(a):
+    from hubertkit.data.labels import merge_labels
+
+    r = merge_labels(a.lab_dir, a.split, a.nshard, a.label)
+    return f"wrote {r['path']}: {r['utterances']} utterances from {len(r['merged_from'])} shard(s)"
+
+
+def _cmd_make_dict(a):
+    from hubertkit.data.labels import make_dict
+
+    r = make_dict(a.lab_dir, a.label, a.n_clusters)
+    unused = f" ({r['unused']} unused by any frame)" if r["unused"] else ""
+    return f"wrote {r['path']}: {r['n_clusters']} labels{unused} counted over {', '.join(r['files'])}"
+
+
+def _cmd_label_quality(a):
+    import json
+
+    from hubertkit.cluster.quality import label_quality
+
+    q = label_quality(a.lab_file, a.alignments, a.label_rate, a.tsv)
+    return json.dumps(q.as_dict(), indent=1) if a.json else str(q)
+
+
+def _cmd_demo(a):
+    from hubertkit.demo import run_demo
+
+    return run_demo(a.out, corpus=a.corpus, jobs=a.jobs, progress=not a.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hubertkit",
+        description="HuBERT pretraining end to end; the fairseq recipe's steps with the same arguments and files.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('hubertkit').__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help):
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("manifest", _cmd_manifest, "write train.tsv/valid.tsv for the audio files under AUDIO_DIR")
+    p.add_argument("audio_dir", metavar="AUDIO_DIR")
+    p.add_argument("--dest", default=".", help="output directory (default: .)")
+    p.add_argument("--ext", default="flac", help="audio file extension (default: flac)")
+    p.add_argument("--valid-percent", type=float, default=0.01, help="fraction of files for valid.tsv (default: 0.01)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split (default: 42)")
+    p.add_argument("--path-must-contain", default=None, help="keep only paths containing this string")
+
+    rank_help = "shard index; 'all' = every shard here (with --jobs), 'auto' = from SLURM_ARRAY_TASK_ID or torchrun's RANK"
+    p = add("dump-mfcc", _cmd_dump_mfcc, "MFCC+Δ+ΔΔ features (39-dim, 100 Hz) of a manifest shard")
+    p.add_argument("tsv_dir", metavar="TSV_DIR")
+    p.add_argument("split", metavar="SPLIT")
+    p.add_argument("nshard", metavar="NSHARD", type=int)
+    p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
+    p.add_argument("feat_dir", metavar="FEAT_DIR")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+
+    p = add("learn-kmeans", _cmd_learn_kmeans, "fit k-means on feature shards and save the model to KM_PATH")
+    p.add_argument("feat_dir", metavar="FEAT_DIR")
+    p.add_argument("split", metavar="SPLIT")
+    p.add_argument("nshard", metavar="NSHARD", type=int)
+    p.add_argument("km_path", metavar="KM_PATH")
+    p.add_argument("n_clusters", metavar="N_CLUSTERS", type=int)
+    p.add_argument("--percent", type=float, default=-1, help="fraction of utterances per shard to learn from; -1 = all (default)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--algo", choices=["lloyd", "minibatch"], default="lloyd",
+                   help="lloyd: streamed full-batch k-means (default); minibatch: fairseq's exact scikit-learn recipe")
+    p.add_argument("--max-iter", type=int, default=100, help="maximum passes (epochs for minibatch) (default: 100)")
+    p.add_argument("--tol", type=float, default=1e-4, help="lloyd: stop when a pass improves inertia by less than this fraction")
+
+    p = add("dump-labels", _cmd_dump_labels, "label feature shards with the nearest k-means centroid")
+    p.add_argument("feat_dir", metavar="FEAT_DIR")
+    p.add_argument("split", metavar="SPLIT")
+    p.add_argument("km_path", metavar="KM_PATH")
+    p.add_argument("nshard", metavar="NSHARD", type=int)
+    p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
+    p.add_argument("lab_dir", metavar="LAB_DIR")
+    p.add_argument("--trust-pickle", action="store_true", help="allow reading a joblib-pickled k-means (fairseq's km.bin)")
+
+    p = add("merge-labels", _cmd_merge_labels, "concatenate label shards into {split}.km")
+    p.add_argument("lab_dir", metavar="LAB_DIR")
+    p.add_argument("split", metavar="SPLIT")
+    p.add_argument("nshard", metavar="NSHARD", type=int)
+    p.add_argument("--label", default="km", help="label file extension (default: km)")
+
+    p = add("make-dict", _cmd_make_dict, "write dict.km.txt ('label count') for the merged label files in LAB_DIR")
+    p.add_argument("lab_dir", metavar="LAB_DIR")
+    p.add_argument("--label", default="km", help="label file extension (default: km)")
+    p.add_argument("--n-clusters", type=int, default=None, help="number of labels (default: from the label files' k-means)")
+
+    p = add("label-quality", _cmd_label_quality, "phone purity, cluster purity and PNMI of a label file against phone alignments")
+    p.add_argument("lab_file", metavar="LAB_FILE")
+    p.add_argument("alignments", metavar="ALIGNMENTS", help="JSONL with path and [phone, start_s, end_s] per utterance")
+    p.add_argument("--label-rate", type=float, required=True, help="label frames per second (100 for MFCC, 50 for HuBERT layers)")
+    p.add_argument("--tsv", required=True, help="the manifest whose lines LAB_FILE follows")
+    p.add_argument("--json", action="store_true", help="print all metrics as JSON")
+
+    p = add("demo", _cmd_demo, "run the recipe on the demo corpus shipped with hubertkit")
+    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    p.add_argument("--corpus", default=None, help="demo corpus directory (default: the repository's data/demo)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes for feature dumps (default: 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result = args.func(args)
+    except HubertkitError as e:
+        if args.debug:
+            raise
+        print(f"hubertkit {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"hubertkit {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    if result is not None:
+        print(result)

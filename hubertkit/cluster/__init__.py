@@ -1,0 +1,1 @@
+"""k-means (learning, applying, saving) and label-quality metrics."""

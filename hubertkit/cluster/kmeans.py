@@ -1,0 +1,442 @@
+"""k-means on frame features: learning (streamed, larger-than-RAM), applying, saving.
+
+Two engines:
+
+- ``lloyd`` (default): k-means++ seeding on a sample of frames, Lloyd iterations on
+  that sample until it settles, then full Lloyd passes streamed over the shards in
+  chunks (assignment = one matrix product per chunk). Memory stays at a few chunks
+  whatever the size of the feature set.
+- ``minibatch``: fairseq's ``learn_kmeans.py`` exactly (scikit-learn's
+  ``MiniBatchKMeans`` with its settings and the same sampled frames), which loads every
+  sampled frame into memory as fairseq does. Needs ``pip install hubertkit[sklearn]``.
+
+Models are saved as a ``torch.save`` dict of tensors and plain values (readable with
+``weights_only=True``). fairseq's joblib pickles are read only with ``trust_pickle``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hubertkit.errors import HubertkitError
+from hubertkit.features.shards import FeatureShard, read_shards
+from hubertkit.fileio import atomic_open, atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hubertkit.kmeans"
+CHUNK_FRAMES = 1 << 16
+
+
+@dataclass
+class KMeansModel:
+    centroids: np.ndarray  # [n_clusters, dim] float32
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_clusters(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the centroids, wherever the file lives; label files record it."""
+        return hashlib.sha256(np.ascontiguousarray(self.centroids, dtype="<f4").tobytes()).hexdigest()[:16]
+
+    def save(self, path: str | os.PathLike) -> None:
+        state = {
+            "format": FORMAT,
+            "version": 1,
+            "cluster_centers": torch.from_numpy(np.ascontiguousarray(self.centroids, dtype=np.float32)),
+            "meta": dict(self.meta),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def predict(self, feats: np.ndarray | torch.Tensor) -> np.ndarray:
+        return assign(torch.as_tensor(np.asarray(feats, dtype=np.float32)), self._centroids_t())[0].numpy()
+
+    def _centroids_t(self) -> tuple[torch.Tensor, torch.Tensor]:
+        c = torch.from_numpy(np.ascontiguousarray(self.centroids, dtype=np.float32))
+        return c, (c * c).sum(1)
+
+
+def load_kmeans(path: str | os.PathLike, trust_pickle: bool = False) -> KMeansModel:
+    """Read a hubertkit k-means model, or fairseq's joblib ``km.bin`` when ``trust_pickle``."""
+    path = Path(path)
+    if not path.is_file():
+        raise HubertkitError(f"k-means model {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"PK":  # torch.save's zip container
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as e:
+            raise HubertkitError(f"cannot read k-means model {path}: {e}") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise HubertkitError(f"{path} is a torch file but not a hubertkit k-means model")
+        return KMeansModel(state["cluster_centers"].numpy().astype(np.float32), dict(state.get("meta", {})))
+    if not trust_pickle:
+        raise HubertkitError(
+            f"{path} looks like a pickled (joblib) scikit-learn model, as fairseq's learn_kmeans.py writes. "
+            "Unpickling can run arbitrary code; pass --trust-pickle (trust_pickle=True) if you trust this file"
+        )
+    try:
+        import joblib
+    except ImportError:
+        raise HubertkitError("reading a joblib k-means model needs joblib: pip install 'hubertkit[sklearn]'") from None
+    km = joblib.load(path)
+    if not hasattr(km, "cluster_centers_"):
+        raise HubertkitError(f"{path} holds a {type(km).__name__}, not a fitted k-means model")
+    return KMeansModel(np.asarray(km.cluster_centers_, dtype=np.float32), {"source": "joblib", "path": str(path)})
+
+
+def assign(x: torch.Tensor, centroids: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroid and squared distance: argmin of ‖x‖² − 2x·C + ‖C‖², as fairseq."""
+    c, c_norm = centroids
+    partial = torch.addmm(c_norm, x, c.T, alpha=-2.0)
+    dist, labels = partial.min(dim=1)
+    dist = (dist + (x * x).sum(1)).clamp_(min=0.0)
+    return labels, dist
+
+
+# ---------------------------------------------------------------------------------
+# Which frames k-means learns from: fairseq's `--percent` sampling of utterances.
+
+
+@dataclass
+class FrameSet:
+    """Row ranges ``(shard, start, stop)`` over memory-mapped shards, read in chunks."""
+
+    shards: list[FeatureShard]
+    ranges: list[tuple[int, int, int]]
+
+    @property
+    def num_frames(self) -> int:
+        return sum(stop - start for _, start, stop in self.ranges)
+
+    @property
+    def dim(self) -> int:
+        return self.shards[0].dim
+
+    def chunks(self, size: int = CHUNK_FRAMES) -> Iterator[np.ndarray]:
+        for s, start, stop in self.ranges:
+            for a in range(start, stop, size):
+                yield self.shards[s].read_rows(a, min(a + size, stop))
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """Frames at global positions ``index`` (sorted), e.g. an initialisation sample."""
+        out = np.empty((len(index), self.dim), dtype=np.float32)
+        ends = np.cumsum([stop - start for _, start, stop in self.ranges])
+        which = np.searchsorted(ends, index, side="right")
+        for r in np.unique(which):
+            s, start, stop = self.ranges[r]
+            mask = which == r
+            local = index[mask] - (ends[r] - (stop - start)) + start
+            out[mask] = self.shards[s].feats[local]
+        return out
+
+    def load(self) -> np.ndarray:
+        return np.concatenate(list(self.chunks())) if self.ranges else np.zeros((0, self.dim), np.float32)
+
+
+def sample_frames(feat_dir, split: str, nshard: int, percent: float, rng: np.random.RandomState) -> FrameSet:
+    """fairseq's sampling: ``ceil(percent · n)`` utterances per shard without replacement,
+    drawn from ``rng`` in shard order (``percent < 0``: every frame)."""
+    if percent > 1:
+        raise HubertkitError(f"--percent must be at most 1 (or -1 for all frames), got {percent}")
+    shards = read_shards(feat_dir, split, nshard)
+    ranges = []
+    for s, shard in enumerate(shards):
+        if percent < 0:
+            ranges.append((s, 0, int(shard.lengths.sum())))
+            continue
+        n = int(np.ceil(len(shard) * percent))
+        for i in rng.choice(len(shard), n, replace=False):
+            ranges.append((s, int(shard.offsets[i]), int(shard.offsets[i] + shard.lengths[i])))
+    return FrameSet(shards, [r for r in ranges if r[2] > r[1]])
+
+
+# ---------------------------------------------------------------------------------
+# The Lloyd engine.
+
+
+def kmeans_plus_plus(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ (several candidates per step, the one lowering the potential most)."""
+    n = x.shape[0]
+    trials = 2 + int(math.log(k))
+    x_norm = (x * x).sum(1)
+    centers = torch.empty(k, x.shape[1], dtype=x.dtype)
+    centers[0] = x[torch.randint(n, (1,), generator=gen)]
+
+    def sq_dist(c):
+        return (x_norm[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :]).clamp_(min=0)
+
+    closest = sq_dist(centers[:1])[:, 0]
+    for i in range(1, k):
+        total = closest.sum()
+        if total <= 0:  # fewer distinct points than clusters; duplicates are harmless here
+            probs = torch.ones(n)
+        else:
+            probs = closest / total
+        candidates = torch.multinomial(probs, trials, replacement=True, generator=gen)
+        dist = torch.minimum(closest[:, None], sq_dist(x[candidates]))
+        best = dist.sum(0).argmin()
+        centers[i] = x[candidates[best]]
+        closest = dist[:, best]
+    return centers
+
+
+@dataclass
+class _PassStats:
+    sums: torch.Tensor
+    counts: torch.Tensor
+    inertia: float
+    frames: int
+
+
+def _lloyd_pass(chunks, centroids: torch.Tensor) -> _PassStats:
+    k, d = centroids.shape
+    cc = (centroids, (centroids * centroids).sum(1))
+    sums = torch.zeros(k, d, dtype=torch.float64)
+    counts = torch.zeros(k, dtype=torch.float64)
+    inertia, frames = 0.0, 0
+    for chunk in chunks:
+        x = torch.from_numpy(np.asarray(chunk, dtype=np.float32))
+        labels, dist = assign(x, cc)
+        sums += torch.zeros(k, d).index_add_(0, labels, x).double()
+        counts += torch.bincount(labels, minlength=k).double()
+        inertia += dist.double().sum().item()
+        frames += x.shape[0]
+    return _PassStats(sums, counts, inertia, frames)
+
+
+def _update(stats: _PassStats, old: torch.Tensor, reseed: torch.Tensor) -> torch.Tensor:
+    """Means of the assigned frames; an empty cluster takes a far-away sample frame."""
+    new = old.clone()
+    full = stats.counts > 0
+    new[full] = (stats.sums[full] / stats.counts[full, None]).float()
+    empty = (~full).nonzero().flatten()
+    if len(empty):
+        _, dist = assign(reseed, (new, (new * new).sum(1)))
+        far = dist.argsort(descending=True)[: len(empty)]
+        new[empty[: len(far)]] = reseed[far]
+        log.info("re-seeded %d empty cluster(s)", len(empty))
+    return new
+
+
+def _converged(previous: float, current: float, tol: float) -> bool:
+    return math.isfinite(previous) and previous - current <= tol * previous
+
+
+def lloyd(
+    frames: FrameSet,
+    n_clusters: int,
+    seed: int = 0,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    init_size: int | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, float, int]:
+    """Returns centroids, mean squared distance per frame, and full passes made."""
+    n = frames.num_frames
+    gen = torch.Generator().manual_seed(seed)
+    init_size = min(n, init_size or max(20 * n_clusters, 20000))
+    index = np.sort(torch.randperm(n, generator=gen)[:init_size].numpy())
+    sample = torch.from_numpy(frames.rows(index))
+    centroids = kmeans_plus_plus(sample, n_clusters, gen)
+    # Settle on the sample first: cheap, in memory, and saves full passes.
+    previous = math.inf
+    for _ in range(max_iter):
+        stats = _lloyd_pass([sample], centroids)
+        if _converged(previous, stats.inertia, tol):
+            break
+        previous = stats.inertia
+        centroids = _update(stats, centroids, sample)
+    if init_size == n:  # the sample was everything
+        return centroids.numpy(), stats.inertia / n, 0
+    previous = math.inf
+    bar = tqdm(range(max_iter), desc="k-means passes", unit="pass", disable=not progress)
+    for it in bar:
+        stats = _lloyd_pass(frames.chunks(), centroids)
+        mean = stats.inertia / stats.frames
+        bar.set_postfix(inertia=f"{mean:.4f}")
+        if _converged(previous, mean, tol):
+            break
+        previous = mean
+        if it + 1 < max_iter:
+            centroids = _update(stats, centroids, sample)
+    bar.close()
+    return centroids.numpy(), mean, it + 1
+
+
+def minibatch(frames: FrameSet, n_clusters: int, seed: int, max_iter: int = 100) -> tuple[np.ndarray, float]:
+    """fairseq's MiniBatchKMeans, with the global numpy RNG already seeded by the caller."""
+    try:
+        from sklearn.cluster import MiniBatchKMeans
+    except ImportError:
+        raise HubertkitError("--algo minibatch needs scikit-learn: pip install 'hubertkit[sklearn]'") from None
+    feats = frames.load()
+    km = MiniBatchKMeans(
+        n_clusters=n_clusters,
+        init="k-means++",
+        max_iter=max_iter,
+        batch_size=10000,
+        verbose=0,
+        compute_labels=False,
+        tol=0.0,
+        max_no_improvement=100,
+        init_size=None,
+        n_init=20,
+        reassignment_ratio=0.0,
+    )
+    km.fit(feats)
+    return km.cluster_centers_.astype(np.float32), -km.score(feats) / len(feats)
+
+
+@dataclass
+class LearnSummary:
+    path: str
+    n_clusters: int
+    frames: int
+    inertia: float
+    seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"wrote {self.path}: {self.n_clusters} clusters from {self.frames} frames, "
+            f"inertia {self.inertia:.5f} per frame, {self.seconds:.1f} s"
+        )
+
+
+def learn_kmeans(
+    feat_dir: str | os.PathLike,
+    split: str,
+    nshard: int,
+    km_path: str | os.PathLike,
+    n_clusters: int,
+    percent: float = -1,
+    seed: int = 0,
+    algo: str = "lloyd",
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    progress: bool = True,
+) -> LearnSummary:
+    """fairseq's ``learn_kmeans.py FEAT_DIR SPLIT NSHARD KM_PATH N_CLUSTERS``."""
+    start = time.time()
+    if n_clusters < 1:
+        raise HubertkitError(f"N_CLUSTERS must be at least 1, got {n_clusters}")
+    np.random.seed(seed)  # fairseq seeds the global RNG; its sampling and sklearn draw from it
+    frames = sample_frames(feat_dir, split, nshard, percent, np.random.mtrand._rand)
+    n = frames.num_frames
+    if n < n_clusters:
+        raise HubertkitError(
+            f"only {n} frames sampled from {feat_dir}/{split}_*_{nshard}.npy, fewer than "
+            f"{n_clusters} clusters; use a larger --percent or fewer clusters"
+        )
+    log.info("learning %d clusters from %d frames of dim %d (%s)", n_clusters, n, frames.dim, algo)
+    if algo == "lloyd":
+        centroids, inertia, passes = lloyd(frames, n_clusters, seed, max_iter, tol, progress=progress)
+    elif algo == "minibatch":
+        centroids, inertia = minibatch(frames, n_clusters, seed, max_iter)
+        passes = None
+    else:
+        raise HubertkitError(f"unknown --algo {algo!r}; choose 'lloyd' or 'minibatch'")
+    meta = {
+        "algo": algo,
+        "inertia": float(inertia),
+        "frames": int(n),
+        "feat_dir": str(Path(feat_dir).resolve()),
+        "split": split,
+        "nshard": nshard,
+        "percent": float(percent),
+        "seed": seed,
+    }
+    if passes is not None:
+        meta["passes"] = passes
+    KMeansModel(centroids, meta).save(km_path)
+    return LearnSummary(str(km_path), n_clusters, n, float(inertia), time.time() - start)
+
+
+# ---------------------------------------------------------------------------------
+# Applying a model: fairseq's dump_km_label.py.
+
+
+def _label_lines(labels: np.ndarray, lengths: np.ndarray, names: np.ndarray) -> bytes:
+    """One text line per utterance; ``names`` holds the label strings (faster than str())."""
+    words = names[labels]
+    ends = np.cumsum(lengths)
+    return "".join(" ".join(words[e - n : e]) + "\n" for n, e in zip(lengths.tolist(), ends.tolist())).encode()
+
+
+def dump_labels(
+    feat_dir: str | os.PathLike,
+    split: str,
+    km_path: str | os.PathLike,
+    nshard: int,
+    rank: str | int,
+    lab_dir: str | os.PathLike,
+    trust_pickle: bool = False,
+    label: str = "km",
+    progress: bool = True,
+) -> dict:
+    """Label every frame of a feature shard with its nearest centroid."""
+    from hubertkit.data.labels import write_sidecar
+    from hubertkit.features.dump import resolve_ranks
+    from hubertkit.features.shards import read_shard
+
+    start = time.time()
+    km = load_kmeans(km_path, trust_pickle)
+    centroids = km._centroids_t()
+    names = np.array([str(i) for i in range(km.n_clusters)], dtype=object)
+    written, frames = [], 0
+    for r in resolve_ranks(rank, nshard):
+        shard = read_shard(feat_dir, split, r, nshard)
+        if shard.dim != km.dim:
+            raise HubertkitError(f"{shard.path} has {shard.dim}-dim features but {km_path} was fitted on {km.dim}-dim ones")
+        out = Path(lab_dir) / f"{split}_{r}_{nshard}.{label}"
+        with atomic_open(out, "wb") as f, tqdm(total=len(shard), unit="utt", desc=f"labels {split} {r}", disable=not progress) as bar:
+            for a, b in _utterance_batches(shard.lengths):
+                lo, hi = int(shard.offsets[a]), int(shard.offsets[b - 1] + shard.lengths[b - 1])
+                x = torch.from_numpy(shard.read_rows(lo, hi))
+                labels = assign(x, centroids)[0].numpy()
+                f.write(_label_lines(labels, shard.lengths[a:b], names))
+                bar.update(b - a)
+        write_sidecar(out, {
+            "kmeans": km.fingerprint,
+            "kmeans_path": str(Path(km_path).resolve()),
+            "n_clusters": km.n_clusters,
+            "feat_dir": str(Path(feat_dir).resolve()),
+            "split": split,
+            "utterances": len(shard),
+            "frames": int(shard.lengths.sum()),
+        })
+        written.append(str(out))
+        frames += int(shard.lengths.sum())
+    return {"files": written, "frames": frames, "seconds": time.time() - start}
+
+
+def _utterance_batches(lengths: np.ndarray, size: int = CHUNK_FRAMES) -> Iterator[tuple[int, int]]:
+    """Runs of whole utterances of about ``size`` frames (at least one utterance each)."""
+    a, total = 0, 0
+    for i, n in enumerate(lengths.tolist()):
+        total += n
+        if total >= size:
+            yield a, i + 1
+            a, total = i + 1, 0
+    if a < len(lengths):
+        yield a, len(lengths)

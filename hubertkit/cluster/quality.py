@@ -1,0 +1,101 @@
+"""How well labels match phones: the HuBERT paper's phone purity, cluster purity and
+PNMI, computed frame by frame as fairseq's ``measure_teacher_quality.py`` does."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from hubertkit.data.alignments import frame_phones, read_alignments, utterance_key
+from hubertkit.data.labels import read_labels
+from hubertkit.data.manifest import read_manifest
+from hubertkit.errors import HubertkitError
+
+
+@dataclass
+class LabelQuality:
+    phone_purity: float  # E over clusters of max_phone p(phone | cluster): fairseq's "ref pur"
+    cluster_purity: float  # E over phones of max_cluster p(cluster | phone): "hyp pur"
+    pnmi: float  # I(phone; label) / H(phone): "MI/H(ref)"
+    h_phone: float
+    h_label: float
+    mutual_info: float
+    frames: int
+    utterances: int
+    frame_diff: int  # Σ |label frames − alignment frames|, as fairseq's "frm diff"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"phone purity {self.phone_purity:.4f}  cluster purity {self.cluster_purity:.4f}  "
+            f"PNMI {self.pnmi:.4f}  ({self.frames} frames, {self.utterances} utterances)"
+        )
+
+
+def joint_counts(pairs_phones: list[list[str]], pairs_labels: list[list[int]]) -> tuple[np.ndarray, list[str], list[int]]:
+    """Phone × label co-occurrence counts over frames, with row and column names."""
+    phones = np.concatenate([np.asarray(p, dtype=object) for p in pairs_phones]) if pairs_phones else np.zeros(0, object)
+    labels = np.concatenate([np.asarray(l, dtype=np.int64) for l in pairs_labels]) if pairs_labels else np.zeros(0, np.int64)
+    phone_names, phone_idx = np.unique(phones.astype(str), return_inverse=True)
+    label_names, label_idx = np.unique(labels, return_inverse=True)
+    counts = np.zeros((len(phone_names), len(label_names)), dtype=np.int64)
+    np.add.at(counts, (phone_idx, label_idx), 1)
+    return counts, phone_names.tolist(), label_names.tolist()
+
+
+def quality_from_counts(counts: np.ndarray, utterances: int = 0, frame_diff: int = 0) -> LabelQuality:
+    total = counts.sum()
+    if total == 0:
+        raise HubertkitError("no frames to score: do the labels and alignments cover the same utterances?")
+    p = counts / total
+    p_phone, p_label = p.sum(1), p.sum(0)
+    nz = p > 0
+    mi = float((p[nz] * np.log(p[nz] / np.outer(p_phone, p_label)[nz])).sum())
+    h_phone = float(-(p_phone[p_phone > 0] * np.log(p_phone[p_phone > 0])).sum())
+    h_label = float(-(p_label[p_label > 0] * np.log(p_label[p_label > 0])).sum())
+    return LabelQuality(
+        phone_purity=float(p.max(0).sum()),
+        cluster_purity=float(p.max(1).sum()),
+        pnmi=mi / h_phone if h_phone > 0 else 0.0,
+        h_phone=h_phone,
+        h_label=h_label,
+        mutual_info=mi,
+        frames=int(total),
+        utterances=utterances,
+        frame_diff=frame_diff,
+    )
+
+
+def paired_frames(lab_file, alignments, tsv, label_rate: float):
+    """Per utterance, the frame labels and the phones at the same frames (cut to the shorter)."""
+    labels = read_labels(lab_file)
+    manifest = read_manifest(tsv)
+    if len(labels) != len(manifest):
+        raise HubertkitError(f"{lab_file} has {len(labels)} lines but {tsv} lists {len(manifest)} utterances")
+    align = read_alignments(alignments)
+    phones_out, labels_out, diff = [], [], 0
+    for utt, labs in zip(manifest.utterances, labels):
+        key = utterance_key(os.path.relpath(utt.path, manifest.root))
+        if key not in align:
+            continue
+        duration = align[key][-1][2]
+        n_ref = int(round(duration * label_rate))
+        diff += abs(n_ref - len(labs))
+        n = min(n_ref, len(labs))
+        phones_out.append(frame_phones(align[key], n, label_rate))
+        labels_out.append(labs[:n])
+    if not phones_out:
+        raise HubertkitError(f"no utterance of {tsv} has an alignment in {alignments}")
+    return phones_out, labels_out, diff
+
+
+def label_quality(lab_file, alignments, label_rate: float, tsv: str | os.PathLike) -> LabelQuality:
+    """Score a ``.km`` file against phone alignments; ``tsv`` is the manifest whose
+    lines the label file follows (it names the utterances)."""
+    phones, labels, diff = paired_frames(lab_file, alignments, tsv, label_rate)
+    counts, _, _ = joint_counts(phones, labels)
+    return quality_from_counts(counts, len(phones), diff)

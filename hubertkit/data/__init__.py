@@ -1,0 +1,1 @@
+"""Manifests, audio reading, labels and dictionaries."""

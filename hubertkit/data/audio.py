@@ -1,0 +1,43 @@
+"""Reading audio as fairseq's dump scripts do, with errors that name the manifest line."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import soundfile as sf
+
+from hubertkit.data.manifest import Utterance
+from hubertkit.errors import HubertkitError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+# fairseq's dump scripts tolerate this many samples between the manifest and the file.
+LENGTH_TOLERANCE = 160
+
+
+def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") -> np.ndarray:
+    """Float32 mono waveform in [-1, 1]; stereo is averaged to mono (with a warning)."""
+    where = f"{where}:{utt.line}: " if where else f"line {utt.line}: "
+    if not os.path.isfile(utt.path):
+        raise HubertkitError(f"{where}audio file {utt.path} does not exist")
+    try:
+        wav, sr = sf.read(utt.path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise HubertkitError(f"{where}cannot read audio {utt.path}: {e}") from None
+    if sr != sample_rate:
+        raise HubertkitError(f"{where}{utt.path} is {sr} Hz; hubertkit needs {sample_rate} Hz audio (resample it first)")
+    if wav.shape[0] == 0:
+        raise HubertkitError(f"{where}{utt.path} is empty")
+    if wav.shape[1] > 1:
+        log.warning("%s%s has %d channels; averaging to mono", where, utt.path, wav.shape[1])
+        wav = wav.mean(axis=1, dtype=np.float32)[:, None]
+    wav = wav[:, 0]
+    if abs(len(wav) - utt.num_samples) > LENGTH_TOLERANCE:
+        raise HubertkitError(
+            f"{where}{utt.path} has {len(wav)} samples but the manifest says {utt.num_samples} "
+            "(truncated or replaced file? re-run `hubertkit manifest`)"
+        )
+    return wav

@@ -1,0 +1,126 @@
+"""Label files (``.km``: one line of integer labels per utterance), the sidecar that
+records which k-means model made them, and fairseq's dictionary ``dict.km.txt``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import atomic_open, write_text
+
+# Shard label files are {split}_{rank}_{nshard}.{label}; merged ones are {split}.{label}.
+_SHARD_RE = re.compile(r"_\d+_\d+$")
+
+
+def sidecar_path(label_path: str | os.PathLike) -> Path:
+    return Path(f"{label_path}.json")
+
+
+def write_sidecar(label_path: str | os.PathLike, info: dict) -> None:
+    write_text(sidecar_path(label_path), json.dumps(info, indent=1, sort_keys=True) + "\n")
+
+
+def read_sidecar(label_path: str | os.PathLike) -> dict | None:
+    """What made a label file (k-means fingerprint, clusters, utterances), if recorded."""
+    path = sidecar_path(label_path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HubertkitError(f"{path} is not valid JSON: {e}") from None
+
+
+def read_labels(path: str | os.PathLike) -> list[list[int]]:
+    path = Path(path)
+    if not path.is_file():
+        raise HubertkitError(f"label file {path} does not exist")
+    out = []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                out.append([int(v) for v in line.split()])
+            except ValueError:
+                raise HubertkitError(f"{path}:{number}: labels must be integers, got {line[:60]!r}") from None
+    return out
+
+
+def merge_labels(lab_dir: str | os.PathLike, split: str, nshard: int, label: str = "km") -> dict:
+    """``cat {split}_{0..nshard-1}_{nshard}.km > {split}.km``, refusing missing shards and
+    shards made by different k-means models."""
+    lab_dir = Path(lab_dir)
+    shards = [lab_dir / f"{split}_{rank}_{nshard}.{label}" for rank in range(nshard)]
+    missing = [str(p) for p in shards if not p.is_file()]
+    if missing:
+        raise HubertkitError(f"missing label shard(s): {', '.join(missing)} (run dump-labels for those ranks)")
+    infos = [read_sidecar(p) for p in shards]
+    known = {i["kmeans"] for i in infos if i}
+    if len(known) > 1:
+        raise HubertkitError(f"label shards of {split} in {lab_dir} come from different k-means models: {sorted(known)}")
+    out = lab_dir / f"{split}.{label}"
+    utterances = 0
+    with atomic_open(out, "wb") as f:
+        for p in shards:
+            data = p.read_bytes()
+            if data and not data.endswith(b"\n"):
+                raise HubertkitError(f"{p} does not end with a newline (truncated file?)")
+            utterances += data.count(b"\n")
+            f.write(data)
+    info = {"utterances": utterances, "split": split, "merged_from": [p.name for p in shards]}
+    if all(infos):
+        info.update({k: infos[0][k] for k in ("kmeans", "kmeans_path", "n_clusters")})
+        info["frames"] = sum(i["frames"] for i in infos)
+        write_sidecar(out, info)
+    return {"path": str(out), **info}
+
+
+def make_dict(lab_dir: str | os.PathLike, label: str = "km", n_clusters: int | None = None) -> dict:
+    """Write ``dict.{label}.txt`` (``label count``) from the merged label files in ``lab_dir``.
+
+    Every cluster id ``0 .. n_clusters-1`` gets a line, also those no frame uses, so
+    that no valid label is "unknown" to the model. ``n_clusters`` comes from the label
+    files' sidecars unless given.
+    """
+    lab_dir = Path(lab_dir)
+    files = sorted(p for p in lab_dir.glob(f"*.{label}") if not _SHARD_RE.search(p.name[: -len(label) - 1]))
+    if not files:
+        raise HubertkitError(f"no merged label files *.{label} in {lab_dir} (run merge-labels first)")
+    counts: Counter[int] = Counter()
+    recorded = set()
+    for p in files:
+        for line in read_labels(p):
+            counts.update(line)
+        info = read_sidecar(p)
+        if info and "n_clusters" in info:
+            recorded.add(int(info["n_clusters"]))
+    if len(recorded) > 1:
+        raise HubertkitError(f"label files in {lab_dir} come from k-means models with {sorted(recorded)} clusters")
+    if n_clusters is None:
+        n_clusters = recorded.pop() if recorded else max(counts) + 1
+    if counts and (min(counts) < 0 or max(counts) >= n_clusters):
+        raise HubertkitError(f"labels in {lab_dir} range over {min(counts)}..{max(counts)}, outside 0..{n_clusters - 1}")
+    out = lab_dir / f"dict.{label}.txt"
+    write_text(out, "".join(f"{i} {counts.get(i, 0)}\n" for i in range(n_clusters)))
+    return {"path": str(out), "n_clusters": n_clusters, "files": [p.name for p in files], "unused": n_clusters - len(counts)}
+
+
+def read_dict(path: str | os.PathLike) -> list[str]:
+    """Symbols of a fairseq dictionary file, in order (without fairseq's 4 specials)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HubertkitError(f"dictionary {path} does not exist (run make-dict)")
+    symbols = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
+            raise HubertkitError(f"{path}:{number}: expected 'symbol count', got {line!r}")
+        symbols.append(parts[0])
+    if not symbols:
+        raise HubertkitError(f"dictionary {path} is empty: every label would be unknown (run make-dict)")
+    return symbols

@@ -1,0 +1,122 @@
+"""fairseq's audio manifest (``{split}.tsv``): the root directory, then ``path<TAB>num_samples``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import atomic_open
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    path: str  # absolute path of the audio file
+    num_samples: int
+    line: int  # 1-based line number in the manifest, for error messages
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    root: str
+    utterances: list[Utterance]
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def shard(self, nshard: int, rank: int) -> list[Utterance]:
+        start, end = shard_range(len(self.utterances), nshard, rank)
+        return self.utterances[start:end]
+
+
+def shard_range(total: int, nshard: int, rank: int) -> tuple[int, int]:
+    """fairseq's split of ``total`` items into ``nshard`` contiguous shards (same rounding)."""
+    if not 0 <= rank < nshard:
+        raise HubertkitError(f"rank {rank} is outside 0..{nshard - 1} for nshard={nshard}")
+    start = round(total / nshard * rank)
+    end = round(total / nshard * (rank + 1))
+    if start >= end:
+        raise HubertkitError(f"shard {rank}/{nshard} of {total} utterances is empty; use fewer shards")
+    return start, end
+
+
+def manifest_path(tsv_dir: str | os.PathLike, split: str) -> Path:
+    return Path(tsv_dir) / f"{split}.tsv"
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise HubertkitError(f"manifest {path} does not exist")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if not lines:
+        raise HubertkitError(f"manifest {path} is empty: its first line must be the audio root directory")
+    root = lines[0].strip()
+    utterances = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[1].strip().isdigit():
+            raise HubertkitError(f"{path}:{number}: expected 'relative/path<TAB>num_samples', got {line!r}")
+        utterances.append(Utterance(os.path.join(root, parts[0]), int(parts[1]), number))
+    return Manifest(path, root, utterances)
+
+
+def make_manifest(
+    audio_dir: str | os.PathLike,
+    dest: str | os.PathLike,
+    ext: str = "flac",
+    valid_percent: float = 0.01,
+    seed: int = 42,
+    path_must_contain: str | None = None,
+) -> dict[str, int]:
+    """Write ``train.tsv`` (and ``valid.tsv`` when ``valid_percent > 0``) as fairseq's
+    ``wav2vec_manifest.py`` does: one ``random()`` draw per file decides its split.
+
+    Files are visited in sorted order (fairseq uses directory order, which differs
+    between machines), so the split is reproducible. Unreadable files are reported
+    and left out. Returns the number of utterances per split.
+    """
+    root = Path(os.path.realpath(audio_dir))
+    if not root.is_dir():
+        raise HubertkitError(f"audio directory {audio_dir} does not exist")
+    if not 0 <= valid_percent <= 1:
+        raise HubertkitError(f"--valid-percent must be in [0, 1], got {valid_percent}")
+    ext = ext.lstrip(".")
+    files = sorted(p for p in root.rglob(f"*.{ext}") if p.is_file())
+    if path_must_contain:
+        files = [p for p in files if path_must_contain in str(p)]
+    if not files:
+        raise HubertkitError(f"no *.{ext} files under {root}")
+    rand = random.Random(seed)
+    splits: dict[str, list[str]] = {"train": [], "valid": []}
+    skipped = []
+    for path in files:
+        try:
+            frames = sf.info(str(path)).frames
+        except (sf.LibsndfileError, RuntimeError) as e:
+            skipped.append(path)
+            log.warning("skipping unreadable %s: %s", path, e)
+            continue
+        split = "train" if rand.random() > valid_percent else "valid"
+        splits[split].append(f"{os.path.relpath(os.path.realpath(path), root)}\t{frames}")
+    if skipped:
+        log.warning("left out %d unreadable file(s)", len(skipped))
+    counts = {}
+    for split, rows in splits.items():
+        if split == "valid" and valid_percent <= 0:
+            continue
+        with atomic_open(Path(dest) / f"{split}.tsv") as f:
+            f.write("\n".join([str(root), *rows]) + "\n")
+        counts[split] = len(rows)
+    return counts

@@ -1,0 +1,132 @@
+"""Dumping frame features of a manifest shard to ``.npy``/``.len``, in parallel if asked.
+
+A feature extractor is a picklable callable ``(waveform) -> [frames, dim]`` array; it
+runs in worker processes when ``jobs > 1`` while this process writes the shards in
+manifest order, so the files are identical whatever the number of jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hubertkit.data.audio import SAMPLE_RATE, read_audio
+from hubertkit.data.manifest import Utterance, manifest_path, read_manifest
+from hubertkit.errors import HubertkitError
+from hubertkit.features.shards import ShardWriter
+
+log = logging.getLogger(__name__)
+
+Extractor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class DumpSummary:
+    files: list[str]
+    utterances: int
+    frames: int
+    audio_seconds: float
+    seconds: float
+
+    def __str__(self) -> str:
+        speed = self.audio_seconds / max(self.seconds, 1e-9)
+        return (
+            f"wrote {len(self.files)} file(s), {self.utterances} utterances, {self.frames} frames "
+            f"({self.audio_seconds / 3600:.2f} h of audio) in {self.seconds:.1f} s, {speed:.0f}x real time"
+        )
+
+
+def resolve_ranks(rank: str | int, nshard: int) -> list[int]:
+    """``RANK`` as an int, ``all`` (every rank, here), or ``auto`` (from SLURM or torchrun)."""
+    if isinstance(rank, int):
+        return [rank]
+    if rank == "all":
+        return list(range(nshard))
+    if rank == "auto":
+        for var, count in (("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"), ("RANK", "WORLD_SIZE")):
+            if var in os.environ:
+                if count in os.environ and int(os.environ[count]) != nshard:
+                    raise HubertkitError(f"{count}={os.environ[count]} but NSHARD={nshard}; they must agree")
+                return [int(os.environ[var])]
+        raise HubertkitError("RANK=auto needs SLURM_ARRAY_TASK_ID or torchrun's RANK in the environment")
+    try:
+        return [int(rank)]
+    except ValueError:
+        raise HubertkitError(f"RANK must be an integer, 'all' or 'auto', got {rank!r}") from None
+
+
+class _Job:
+    """Reads one utterance and extracts its features (runs inside worker processes)."""
+
+    def __init__(self, extractor: Extractor, where: str):
+        self.extractor, self.where = extractor, where
+
+    def __call__(self, utt: Utterance) -> np.ndarray:
+        feats = self.extractor(read_audio(utt, where=self.where))
+        return np.asarray(feats, dtype=np.float32)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _map(job: _Job, utts: Sequence[Utterance], jobs: int) -> Iterable[np.ndarray]:
+    if jobs <= 1:
+        yield from map(job, utts)
+        return
+    with mp.get_context("spawn").Pool(jobs, initializer=_init_worker) as pool:
+        yield from pool.imap(job, utts, chunksize=4)
+
+
+def dump_features(
+    tsv_dir: str | os.PathLike,
+    split: str,
+    nshard: int,
+    rank: str | int,
+    feat_dir: str | os.PathLike,
+    extractor: Extractor,
+    dim: int,
+    jobs: int = 1,
+    progress: bool = True,
+) -> DumpSummary:
+    """Write ``{split}_{rank}_{nshard}.npy/.len`` for each requested rank."""
+    start = time.time()
+    if nshard < 1:
+        raise HubertkitError(f"NSHARD must be at least 1, got {nshard}")
+    manifest = read_manifest(manifest_path(tsv_dir, split))
+    ranks = resolve_ranks(rank, nshard)
+    shards = [(r, manifest.shard(nshard, r)) for r in ranks]
+    total = sum(len(u) for _, u in shards)
+    summary = DumpSummary([], 0, 0, 0.0, 0.0)
+    with tqdm(total=total, unit="utt", desc=f"features {split}", disable=not progress) as bar:
+        for r, utts in shards:
+            with ShardWriter(feat_dir, split, r, nshard, dim) as writer:
+                for utt, feats in zip(utts, _map(_Job(extractor, str(manifest.path)), utts, jobs)):
+                    writer.append(feats)
+                    summary.audio_seconds += utt.num_samples / SAMPLE_RATE
+                    bar.update()
+            summary.files += [str(p) for p in writer.paths]
+            summary.utterances += writer.utterances
+            summary.frames += writer.frames
+    summary.seconds = time.time() - start
+    return summary
+
+
+def mfcc_extractor(wav: np.ndarray) -> np.ndarray:
+    from hubertkit.features.mfcc import mfcc_with_deltas
+
+    with torch.inference_mode():
+        return mfcc_with_deltas(torch.from_numpy(wav)).numpy()
+
+
+def dump_mfcc(tsv_dir, split, nshard, rank, feat_dir, jobs: int = 1, progress: bool = True) -> DumpSummary:
+    """fairseq's ``dump_mfcc_feature.py``: 39-dim MFCC + Δ + ΔΔ at 100 Hz."""
+    return dump_features(tsv_dir, split, nshard, rank, feat_dir, mfcc_extractor, 39, jobs, progress)

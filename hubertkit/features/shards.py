@@ -1,0 +1,150 @@
+"""Feature shards as fairseq writes them: ``{split}_{rank}_{nshard}.npy`` holds every
+frame of the shard's utterances, ``.len`` one frame count per utterance.
+
+The ``.npy`` is streamed to disk (its header is rewritten once the frame count is
+known) so a shard never has to fit in memory, and both files appear atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import AtomicFile
+
+# Room for any frame count up to 10**15 in the header, so it can be rewritten in place.
+_HEADER_SHAPE_PLACEHOLDER = 10**15
+
+
+def shard_path(feat_dir: str | os.PathLike, split: str, rank: int, nshard: int, ext: str) -> Path:
+    """``FEAT_DIR/{split}_{rank}_{nshard}.{ext}``; split names may contain dots (``dev.clean``)."""
+    return Path(feat_dir) / f"{split}_{rank}_{nshard}.{ext}"
+
+
+def _npy_header(rows: int, dim: int, size: int | None = None) -> bytes:
+    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)}
+    text = repr(header).encode("latin1")
+    # version 1.0: magic(6) + version(2) + uint16 header length, total a multiple of 64
+    total = size if size is not None else -(-(10 + len(text) + 1) // 64) * 64
+    text = text + b" " * (total - 10 - len(text) - 1) + b"\n"
+    return b"\x93NUMPY\x01\x00" + np.uint16(len(text)).tobytes() + text
+
+
+class ShardWriter:
+    """Append ``[frames, dim]`` float32 arrays; ``close()`` publishes ``.npy`` and ``.len``."""
+
+    def __init__(self, feat_dir: str | os.PathLike, split: str, rank: int, nshard: int, dim: int):
+        self.dim = dim
+        self._npy_file = AtomicFile(shard_path(feat_dir, split, rank, nshard, "npy"))
+        self._len_file = AtomicFile(shard_path(feat_dir, split, rank, nshard, "len"))
+        self.paths = [self._npy_file.path, self._len_file.path]
+        self._npy = open(self._npy_file.tmp, "wb")
+        self._len = open(self._len_file.tmp, "w")
+        self._header_size = len(_npy_header(_HEADER_SHAPE_PLACEHOLDER, dim))
+        self._npy.write(b"\0" * self._header_size)
+        self.frames = 0
+        self.utterances = 0
+
+    def append(self, feats: np.ndarray) -> None:
+        feats = np.ascontiguousarray(feats, dtype="<f4")
+        if feats.ndim != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"expected [frames, {self.dim}] features, got {feats.shape}")
+        self._npy.write(feats.tobytes())
+        self._len.write(f"{feats.shape[0]}\n")
+        self.frames += feats.shape[0]
+        self.utterances += 1
+
+    def close(self) -> None:
+        self._npy.seek(0)
+        self._npy.write(_npy_header(self.frames, self.dim, self._header_size))
+        self._npy.close()
+        self._len.close()
+        self._npy_file.commit()
+        self._len_file.commit()
+
+    def abort(self) -> None:
+        self._npy.close()
+        self._len.close()
+        self._npy_file.discard()
+        self._len_file.discard()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclass
+class FeatureShard:
+    """A memory-mapped shard: ``feats`` is never read whole into RAM."""
+
+    feats: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def dim(self) -> int:
+        return self.feats.shape[1]
+
+    def utterance(self, i: int) -> np.ndarray:
+        return self.feats[self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` copied into memory with ``pread``.
+
+        Unlike slicing the memory map, this leaves no file pages mapped into the
+        process, so streaming over a feature set larger than RAM keeps RSS flat.
+        """
+        out = np.empty((stop - start, self.dim), dtype="<f4")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            got = os.preadv(fd, [out], self.feats.offset + start * self.dim * 4)
+        finally:
+            os.close(fd)
+        if got != out.nbytes:
+            raise HubertkitError(f"{self.path} is shorter than its header says (truncated file?)")
+        return out
+
+
+def read_shard(feat_dir: str | os.PathLike, split: str, rank: int, nshard: int) -> FeatureShard:
+    npy, lens = (shard_path(feat_dir, split, rank, nshard, ext) for ext in ("npy", "len"))
+    for p in (npy, lens):
+        if not p.is_file():
+            raise HubertkitError(f"missing feature shard file {p} (did the dump for rank {rank} finish?)")
+    try:
+        feats = np.load(npy, mmap_mode="r")
+    except ValueError as e:
+        raise HubertkitError(f"{npy} is not a valid .npy file: {e}") from None
+    if feats.ndim != 2:
+        raise HubertkitError(f"{npy} should hold [frames, dim] features, has shape {feats.shape}")
+    try:
+        lengths = np.loadtxt(lens, dtype=np.int64, ndmin=1)
+    except ValueError as e:
+        raise HubertkitError(f"{lens} should hold one integer per line: {e}") from None
+    if lengths.sum() != feats.shape[0]:
+        raise HubertkitError(
+            f"{lens} lists {int(lengths.sum())} frames but {npy} holds {feats.shape[0]}: "
+            "the two files come from different dumps; re-run the dump for this rank"
+        )
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return FeatureShard(feats, lengths, offsets, npy)
+
+
+def read_shards(feat_dir: str | os.PathLike, split: str, nshard: int) -> list[FeatureShard]:
+    shards = [read_shard(feat_dir, split, rank, nshard) for rank in range(nshard)]
+    dims = {s.feats.shape[1] for s in shards}
+    if len(dims) > 1:
+        raise HubertkitError(f"shards of {split} in {feat_dir} have different dimensions {sorted(dims)}")
+    return shards

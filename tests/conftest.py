@@ -1,0 +1,40 @@
+"""Shared fixtures: everything runs on the demo corpus in data/demo."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    assert (DEMO / "alignments.jsonl").is_file(), "demo corpus missing"
+    return DEMO
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory, demo_dir) -> Path:
+    """24 demo utterances (3 per speaker) copied to a scratch directory."""
+    root = tmp_path_factory.mktemp("corpus")
+    for speaker in sorted(p for p in demo_dir.iterdir() if p.is_dir()):
+        for f in sorted(speaker.glob("*.flac"))[:3]:
+            (root / speaker.name).mkdir(exist_ok=True)
+            shutil.copy(f, root / speaker.name / f.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, small_corpus):
+    """Manifest and MFCC shards (2 shards of train, 1 of valid) of the small corpus."""
+    from hubertkit.data.manifest import make_manifest
+    from hubertkit.features.dump import dump_mfcc
+
+    out = tmp_path_factory.mktemp("prepared")
+    make_manifest(small_corpus, out / "tsv", valid_percent=0.25, seed=1)
+    dump_mfcc(out / "tsv", "train", 2, "all", out / "feat", progress=False)
+    dump_mfcc(out / "tsv", "valid", 1, 0, out / "feat", progress=False)
+    return out

@@ -1,0 +1,69 @@
+"""The command line as a user types it: fairseq's positional arguments, exit codes, messages."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hubertkit.cli import build_parser
+
+COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality", "demo"]
+
+
+def hubertkit(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "hubertkit", *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}\n{r.stderr}")
+    return r
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: hubertkit " + command in capsys.readouterr().out
+
+
+def test_recipe_end_to_end(small_corpus, demo_dir, tmp_path):
+    tsv, feat, lab, km = tmp_path / "tsv", tmp_path / "feat", tmp_path / "lab", tmp_path / "km.pt"
+    hubertkit("manifest", small_corpus, "--dest", tsv, "--valid-percent", 0.2, "--seed", 1)
+    for split in ("train", "valid"):
+        r = hubertkit("dump-mfcc", tsv, split, 2, "all", feat, "--jobs", 2, "-q")
+        assert "wrote 4 file(s)" in r.stdout
+    r = hubertkit("learn-kmeans", feat, "train", 2, km, 20, "--percent", 0.5, "-q")
+    assert "20 clusters" in r.stdout
+    for split in ("train", "valid"):
+        for rank in (0, 1):
+            hubertkit("dump-labels", feat, split, km, 2, rank, lab, "-q")
+        hubertkit("merge-labels", lab, split, 2)
+    r = hubertkit("make-dict", lab)
+    assert (lab / "dict.km.txt").read_text().count("\n") == 20
+    r = hubertkit("label-quality", lab / "valid.km", demo_dir / "alignments.jsonl", "--label-rate", 100, "--tsv", tsv / "valid.tsv")
+    assert "PNMI" in r.stdout
+    pnmi = float(r.stdout.split("PNMI")[1].split()[0])
+    assert 0.1 < pnmi < 1.0
+
+
+def test_bad_input_exits_2_without_traceback(tmp_path):
+    (tmp_path / "train.tsv").write_text(f"{tmp_path}\nnope.flac\t16000\n")
+    r = hubertkit("dump-mfcc", tmp_path, "train", 1, 0, tmp_path / "feat", check=False)
+    assert r.returncode == 2
+    assert "train.tsv:2" in r.stderr and "nope.flac" in r.stderr and "Traceback" not in r.stderr
+    r = hubertkit("dump-mfcc", tmp_path, "train", 1, 0, tmp_path / "feat", "--debug", check=False)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_pickled_kmeans_needs_trust_flag(tmp_path):
+    import joblib
+    from sklearn.cluster import KMeans
+
+    joblib.dump(KMeans(n_clusters=2, n_init=1).fit(np.eye(4)), tmp_path / "km.bin")
+    r = hubertkit("dump-labels", tmp_path, "train", tmp_path / "km.bin", 1, 0, tmp_path, check=False)
+    assert r.returncode == 2 and "--trust-pickle" in r.stderr
+
+
+def test_demo_runs(tmp_path):
+    r = hubertkit("demo", "--out", tmp_path / "demo", "-q")
+    assert "PNMI" in r.stdout and (tmp_path / "demo" / "labels" / "dict.km.txt").is_file()

@@ -1,0 +1,71 @@
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hubertkit.data.manifest import read_manifest
+from hubertkit.errors import HubertkitError
+from hubertkit.features.dump import dump_mfcc, resolve_ranks
+from hubertkit.features.mfcc import mfcc_with_deltas
+from hubertkit.features.shards import read_shard, read_shards
+
+
+def test_shards_hold_each_utterance_in_manifest_order(prepared):
+    manifest = read_manifest(prepared / "tsv" / "train.tsv")
+    shards = read_shards(prepared / "feat", "train", 2)
+    assert sum(len(s) for s in shards) == len(manifest)
+    utts = manifest.shard(2, 0) + manifest.shard(2, 1)
+    feats = [s.utterance(i) for s in shards for i in range(len(s))]
+    for utt, f in zip(utts[::5], feats[::5]):
+        wav, _ = sf.read(utt.path, dtype="float32")
+        np.testing.assert_array_equal(f, mfcc_with_deltas(torch.from_numpy(wav)).numpy())
+    # plain numpy reads the file as fairseq's learn_kmeans.py does
+    arr = np.load(prepared / "feat" / "train_0_2.npy")
+    assert arr.dtype == np.float32 and arr.shape == (shards[0].lengths.sum(), 39)
+
+
+def test_parallel_jobs_write_identical_files(prepared, tmp_path):
+    dump_mfcc(prepared / "tsv", "train", 2, "all", tmp_path, jobs=2, progress=False)
+    for name in ("train_0_2.npy", "train_0_2.len", "train_1_2.npy", "train_1_2.len"):
+        assert (tmp_path / name).read_bytes() == (prepared / "feat" / name).read_bytes()
+
+
+def test_rerun_overwrites_cleanly(prepared, tmp_path):
+    dump_mfcc(prepared / "tsv", "valid", 1, 0, tmp_path, progress=False)
+    first = (tmp_path / "valid_0_1.npy").read_bytes()
+    dump_mfcc(prepared / "tsv", "valid", 1, 0, tmp_path, progress=False)
+    assert (tmp_path / "valid_0_1.npy").read_bytes() == first
+    assert sorted(os.listdir(tmp_path)) == ["valid_0_1.len", "valid_0_1.npy"]
+
+
+def test_failure_leaves_nothing_half_written(prepared, tmp_path):
+    lines = (prepared / "tsv" / "train.tsv").read_text().splitlines()
+    lines.append("missing/file.flac\t32000")
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(HubertkitError, match=f"train.tsv:{len(lines)}.*missing/file.flac"):
+        dump_mfcc(tmp_path, "train", 1, 0, tmp_path / "feat", progress=False)
+    assert list((tmp_path / "feat").iterdir()) == []
+
+
+def test_npy_len_disagreement_is_an_error(prepared, tmp_path):
+    for ext in ("npy", "len"):
+        (tmp_path / f"train_0_2.{ext}").write_bytes((prepared / "feat" / f"train_0_2.{ext}").read_bytes())
+    with open(tmp_path / "train_0_2.len", "a") as f:
+        f.write("7\n")
+    with pytest.raises(HubertkitError, match="train_0_2.len lists"):
+        read_shard(tmp_path, "train", 0, 2)
+    (tmp_path / "train_0_2.len").write_bytes((prepared / "feat" / "train_0_2.len").read_bytes())
+    with pytest.raises(HubertkitError, match="missing feature shard file .*train_1_2.npy"):
+        read_shards(tmp_path, "train", 2)
+
+
+def test_resolve_ranks(monkeypatch):
+    assert resolve_ranks(1, 4) == [1]
+    assert resolve_ranks("all", 3) == [0, 1, 2]
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert resolve_ranks("auto", 4) == [2]
+    with pytest.raises(HubertkitError, match="NSHARD=3"):
+        resolve_ranks("auto", 3)

@@ -1,0 +1,90 @@
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import MiniBatchKMeans
+
+from hubertkit.cluster.kmeans import KMeansModel, learn_kmeans, load_kmeans, sample_frames
+from hubertkit.errors import HubertkitError
+
+
+def fairseq_minibatch(feats, k):
+    """fairseq learn_kmeans.py's model, settings as in DESIGN.md."""
+    return MiniBatchKMeans(
+        n_clusters=k, init="k-means++", max_iter=100, batch_size=10000, tol=0.0, max_no_improvement=100,
+        n_init=20, reassignment_ratio=0.0, compute_labels=False, init_size=None,
+    )
+
+
+def all_frames(prepared):
+    return sample_frames(prepared / "feat", "train", 2, -1, np.random.RandomState(0)).load()
+
+
+def mean_sq_dist(feats, centroids):
+    d = ((feats[:, None, :] - centroids[None]) ** 2).sum(-1)
+    return d.min(1).mean()
+
+
+def test_lloyd_inertia_matches_or_beats_fairseq_minibatch(prepared, tmp_path):
+    feats = all_frames(prepared)
+    k = 50
+    np.random.seed(0)
+    ref = fairseq_minibatch(feats, k).fit(feats)
+    ref_inertia = -ref.score(feats) / len(feats)
+    summary = learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km.pt", k, progress=False)
+    ours = load_kmeans(tmp_path / "km.pt")
+    assert ours.n_clusters == k and ours.dim == 39
+    # the reported inertia is the mean squared distance of the saved centroids
+    assert summary.inertia == pytest.approx(mean_sq_dist(feats, ours.centroids), rel=1e-4)
+    assert summary.inertia <= 1.005 * ref_inertia, (summary.inertia, ref_inertia)
+
+
+def test_minibatch_reproduces_fairseq_recipe(prepared, tmp_path):
+    k, percent, seed = 20, 0.5, 3
+    learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km.pt", k, percent=percent, seed=seed, algo="minibatch")
+    # fairseq: np.random.seed(seed), ceil(percent·n) utterances per shard, then fit
+    np.random.seed(seed)
+    parts = []
+    for rank in range(2):
+        lengths = np.loadtxt(prepared / "feat" / f"train_{rank}_2.len", dtype=int)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        idx = np.random.choice(len(lengths), int(np.ceil(len(lengths) * percent)), replace=False)
+        feat = np.load(prepared / "feat" / f"train_{rank}_2.npy", mmap_mode="r")
+        parts += [feat[offsets[i] : offsets[i] + lengths[i]] for i in idx]
+    feats = np.concatenate(parts)
+    ref = fairseq_minibatch(feats, k).fit(feats)
+    np.testing.assert_allclose(load_kmeans(tmp_path / "km.pt").centroids, ref.cluster_centers_, rtol=1e-5, atol=1e-4)
+
+
+def test_percent_samples_utterances(prepared):
+    full = sample_frames(prepared / "feat", "train", 2, -1, np.random.RandomState(0))
+    half = sample_frames(prepared / "feat", "train", 2, 0.5, np.random.RandomState(0))
+    assert len(half.ranges) == sum(int(np.ceil(len(s) * 0.5)) for s in full.shards)
+    assert 0 < half.num_frames < full.num_frames
+    assert half.load().shape == (half.num_frames, 39)
+
+
+def test_save_load_is_safe_and_exact(tmp_path):
+    c = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    KMeansModel(c, {"algo": "test"}).save(tmp_path / "km.pt")
+    state = torch.load(tmp_path / "km.pt", weights_only=True)
+    assert state["format"] == "hubertkit.kmeans"
+    loaded = load_kmeans(tmp_path / "km.pt")
+    assert np.array_equal(loaded.centroids, c) and loaded.meta["algo"] == "test"
+    assert loaded.fingerprint == KMeansModel(c.copy()).fingerprint
+
+
+def test_fairseq_joblib_model_needs_trust(tmp_path):
+    x = np.random.default_rng(0).standard_normal((500, 4)).astype(np.float32)
+    km = MiniBatchKMeans(n_clusters=6, n_init=1, random_state=0).fit(x)
+    joblib.dump(km, tmp_path / "km.bin")
+    with pytest.raises(HubertkitError, match="--trust-pickle"):
+        load_kmeans(tmp_path / "km.bin")
+    model = load_kmeans(tmp_path / "km.bin", trust_pickle=True)
+    assert np.array_equal(model.predict(x), km.predict(x))
+
+
+def test_fewer_frames_than_clusters(prepared, tmp_path):
+    with pytest.raises(HubertkitError, match="fewer than 100000 clusters"):
+        learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km.pt", 100000, progress=False)
+    assert not (tmp_path / "km.pt").exists()
