@@ -78,10 +78,13 @@ def mfcc(wav: torch.Tensor, sample_rate: int = 16000) -> torch.Tensor:
         return wav.new_zeros(0, NUM_CEPS, dtype=torch.float32)
     frames = wav.float().unfold(0, FRAME_LENGTH, FRAME_SHIFT)
     frames = frames - frames.mean(dim=1, keepdim=True)
-    # Kaldi pre-emphasis: x[i] -= c * x[i-1], and x[0] -= c * x[0].
-    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
-    frames = (frames - PREEMPHASIS * previous) * povey_window()
-    power = torch.fft.rfft(frames, n=FFT_SIZE).abs().pow(2)
+    # Kaldi pre-emphasis: x[i] -= c * x[i-1], and x[0] -= c * x[0]; then the window.
+    emphasized = torch.empty_like(frames)
+    torch.mul(frames[:, :-1], PREEMPHASIS, out=emphasized[:, 1:])
+    torch.mul(frames[:, 0], PREEMPHASIS, out=emphasized[:, 0])
+    torch.sub(frames, emphasized, out=emphasized)
+    emphasized *= povey_window()
+    power = torch.view_as_real(torch.fft.rfft(emphasized, n=FFT_SIZE)).pow(2).sum(-1)
     log_mel = (power @ mel_banks(sample_rate)).clamp(min=torch.finfo(torch.float32).eps).log()
     return log_mel @ lifted_dct()
 
