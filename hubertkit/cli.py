@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("nshard", metavar="NSHARD", type=int)
     p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
     p.add_argument("feat_dir", metavar="FEAT_DIR")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("--jobs", type=int, default=1, help="threads decoding and computing features in parallel (default: 1)")
 
     p = add("learn-kmeans", _cmd_learn_kmeans, "fit k-means on feature shards and save the model to KM_PATH")
     p.add_argument("feat_dir", metavar="FEAT_DIR")
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", _cmd_demo, "run the recipe on the demo corpus shipped with hubertkit")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--corpus", default=None, help="demo corpus directory (default: the repository's data/demo)")
-    p.add_argument("--jobs", type=int, default=2, help="worker processes for feature dumps (default: 2)")
+    p.add_argument("--jobs", type=int, default=2, help="threads for feature dumps (default: 2)")
     return parser
 
 

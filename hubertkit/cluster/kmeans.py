@@ -134,9 +134,27 @@ class FrameSet:
         return self.shards[0].dim
 
     def chunks(self, size: int = CHUNK_FRAMES) -> Iterator[np.ndarray]:
-        for s, start, stop in self.ranges:
-            for a in range(start, stop, size):
-                yield self.shards[s].read_rows(a, min(a + size, stop))
+        """All frames in blocks of ``size`` rows, read in file order (the order of the
+        sampled utterances does not matter to Lloyd), adjacent ranges merged."""
+        merged: list[list[int]] = []
+        for s, start, stop in sorted(self.ranges):
+            if merged and merged[-1][0] == s and merged[-1][2] == start:
+                merged[-1][2] = stop
+            else:
+                merged.append([s, start, stop])
+        buf = np.empty((size, self.dim), dtype=np.float32)
+        filled = 0
+        for s, start, stop in merged:
+            while start < stop:
+                n = min(stop - start, size - filled)
+                self.shards[s].read_rows(start, start + n, out=buf[filled : filled + n])
+                filled += n
+                start += n
+                if filled == size:
+                    yield buf
+                    filled = 0
+        if filled:
+            yield buf[:filled]
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         """Frames at global positions ``index`` (sorted), e.g. an initialisation sample."""
@@ -151,7 +169,13 @@ class FrameSet:
         return out
 
     def load(self) -> np.ndarray:
-        return np.concatenate(list(self.chunks())) if self.ranges else np.zeros((0, self.dim), np.float32)
+        """Every frame in memory, in sampled order (as fairseq concatenates them)."""
+        out = np.empty((self.num_frames, self.dim), dtype=np.float32)
+        at = 0
+        for s, start, stop in self.ranges:
+            self.shards[s].read_rows(start, stop, out=out[at : at + stop - start])
+            at += stop - start
+        return out
 
 
 def sample_frames(feat_dir, split: str, nshard: int, percent: float, rng: np.random.RandomState) -> FrameSet:

@@ -1,16 +1,17 @@
 """Dumping frame features of a manifest shard to ``.npy``/``.len``, in parallel if asked.
 
-A feature extractor is a picklable callable ``(waveform) -> [frames, dim]`` array; it
-runs in worker processes when ``jobs > 1`` while this process writes the shards in
-manifest order, so the files are identical whatever the number of jobs.
+A feature extractor is a callable ``(waveform) -> [frames, dim]`` array; it runs on
+``jobs`` threads while the calling thread writes the shards in manifest order, so the
+files are identical whatever the number of jobs.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -64,7 +65,7 @@ def resolve_ranks(rank: str | int, nshard: int) -> list[int]:
 
 
 class _Job:
-    """Reads one utterance and extracts its features (runs inside worker processes)."""
+    """Reads one utterance and extracts its features."""
 
     def __init__(self, extractor: Extractor, where: str):
         self.extractor, self.where = extractor, where
@@ -74,16 +75,28 @@ class _Job:
         return np.asarray(feats, dtype=np.float32)
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)
-
-
 def _map(job: _Job, utts: Sequence[Utterance], jobs: int) -> Iterable[np.ndarray]:
+    """``map(job, utts)`` on ``jobs`` threads, in order, with a bounded read-ahead.
+
+    Threads suffice: audio decoding and torch kernels release the GIL, and unlike
+    processes they start instantly and need no copy of the results.
+    """
     if jobs <= 1:
         yield from map(job, utts)
         return
-    with mp.get_context("spawn").Pool(jobs, initializer=_init_worker) as pool:
-        yield from pool.imap(job, utts, chunksize=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over utterances, not inside each small op
+    try:
+        with ThreadPoolExecutor(jobs) as pool:
+            pending: deque = deque()
+            for utt in utts:
+                pending.append(pool.submit(job, utt))
+                if len(pending) >= 4 * jobs:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def dump_features(

@@ -48,6 +48,11 @@ def mel_banks(sample_rate: int = 16000) -> torch.Tensor:
     return torch.cat([weights, torch.zeros(1, NUM_MEL_BINS, dtype=torch.float64)]).float()
 
 
+@functools.lru_cache(maxsize=4)
+def _mel_banks_interleaved(sample_rate: int) -> torch.Tensor:
+    return mel_banks(sample_rate).repeat_interleave(2, dim=0)
+
+
 @functools.lru_cache(maxsize=1)
 def lifted_dct() -> torch.Tensor:
     """Orthonormal DCT-II (Kaldi's ``ComputeDctMatrix``) times the cepstral lifter, ``[23, 13]``."""
@@ -84,8 +89,11 @@ def mfcc(wav: torch.Tensor, sample_rate: int = 16000) -> torch.Tensor:
     torch.mul(frames[:, 0], PREEMPHASIS, out=emphasized[:, 0])
     torch.sub(frames, emphasized, out=emphasized)
     emphasized *= povey_window()
-    power = torch.view_as_real(torch.fft.rfft(emphasized, n=FFT_SIZE)).pow(2).sum(-1)
-    log_mel = (power @ mel_banks(sample_rate)).clamp(min=torch.finfo(torch.float32).eps).log()
+    # |X|² summed into mel bins in one product: squares of interleaved (re, im) pairs
+    # against each filter weight repeated twice.
+    spectrum = torch.view_as_real(torch.fft.rfft(emphasized, n=FFT_SIZE)).reshape(len(frames), -1)
+    mel = spectrum.square() @ _mel_banks_interleaved(sample_rate)
+    log_mel = mel.clamp(min=torch.finfo(torch.float32).eps).log()
     return log_mel @ lifted_dct()
 
 

@@ -101,13 +101,14 @@ class FeatureShard:
     def utterance(self, i: int) -> np.ndarray:
         return self.feats[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
+    def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` copied into memory with ``pread``.
 
         Unlike slicing the memory map, this leaves no file pages mapped into the
         process, so streaming over a feature set larger than RAM keeps RSS flat.
         """
-        out = np.empty((stop - start, self.dim), dtype="<f4")
+        if out is None:
+            out = np.empty((stop - start, self.dim), dtype="<f4")
         fd = os.open(self.path, os.O_RDONLY)
         try:
             got = os.preadv(fd, [out], self.feats.offset + start * self.dim * 4)
