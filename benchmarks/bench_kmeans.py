@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import header  # noqa: E402
 
-from hubertkit.cluster.kmeans import dump_labels, learn_kmeans, load_kmeans, sample_frames  # noqa: E402
+from hubertkit.cluster.kmeans import CHUNK_FRAMES, dump_labels, learn_kmeans, load_kmeans, sample_frames  # noqa: E402
 from hubertkit.features.mfcc import mfcc_with_deltas  # noqa: E402
 from hubertkit.features.shards import ShardWriter, read_shard  # noqa: E402
 
@@ -88,9 +88,9 @@ def bare_assign(shard, centroids: np.ndarray) -> float:
     c = torch.from_numpy(centroids)
     cn = (c * c).sum(1)
     start = time.perf_counter()
-    for a in range(0, shard.feats.shape[0], 1 << 16):
-        x = torch.from_numpy(np.ascontiguousarray(shard.feats[a : a + (1 << 16)]))
-        torch.addmm(cn, x, c.T, alpha=-2.0).argmin(1)
+    for a in range(0, shard.feats.shape[0], CHUNK_FRAMES):
+        x = torch.from_numpy(shard.read_rows(a, min(a + CHUNK_FRAMES, shard.feats.shape[0])))
+        torch.addmm(cn, x, c.T, alpha=-2.0).numpy().argmin(1)
     return time.perf_counter() - start
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from hubertkit.errors import HubertkitError
@@ -41,7 +42,9 @@ def _cmd_learn_kmeans(a):
 def _cmd_dump_labels(a):
     from hubertkit.cluster.kmeans import dump_labels
 
-    r = dump_labels(a.feat_dir, a.split, a.km_path, a.nshard, a.rank, a.lab_dir, trust_pickle=a.trust_pickle, progress=not a.quiet)
+    r = dump_labels(
+        a.feat_dir, a.split, a.km_path, a.nshard, a.rank, a.lab_dir, trust_pickle=a.trust_pickle, jobs=a.jobs, progress=not a.quiet
+    )
     return f"wrote {', '.join(r['files'])}: {r['frames']} frames labelled in {r['seconds']:.1f} s"
 
 
@@ -129,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
     p.add_argument("lab_dir", metavar="LAB_DIR")
     p.add_argument("--trust-pickle", action="store_true", help="allow reading a joblib-pickled k-means (fairseq's km.bin)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
 
     p = add("merge-labels", _cmd_merge_labels, "concatenate label shards into {split}.km")
     p.add_argument("lab_dir", metavar="LAB_DIR")

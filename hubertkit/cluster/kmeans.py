@@ -32,11 +32,12 @@ from tqdm import tqdm
 from hubertkit.errors import HubertkitError
 from hubertkit.features.shards import FeatureShard, read_shards
 from hubertkit.fileio import atomic_open, atomic_path
+from hubertkit.parallel import ordered_map
 
 log = logging.getLogger(__name__)
 
 FORMAT = "hubertkit.kmeans"
-CHUNK_FRAMES = 1 << 16
+CHUNK_FRAMES = 8192  # rows per matrix product: small enough that the distances stay in cache
 
 
 @dataclass
@@ -400,11 +401,26 @@ def learn_kmeans(
 # Applying a model: fairseq's dump_km_label.py.
 
 
-def _label_lines(labels: np.ndarray, lengths: np.ndarray, names: np.ndarray) -> bytes:
-    """One text line per utterance; ``names`` holds the label strings (faster than str())."""
-    words = names[labels]
-    ends = np.cumsum(lengths)
-    return "".join(" ".join(words[e - n : e]) + "\n" for n, e in zip(lengths.tolist(), ends.tolist())).encode()
+class _LabelText:
+    """Formats label ids as fairseq's text lines, vectorised: each id's digits and a
+    separator are gathered from a zero-padded table, then the padding is dropped."""
+
+    def __init__(self, n_clusters: int):
+        names = [f"{i} ".encode() for i in range(n_clusters)]
+        self.width = np.array([len(n) for n in names], dtype=np.int64)  # digits + separator
+        self.table = np.zeros((n_clusters, int(self.width.max())), dtype=np.uint8)
+        for i, n in enumerate(names):
+            self.table[i, : len(n)] = np.frombuffer(n, dtype=np.uint8)
+
+    def __call__(self, labels: np.ndarray, lengths: np.ndarray) -> bytes:
+        if len(labels) == 0 or (lengths == 0).any():  # rare: lines without labels
+            ends = np.cumsum(lengths)
+            return "".join(" ".join(map(str, labels[e - n : e].tolist())) + "\n" for n, e in zip(lengths, ends)).encode()
+        grid = self.table[labels]
+        last = np.cumsum(lengths) - 1  # the last label of each utterance ends its line
+        grid[last, self.width[labels[last]] - 1] = ord("\n")
+        flat = grid.ravel()
+        return flat[flat != 0].tobytes()
 
 
 def dump_labels(
@@ -416,29 +432,38 @@ def dump_labels(
     lab_dir: str | os.PathLike,
     trust_pickle: bool = False,
     label: str = "km",
+    jobs: int = os.cpu_count() or 1,
     progress: bool = True,
 ) -> dict:
-    """Label every frame of a feature shard with its nearest centroid."""
+    """Label every frame of a feature shard with its nearest centroid (``jobs`` threads)."""
     from hubertkit.data.labels import write_sidecar
     from hubertkit.features.dump import resolve_ranks
     from hubertkit.features.shards import read_shard
 
     start = time.time()
     km = load_kmeans(km_path, trust_pickle)
-    centroids = km._centroids_t()
-    names = np.array([str(i) for i in range(km.n_clusters)], dtype=object)
+    c, c_norm = km._centroids_t()
+    text = _LabelText(km.n_clusters)
     written, frames = [], 0
     for r in resolve_ranks(rank, nshard):
         shard = read_shard(feat_dir, split, r, nshard)
         if shard.dim != km.dim:
             raise HubertkitError(f"{shard.path} has {shard.dim}-dim features but {km_path} was fitted on {km.dim}-dim ones")
         out = Path(lab_dir) / f"{split}_{r}_{nshard}.{label}"
-        with atomic_open(out, "wb") as f, tqdm(total=len(shard), unit="utt", desc=f"labels {split} {r}", disable=not progress) as bar:
-            for a, b in _utterance_batches(shard.lengths):
-                lo, hi = int(shard.offsets[a]), int(shard.offsets[b - 1] + shard.lengths[b - 1])
-                x = torch.from_numpy(shard.read_rows(lo, hi))
-                labels = assign(x, centroids)[0].numpy()
-                f.write(_label_lines(labels, shard.lengths[a:b], names))
+
+        def label_text(batch: tuple[int, int]) -> bytes:
+            a, b = batch
+            x = torch.from_numpy(shard.read_rows(int(shard.offsets[a]), int(shard.offsets[b - 1] + shard.lengths[b - 1])))
+            # ‖x‖² cannot change the argmin; numpy's argmin is faster than torch's here
+            labels = torch.addmm(c_norm, x, c.T, alpha=-2.0).numpy().argmin(axis=1)
+            return text(labels, shard.lengths[a:b])
+
+        batches = list(_utterance_batches(shard.lengths))
+        with atomic_open(out, "wb") as f, tqdm(
+            total=len(shard), unit="utt", desc=f"labels {split} {r}", disable=not progress
+        ) as bar:
+            for (a, b), lines in zip(batches, ordered_map(label_text, batches, jobs)):
+                f.write(lines)
                 bar.update(b - a)
         write_sidecar(out, {
             "kmeans": km.fingerprint,

@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,6 +21,7 @@ from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import Utterance, manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
 from hubertkit.features.shards import ShardWriter
+from hubertkit.parallel import ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -75,30 +74,6 @@ class _Job:
         return np.asarray(feats, dtype=np.float32)
 
 
-def _map(job: _Job, utts: Sequence[Utterance], jobs: int) -> Iterable[np.ndarray]:
-    """``map(job, utts)`` on ``jobs`` threads, in order, with a bounded read-ahead.
-
-    Threads suffice: audio decoding and torch kernels release the GIL, and unlike
-    processes they start instantly and need no copy of the results.
-    """
-    if jobs <= 1:
-        yield from map(job, utts)
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel over utterances, not inside each small op
-    try:
-        with ThreadPoolExecutor(jobs) as pool:
-            pending: deque = deque()
-            for utt in utts:
-                pending.append(pool.submit(job, utt))
-                if len(pending) >= 4 * jobs:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-    finally:
-        torch.set_num_threads(threads)
-
-
 def dump_features(
     tsv_dir: str | os.PathLike,
     split: str,
@@ -122,7 +97,7 @@ def dump_features(
     with tqdm(total=total, unit="utt", desc=f"features {split}", disable=not progress) as bar:
         for r, utts in shards:
             with ShardWriter(feat_dir, split, r, nshard, dim) as writer:
-                for utt, feats in zip(utts, _map(_Job(extractor, str(manifest.path)), utts, jobs)):
+                for utt, feats in zip(utts, ordered_map(_Job(extractor, str(manifest.path)), utts, jobs)):
                     writer.append(feats)
                     summary.audio_seconds += utt.num_samples / SAMPLE_RATE
                     bar.update()
