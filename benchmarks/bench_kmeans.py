@@ -59,7 +59,8 @@ def projected_768(copies: int, seed: int = 0):
     for feats in perturbed_mfcc(copies, seed):
         x = torch.from_numpy(feats)
         x = (x - x.mean(0)) / (x.std(0) + 1e-5)
-        ctx = torch.cat([torch.cat([x[:1].expand(2 - k, -1), x[max(0, k - 2) : len(x) + min(0, k - 2)], x[-1:].expand(max(0, k - 2), -1)]) for k in range(5)], 1)
+        padded = torch.cat([x[:1], x[:1], x, x[-1:], x[-1:]])
+        ctx = torch.cat([padded[k : k + len(x)] for k in range(5)], dim=1)
         y = torch.tanh(torch.tanh(ctx @ w1) @ w2) + 0.05 * torch.randn(len(x), 768, generator=g)
         yield y.numpy()
 

@@ -1,0 +1,174 @@
+"""``model.*`` settings of HuBERT, with fairseq's key names and defaults.
+
+The defaults are fairseq's ``HubertConfig`` (which are HuBERT Base's architecture);
+``preset()`` gives the published configurations and ``tiny`` for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+
+from hubertkit.errors import HubertkitError
+
+
+@dataclass
+class HubertConfig:
+    # label rate of the targets (Hz); 100 for MFCC labels, 50 for HuBERT-layer labels
+    label_rate: float = 50.0
+    # classes per label set: len(dictionary) including fairseq's 4 special symbols
+    num_classes: list[int] = field(default_factory=lambda: [504])
+
+    # convolutional feature extractor
+    extractor_mode: str = "default"  # "default": group norm in layer 1; "layer_norm": every layer
+    conv_feature_layers: str = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+    conv_bias: bool = False
+    feature_grad_mult: float = 1.0
+
+    # transformer encoder
+    encoder_layers: int = 12
+    encoder_embed_dim: int = 768
+    encoder_ffn_embed_dim: int = 3072
+    encoder_attention_heads: int = 12
+    activation_fn: str = "gelu"
+    layer_norm_first: bool = False  # False: post-LN (Base); True: pre-LN (Large, X-Large)
+    conv_pos: int = 128
+    conv_pos_groups: int = 16
+
+    # dropouts
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    encoder_layerdrop: float = 0.0
+    dropout_input: float = 0.0
+    dropout_features: float = 0.0
+
+    # masking over time
+    mask_length: int = 10
+    mask_prob: float = 0.65
+    mask_selection: str = "static"
+    mask_other: float = 0.0
+    no_mask_overlap: bool = False
+    mask_min_space: int = 1
+    # masking over channels
+    mask_channel_length: int = 10
+    mask_channel_prob: float = 0.0
+    mask_channel_selection: str = "static"
+    mask_channel_other: float = 0.0
+    no_mask_channel_overlap: bool = False
+    mask_channel_min_space: int = 1
+
+    # prediction head
+    final_dim: int = 0  # 0: encoder_embed_dim
+    untie_final_proj: bool = False
+    logit_temp: float = 0.1
+    target_glu: bool = False
+    skip_masked: bool = False
+    skip_nomask: bool = False
+
+    @property
+    def conv_layers(self) -> list[tuple[int, int, int]]:
+        return parse_conv_layers(self.conv_feature_layers)
+
+    @property
+    def downsample(self) -> int:
+        """Samples per output frame (320 for the standard stack: 20 ms at 16 kHz)."""
+        out = 1
+        for _, _, stride in self.conv_layers:
+            out *= stride
+        return out
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples needed for one output frame (400 for the standard stack)."""
+        field_, jump = 1, 1
+        for _, kernel, stride in self.conv_layers:
+            field_ += (kernel - 1) * jump
+            jump *= stride
+        return field_
+
+    def validate(self) -> "HubertConfig":
+        if self.extractor_mode not in ("default", "layer_norm"):
+            raise HubertkitError(f"model.extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
+        if self.encoder_embed_dim % self.encoder_attention_heads:
+            raise HubertkitError(
+                f"model.encoder_embed_dim={self.encoder_embed_dim} is not divisible by "
+                f"model.encoder_attention_heads={self.encoder_attention_heads}"
+            )
+        if self.activation_fn not in ("gelu", "relu"):
+            raise HubertkitError(f"model.activation_fn must be 'gelu' or 'relu', got {self.activation_fn!r}")
+        if not self.num_classes or min(self.num_classes) < 1:
+            raise HubertkitError(f"model.num_classes must list at least one positive class count, got {self.num_classes}")
+        self.conv_layers  # parses
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HubertConfig":
+        """Known keys only; fairseq checkpoints carry many keys that do not shape the model."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names}).validate()
+
+
+def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
+    """fairseq writes the conv stack as a Python expression (``[(512,10,5)] + [(512,3,2)] * 4``);
+    evaluate literals, ``+`` and ``*`` only, never arbitrary code."""
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            items = [ev(e) for e in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = ev(node.left), ev(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(ast.dump(node))
+
+    try:
+        layers = ev(ast.parse(spec, mode="eval"))
+        layers = [tuple(int(v) for v in layer) for layer in layers]
+        if not layers or any(len(layer) != 3 for layer in layers):
+            raise ValueError("need (dim, kernel, stride) triples")
+    except (SyntaxError, ValueError, TypeError) as e:
+        raise HubertkitError(f"model.conv_feature_layers {spec!r} is not a list of (dim, kernel, stride): {e}") from None
+    return layers
+
+
+_BASE = dict(
+    # hubert_base_librispeech.yaml
+    extractor_mode="default", encoder_layers=12, encoder_embed_dim=768, encoder_ffn_embed_dim=3072,
+    encoder_attention_heads=12, layer_norm_first=False, feature_grad_mult=0.1, dropout=0.1,
+    attention_dropout=0.1, activation_dropout=0.0, encoder_layerdrop=0.05, dropout_input=0.1,
+    dropout_features=0.1, mask_prob=0.80, final_dim=256, untie_final_proj=True,
+)
+_LARGE = dict(
+    # hubert_large_librivox.yaml
+    extractor_mode="layer_norm", conv_bias=True, encoder_layers=24, encoder_embed_dim=1024,
+    encoder_ffn_embed_dim=4096, encoder_attention_heads=16, layer_norm_first=True, feature_grad_mult=1.0,
+    dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, encoder_layerdrop=0.0, dropout_input=0.0,
+    dropout_features=0.0, mask_prob=0.80, final_dim=768, untie_final_proj=True,
+)
+PRESETS: dict[str, dict] = {
+    "base": _BASE,
+    "large": _LARGE,
+    "xlarge": {**_LARGE, "encoder_layers": 48, "encoder_embed_dim": 1280, "encoder_ffn_embed_dim": 5120, "final_dim": 1024},
+    # Small enough to train in minutes on a laptop CPU; same structure as Base.
+    "tiny": {
+        **_BASE,
+        "conv_feature_layers": "[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2",
+        "encoder_layers": 3, "encoder_embed_dim": 96, "encoder_ffn_embed_dim": 384, "encoder_attention_heads": 4,
+        "conv_pos": 32, "conv_pos_groups": 4, "final_dim": 32, "encoder_layerdrop": 0.0,
+    },
+}
+
+
+def preset(name: str, **overrides) -> HubertConfig:
+    if name not in PRESETS:
+        raise HubertkitError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return HubertConfig(**{**PRESETS[name], **overrides}).validate()

@@ -1,0 +1,307 @@
+"""Checkpoint interchange: hubertkit ⇄ fairseq HuBERT checkpoints ⇄ ``transformers`` folders.
+
+The three share one network; only parameter names (and fairseq's weight-norm layout
+for the positional convolution) differ. Each mapping is a list of
+``(hubertkit name, other name)`` pairs built from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import atomic_path, write_text
+from hubertkit.model.config import HubertConfig
+from hubertkit.model.hubert import HubertModel
+
+# ---------------------------------------------------------------------------------------
+# fairseq
+
+
+def fairseq_names(cfg: HubertConfig) -> list[tuple[str, str]]:
+    pairs = []
+    for i in range(len(cfg.conv_layers)):
+        ours, theirs = f"feature_extractor.conv_layers.{i}", f"feature_extractor.conv_layers.{i}"
+        pairs.append((f"{ours}.conv.weight", f"{theirs}.0.weight"))
+        if cfg.conv_bias:
+            pairs.append((f"{ours}.conv.bias", f"{theirs}.0.bias"))
+        if cfg.extractor_mode == "layer_norm":
+            pairs += [(f"{ours}.norm.{p}", f"{theirs}.2.1.{p}") for p in ("weight", "bias")]
+        elif i == 0:
+            pairs += [(f"{ours}.norm.{p}", f"{theirs}.2.{p}") for p in ("weight", "bias")]
+    pairs += [("encoder.pos_conv.weight_g", "encoder.pos_conv.0.weight_g"),
+              ("encoder.pos_conv.weight_v", "encoder.pos_conv.0.weight_v"),
+              ("encoder.pos_conv.bias", "encoder.pos_conv.0.bias")]
+    same = ["layer_norm.weight", "layer_norm.bias", "mask_emb", "encoder.layer_norm.weight", "encoder.layer_norm.bias",
+            "final_proj.weight", "final_proj.bias", "label_embs_concat"]
+    if cfg.conv_layers[-1][0] != cfg.encoder_embed_dim:
+        same += ["post_extract_proj.weight", "post_extract_proj.bias"]
+    for i in range(cfg.encoder_layers):
+        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+                  "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm"):
+            same += [f"encoder.layers.{i}.{m}.weight", f"encoder.layers.{i}.{m}.bias"]
+    return pairs + [(n, n) for n in same]
+
+
+def to_fairseq(model: HubertModel, task: dict | None = None) -> dict:
+    """A fairseq-layout checkpoint dict: ``{"cfg": {"model": ..., "task": ...}, "model": state}``."""
+    state = model.state_dict()
+    cfg = model.cfg.to_dict()
+    cfg.pop("num_classes")
+    model_cfg = {"_name": "hubert", **cfg}
+    task = {"_name": "hubert_pretraining", "label_rate": model.cfg.label_rate, "sample_rate": 16000,
+            "normalize": model.cfg.layer_norm_first, **(task or {})}
+    return {
+        "cfg": {"model": model_cfg, "task": task},
+        "model": {theirs: state[ours] for ours, theirs in fairseq_names(model.cfg)},
+        "hubertkit": {"num_classes": list(model.cfg.num_classes)},
+    }
+
+
+def from_fairseq(ckpt: dict) -> HubertModel:
+    """Build a model from a fairseq HuBERT checkpoint dict (``cfg`` or legacy ``args``)."""
+    if "model" not in ckpt:
+        raise HubertkitError("not a fairseq checkpoint: no 'model' state dict")
+    state = ckpt["model"]
+    cfg_src = ckpt.get("cfg") or {}
+    model_cfg = dict(cfg_src.get("model") or {}) or dict(ckpt.get("args") or {})
+    task_cfg = dict(cfg_src.get("task") or {})
+    if model_cfg.get("_name", "hubert") != "hubert":
+        raise HubertkitError(f"checkpoint holds a {model_cfg.get('_name')!r} model, not HuBERT")
+    if "label_embs_concat" not in state:
+        raise HubertkitError("checkpoint has no label_embs_concat: is it a fine-tuned (CTC) model? Those are not supported here")
+    num_classes = (ckpt.get("hubertkit") or {}).get("num_classes")
+    if num_classes is None:
+        rows = state["label_embs_concat"].shape[0]
+        dim = state["label_embs_concat"].shape[1]
+        n_sets = state["final_proj.weight"].shape[0] // dim if model_cfg.get("untie_final_proj") else 1
+        if rows % n_sets:
+            raise HubertkitError(f"cannot split {rows} label embeddings into {n_sets} label sets")
+        num_classes = [rows // n_sets] * n_sets
+    if "label_rate" not in model_cfg and "label_rate" in task_cfg:
+        model_cfg["label_rate"] = task_cfg["label_rate"]
+    cfg = HubertConfig.from_dict({**model_cfg, "num_classes": num_classes})
+    model = HubertModel(cfg)
+    names = fairseq_names(cfg)
+    missing = [theirs for _, theirs in names if theirs not in state]
+    if missing:
+        raise HubertkitError(f"fairseq checkpoint lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
+    model.load_state_dict({ours: state[theirs] for ours, theirs in names}, strict=True)
+    return model
+
+
+class _Stub:
+    """Stands in for classes a fairseq checkpoint pickles (omegaconf, argparse, fairseq
+    enums) so its config can be read without those libraries."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.state = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def __call__(self, *args, **kwargs):  # enum-style reconstruction: Class(value)
+        return _Stub(*args, **kwargs)
+
+
+def _plain(obj):
+    """Stub-laden config → plain dicts, lists and values."""
+    if isinstance(obj, _Stub):
+        state = obj.state if isinstance(obj.state, dict) else {}
+        if "_content" in state:  # omegaconf containers
+            return _plain(state["_content"])
+        if "_val" in state:  # omegaconf value nodes
+            return _plain(state["_val"])
+        if "_value_" in state:  # enums
+            return _plain(state["_value_"])
+        if obj.args:
+            return _plain(obj.args[0])
+        return {k: _plain(v) for k, v in state.items() if not k.startswith("_")}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+class _TrustedUnpickler(pickle.Unpickler):
+    SAFE = ("torch", "collections", "numpy", "builtins", "_codecs", "copyreg")
+
+    def find_class(self, module, name):
+        if module.split(".")[0] in self.SAFE:
+            return super().find_class(module, name)
+        return _Stub
+
+
+class _trusted_pickle:
+    Unpickler = _TrustedUnpickler
+    load = pickle.load
+
+
+def load_fairseq_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> HubertModel:
+    """Read a fairseq HuBERT ``.pt``. Safe load first; fairseq's own checkpoints pickle
+    config objects, which need ``trust_pickle`` (they are then read with stubs, so
+    neither fairseq nor omegaconf has to be installed)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trust_pickle:
+            raise HubertkitError(
+                f"{path} pickles Python objects besides tensors (fairseq stores its config that way); "
+                f"loading it can run code. Pass --trust-pickle if you trust this file. ({str(e).splitlines()[0]})"
+            ) from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_trusted_pickle)
+        ckpt = {k: (v if k == "model" else _plain(v)) for k, v in ckpt.items()}
+    return from_fairseq(ckpt)
+
+
+def save_fairseq_checkpoint(model: HubertModel, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(to_fairseq(model), tmp)
+
+
+# ---------------------------------------------------------------------------------------
+# transformers
+
+
+def hf_names(cfg: HubertConfig, prefix: str = "") -> list[tuple[str, str]]:
+    pairs = []
+    for i in range(len(cfg.conv_layers)):
+        ours, theirs = f"feature_extractor.conv_layers.{i}", f"{prefix}feature_extractor.conv_layers.{i}"
+        pairs.append((f"{ours}.conv.weight", f"{theirs}.conv.weight"))
+        if cfg.conv_bias:
+            pairs.append((f"{ours}.conv.bias", f"{theirs}.conv.bias"))
+        if cfg.extractor_mode == "layer_norm" or i == 0:
+            pairs += [(f"{ours}.norm.{p}", f"{theirs}.layer_norm.{p}") for p in ("weight", "bias")]
+    p = prefix
+    pairs += [
+        ("layer_norm.weight", f"{p}feature_projection.layer_norm.weight"),
+        ("layer_norm.bias", f"{p}feature_projection.layer_norm.bias"),
+        ("post_extract_proj.weight", f"{p}feature_projection.projection.weight"),
+        ("post_extract_proj.bias", f"{p}feature_projection.projection.bias"),
+        ("mask_emb", f"{p}masked_spec_embed"),
+        ("encoder.pos_conv.weight_g", f"{p}encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
+        ("encoder.pos_conv.weight_v", f"{p}encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
+        ("encoder.pos_conv.bias", f"{p}encoder.pos_conv_embed.conv.bias"),
+        ("encoder.layer_norm.weight", f"{p}encoder.layer_norm.weight"),
+        ("encoder.layer_norm.bias", f"{p}encoder.layer_norm.bias"),
+    ]
+    renames = {"self_attn.q_proj": "attention.q_proj", "self_attn.k_proj": "attention.k_proj",
+               "self_attn.v_proj": "attention.v_proj", "self_attn.out_proj": "attention.out_proj",
+               "self_attn_layer_norm": "layer_norm", "fc1": "feed_forward.intermediate_dense",
+               "fc2": "feed_forward.output_dense", "final_layer_norm": "final_layer_norm"}
+    for i in range(cfg.encoder_layers):
+        for ours, theirs in renames.items():
+            pairs += [(f"encoder.layers.{i}.{ours}.{w}", f"{p}encoder.layers.{i}.{theirs}.{w}") for w in ("weight", "bias")]
+    return pairs
+
+
+def hf_config(cfg: HubertConfig) -> dict:
+    """A ``transformers`` ``HubertConfig`` dict for the same network."""
+    if cfg.conv_layers[-1][0] == cfg.encoder_embed_dim:
+        raise HubertkitError("transformers' Hubert always has a feature projection; conv dim must differ from encoder_embed_dim")
+    dims, kernels, strides = zip(*cfg.conv_layers)
+    return {
+        "model_type": "hubert",
+        "architectures": ["HubertModel"],
+        "hidden_size": cfg.encoder_embed_dim,
+        "num_hidden_layers": cfg.encoder_layers,
+        "num_attention_heads": cfg.encoder_attention_heads,
+        "intermediate_size": cfg.encoder_ffn_embed_dim,
+        "hidden_act": cfg.activation_fn,
+        "conv_dim": list(dims),
+        "conv_kernel": list(kernels),
+        "conv_stride": list(strides),
+        "conv_bias": cfg.conv_bias,
+        "feat_extract_norm": "layer" if cfg.extractor_mode == "layer_norm" else "group",
+        "feat_extract_activation": "gelu",
+        "feat_proj_layer_norm": True,
+        "num_conv_pos_embeddings": cfg.conv_pos,
+        "num_conv_pos_embedding_groups": cfg.conv_pos_groups,
+        "do_stable_layer_norm": cfg.layer_norm_first,
+        "layer_norm_eps": 1e-5,
+        "hidden_dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": cfg.activation_dropout,
+        "feat_proj_dropout": cfg.dropout_input,
+        "layerdrop": cfg.encoder_layerdrop,
+        "mask_time_prob": cfg.mask_prob,
+        "mask_time_length": cfg.mask_length,
+        "mask_feature_prob": cfg.mask_channel_prob,
+        "mask_feature_length": cfg.mask_channel_length,
+        "hubertkit": cfg.to_dict(),
+    }
+
+
+def export_hf(model: HubertModel, out: str | os.PathLike) -> Path:
+    """Write a folder that ``transformers.HubertModel.from_pretrained`` loads (the
+    encoder; the pretraining head has no ``transformers`` counterpart and is kept only in
+    ``config.json``'s ``hubertkit`` entry for the round trip)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    tensors = {theirs: state[ours].contiguous() for ours, theirs in hf_names(model.cfg)}
+    with atomic_path(out / "pytorch_model.bin") as tmp:
+        torch.save(tensors, tmp)
+    write_text(out / "config.json", json.dumps(hf_config(model.cfg), indent=2) + "\n")
+    return out
+
+
+def _hf_weights(folder: Path) -> dict:
+    if (folder / "model.safetensors").is_file():
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise HubertkitError(f"{folder}/model.safetensors needs the safetensors package") from None
+        return load_file(folder / "model.safetensors")
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise HubertkitError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
+
+
+def import_hf(folder: str | os.PathLike, num_classes: list[int] | None = None, label_rate: float = 50.0) -> HubertModel:
+    """A ``transformers`` Hubert folder (``HubertModel`` or ``HubertForCTC``) as a
+    hubertkit model; the pretraining head is fresh unless the folder was exported here."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise HubertkitError(f"{folder} has no config.json: not a transformers model folder")
+    c = json.loads((folder / "config.json").read_text())
+    if c.get("model_type") != "hubert":
+        raise HubertkitError(f"{folder} holds a {c.get('model_type')!r} model, not Hubert")
+    if not c.get("feat_proj_layer_norm", True):
+        raise HubertkitError("transformers Hubert configs with feat_proj_layer_norm=false have no fairseq counterpart")
+    ours = c.get("hubertkit") or {}
+    cfg = HubertConfig.from_dict({
+        **ours,
+        "extractor_mode": "layer_norm" if c["feat_extract_norm"] == "layer" else "default",
+        "conv_feature_layers": repr(list(zip(c["conv_dim"], c["conv_kernel"], c["conv_stride"]))),
+        "conv_bias": c["conv_bias"],
+        "encoder_layers": c["num_hidden_layers"],
+        "encoder_embed_dim": c["hidden_size"],
+        "encoder_ffn_embed_dim": c["intermediate_size"],
+        "encoder_attention_heads": c["num_attention_heads"],
+        "activation_fn": c.get("hidden_act", "gelu"),
+        "layer_norm_first": c["do_stable_layer_norm"],
+        "conv_pos": c["num_conv_pos_embeddings"],
+        "conv_pos_groups": c["num_conv_pos_embedding_groups"],
+        "num_classes": num_classes or ours.get("num_classes") or [504],
+        "label_rate": ours.get("label_rate", label_rate),
+    })
+    model = HubertModel(cfg)
+    state = _hf_weights(folder)
+    prefix = "hubert." if any(k.startswith("hubert.") for k in state) else ""
+    for old, new in (("weight_g", "parametrizations.weight.original0"), ("weight_v", "parametrizations.weight.original1")):
+        key = f"{prefix}encoder.pos_conv_embed.conv.{old}"
+        if key in state:
+            state[f"{prefix}encoder.pos_conv_embed.conv.{new}"] = state.pop(key)
+    names = hf_names(cfg, prefix)
+    missing = [theirs for _, theirs in names if theirs not in state]
+    if missing:
+        raise HubertkitError(f"{folder} lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
+    model.load_state_dict({o: state[t] for o, t in names}, strict=False)
+    return model

@@ -1,0 +1,1 @@
+"""Pretraining: the loss, and (to come) data loading, optimisation and checkpoints."""
