@@ -72,6 +72,12 @@ def _cmd_label_quality(a):
     return json.dumps(q.as_dict(), indent=1) if a.json else str(q)
 
 
+def _cmd_export(a):
+    from hubertkit.model.io import export
+
+    return export(a.ckpt, a.out, a.format, trust_pickle=a.trust_pickle)
+
+
 def _cmd_demo(a):
     from hubertkit.demo import run_demo
 
@@ -151,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-rate", type=float, required=True, help="label frames per second (100 for MFCC, 50 for HuBERT layers)")
     p.add_argument("--tsv", required=True, help="the manifest whose lines LAB_FILE follows")
     p.add_argument("--json", action="store_true", help="print all metrics as JSON")
+
+    p = add("export", _cmd_export, "convert a checkpoint (hubertkit, fairseq .pt or transformers folder) to another layout")
+    p.add_argument("ckpt", metavar="CKPT")
+    p.add_argument("out", metavar="OUT", help="output folder (hf) or .pt file (fairseq)")
+    p.add_argument("--format", choices=["hf", "fairseq"], default="hf", help="hf: transformers HubertModel folder; fairseq: HuBERT .pt")
+    p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
 
     p = add("demo", _cmd_demo, "run the recipe on the demo corpus shipped with hubertkit")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")

@@ -16,7 +16,7 @@ import torch
 
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_path, write_text
-from hubertkit.model.config import HubertConfig
+from hubertkit.model.config import HubertConfig, parse_conv_layers
 from hubertkit.model.hubert import HubertModel
 
 # ---------------------------------------------------------------------------------------
@@ -99,6 +99,9 @@ class _Stub:
     """Stands in for classes a fairseq checkpoint pickles (omegaconf, argparse, fairseq
     enums) so its config can be read without those libraries."""
 
+    args: tuple = ()  # unpickling may bypass __init__
+    state: dict = {}
+
     def __init__(self, *args, **kwargs):
         self.args, self.state = args, kwargs
 
@@ -167,6 +170,10 @@ def save_fairseq_checkpoint(model: HubertModel, path: str | os.PathLike) -> None
 
 # ---------------------------------------------------------------------------------------
 # transformers
+
+
+HEAD_FILE = "hubertkit_head.pt"
+HEAD_KEYS = ("final_proj.weight", "final_proj.bias", "label_embs_concat")
 
 
 def hf_names(cfg: HubertConfig, prefix: str = "") -> list[tuple[str, str]]:
@@ -239,15 +246,18 @@ def hf_config(cfg: HubertConfig) -> dict:
 
 
 def export_hf(model: HubertModel, out: str | os.PathLike) -> Path:
-    """Write a folder that ``transformers.HubertModel.from_pretrained`` loads (the
-    encoder; the pretraining head has no ``transformers`` counterpart and is kept only in
-    ``config.json``'s ``hubertkit`` entry for the round trip)."""
+    """Write a folder that ``transformers.HubertModel.from_pretrained`` loads. The
+    pretraining head (``final_proj``, ``label_embs_concat``) has no ``transformers``
+    counterpart; it goes to ``hubertkit_head.pt`` beside it, and the full config to
+    ``config.json``'s ``hubertkit`` entry, so that ``import_hf`` restores everything."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     tensors = {theirs: state[ours].contiguous() for ours, theirs in hf_names(model.cfg)}
     with atomic_path(out / "pytorch_model.bin") as tmp:
         torch.save(tensors, tmp)
+    with atomic_path(out / HEAD_FILE) as tmp:
+        torch.save({k: state[k] for k in HEAD_KEYS}, tmp)
     write_text(out / "config.json", json.dumps(hf_config(model.cfg), indent=2) + "\n")
     return out
 
@@ -276,10 +286,15 @@ def import_hf(folder: str | os.PathLike, num_classes: list[int] | None = None, l
     if not c.get("feat_proj_layer_norm", True):
         raise HubertkitError("transformers Hubert configs with feat_proj_layer_norm=false have no fairseq counterpart")
     ours = c.get("hubertkit") or {}
+    conv = list(zip(c["conv_dim"], c["conv_kernel"], c["conv_stride"]))
+    if "conv_feature_layers" in ours and parse_conv_layers(ours["conv_feature_layers"]) == conv:
+        conv_spec = ours["conv_feature_layers"]  # keep the user's spelling
+    else:
+        conv_spec = repr(conv)
     cfg = HubertConfig.from_dict({
         **ours,
         "extractor_mode": "layer_norm" if c["feat_extract_norm"] == "layer" else "default",
-        "conv_feature_layers": repr(list(zip(c["conv_dim"], c["conv_kernel"], c["conv_stride"]))),
+        "conv_feature_layers": conv_spec,
         "conv_bias": c["conv_bias"],
         "encoder_layers": c["num_hidden_layers"],
         "encoder_embed_dim": c["hidden_size"],
@@ -303,5 +318,8 @@ def import_hf(folder: str | os.PathLike, num_classes: list[int] | None = None, l
     missing = [theirs for _, theirs in names if theirs not in state]
     if missing:
         raise HubertkitError(f"{folder} lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
-    model.load_state_dict({o: state[t] for o, t in names}, strict=False)
+    weights = {o: state[t] for o, t in names}
+    if (folder / HEAD_FILE).is_file():
+        weights.update(torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True))
+    model.load_state_dict(weights, strict=False)
     return model

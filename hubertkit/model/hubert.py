@@ -167,7 +167,8 @@ class Encoder(nn.Module):
     ) -> torch.Tensor | list[torch.Tensor]:
         """Output of layer ``layer`` (1-based, as fairseq's ``output_layer``) or of the
         whole stack (then with the final LayerNorm in pre-LN models). With
-        ``return_all``, the input to layer 1 and every layer's output."""
+        ``return_all``, the input to layer 1 and every layer's own output (no final
+        LayerNorm: what ``extract_features(layer=L)`` gives for each L)."""
         if padding_mask is not None:
             x = x.masked_fill(padding_mask[..., None], 0.0)
         x = x + self.pos_conv(x)
@@ -181,10 +182,11 @@ class Encoder(nn.Module):
             outputs.append(x)
             if layer is not None and i == layer:
                 break
+        if return_all:
+            return outputs
         if layer is None and self.layer_norm_first:
             x = self.layer_norm(x)
-            outputs[-1] = x
-        return outputs if return_all else x
+        return x
 
 
 class HubertModel(nn.Module):
@@ -364,8 +366,9 @@ class HubertModel(nn.Module):
 
     @torch.no_grad()
     def hidden_states(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The input to layer 1 and every layer's output (the last after the final
-        LayerNorm in pre-LN models), as ``transformers`` returns ``hidden_states``."""
+        """The input to layer 1 and every layer's output, as ``transformers`` (≥ 5)
+        returns ``hidden_states``; in pre-LN models the encoder's output adds the final
+        LayerNorm to the last of them."""
         self.check_input(wav)
         x, padding_mask = self._project(self.feature_extractor(wav), padding_mask)
         return self.encoder(x, padding_mask, return_all=True)

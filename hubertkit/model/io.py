@@ -1,0 +1,64 @@
+"""One loader for every HuBERT checkpoint hubertkit understands, and its own format.
+
+``load_model`` accepts a hubertkit checkpoint, a fairseq HuBERT ``.pt`` or a
+``transformers`` Hubert folder, so every command that takes ``CKPT`` takes all three.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import atomic_path
+from hubertkit.model.config import HubertConfig
+from hubertkit.model.convert import export_hf, from_fairseq, import_hf, load_fairseq_checkpoint, save_fairseq_checkpoint
+from hubertkit.model.hubert import HubertModel
+
+FORMAT = "hubertkit.checkpoint"
+
+
+def save_model(model: HubertModel, path: str | os.PathLike, **extra) -> None:
+    """``{"format", "cfg": {"model": ...}, "model": state_dict, **extra}``, atomically;
+    loadable with ``torch.load(weights_only=True)``."""
+    state = {"format": FORMAT, "version": 1, "cfg": {"model": model.cfg.to_dict()}, "model": model.state_dict(), **extra}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def model_from_checkpoint(ckpt: dict) -> HubertModel:
+    if ckpt.get("format") == FORMAT:
+        model = HubertModel(HubertConfig.from_dict(ckpt["cfg"]["model"]))
+        model.load_state_dict(ckpt["model"])
+        return model
+    return from_fairseq(ckpt)
+
+
+def load_model(path: str | os.PathLike, trust_pickle: bool = False) -> HubertModel:
+    """A model in eval mode from a hubertkit/fairseq checkpoint or a transformers folder."""
+    path = Path(path)
+    if path.is_dir():
+        return import_hf(path).eval()
+    if not path.is_file():
+        raise HubertkitError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # fairseq's pickled config objects; that loader explains the options
+        return load_fairseq_checkpoint(path, trust_pickle).eval()
+    if not isinstance(ckpt, dict):
+        raise HubertkitError(f"{path} is not a HuBERT checkpoint")
+    return model_from_checkpoint(ckpt).eval()
+
+
+def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", trust_pickle: bool = False) -> str:
+    """``hubertkit export CKPT OUT --format hf|fairseq``."""
+    model = load_model(ckpt, trust_pickle)
+    if fmt == "hf":
+        export_hf(model, out)
+        return f"wrote {out}/ (load with transformers.HubertModel.from_pretrained({str(out)!r}))"
+    if fmt == "fairseq":
+        save_fairseq_checkpoint(model, out)
+        return f"wrote {out} (fairseq HuBERT checkpoint layout)"
+    raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")

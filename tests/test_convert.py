@@ -1,0 +1,212 @@
+"""Interchange with transformers and fairseq, checked against transformers' own model."""
+
+import argparse
+
+import pytest
+import torch
+import transformers
+
+from hubertkit.errors import HubertkitError
+from hubertkit.model import HubertModel, preset
+from hubertkit.model.convert import (
+    export_hf,
+    from_fairseq,
+    import_hf,
+    load_fairseq_checkpoint,
+    save_fairseq_checkpoint,
+    to_fairseq,
+)
+
+LAYOUTS = {
+    # Base-like: group norm in the first conv layer, post-LN, no conv bias
+    "post-ln": dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),
+    # Large-like: layer norm in every conv layer, pre-LN, conv bias
+    "pre-ln": dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
+}
+
+
+def hf_model(layout: str) -> transformers.HubertModel:
+    torch.manual_seed(0)
+    cfg = transformers.HubertConfig(
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128,
+        conv_dim=[32, 32, 32], conv_kernel=[10, 3, 3], conv_stride=[5, 2, 2],
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **LAYOUTS[layout],
+    )
+    model = transformers.HubertModel(cfg).eval()
+    with torch.no_grad():  # non-trivial norms and biases, so a swapped name cannot pass
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def hf_hidden_states(model, wav):
+    """transformers' hidden states and, last, its encoder output."""
+    with torch.no_grad():
+        out = model(wav, output_hidden_states=True)
+    return [*out.hidden_states, out.last_hidden_state]
+
+
+def our_hidden_states(model, wav):
+    return [*model.hidden_states(wav), model.extract_features(wav)[0]]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_import_from_transformers_gives_identical_hidden_states(layout, tmp_path):
+    ref = hf_model(layout)
+    ref.save_pretrained(tmp_path / "hf")
+    ours = import_hf(tmp_path / "hf", num_classes=[20]).eval()
+    wav = torch.randn(2, 8000)
+    theirs = hf_hidden_states(ref, wav)
+    mine = our_hidden_states(ours, wav)
+    assert len(mine) == len(theirs) == 5
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_export_loads_in_transformers(layout, tmp_path):
+    ref = hf_model(layout)
+    ref.save_pretrained(tmp_path / "hf")
+    ours = import_hf(tmp_path / "hf", num_classes=[20]).eval()
+    with torch.no_grad():
+        for p in ours.parameters():  # our own weights from here on
+            p.add_(0.05 * torch.randn_like(p))
+    export_hf(ours, tmp_path / "out")
+    loaded = transformers.HubertModel.from_pretrained(tmp_path / "out").eval()
+    wav = torch.randn(1, 6000)
+    for a, b in zip(our_hidden_states(ours, wav), hf_hidden_states(loaded, wav)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # and back, pretraining head included
+    again = import_hf(tmp_path / "out")
+    assert again.cfg.num_classes == [20]
+    for (n, p), q in zip(ours.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(p, q), n
+
+
+def fairseq_state_from_hf(hf: transformers.HubertModel, n_conv: int, layer_norm_conv: bool) -> dict:
+    """fairseq's parameter names, written out from fairseq's module structure:
+    conv_layers.{i} = Sequential(Conv1d, Dropout, norm, GELU), with the layer-norm
+    variant wrapped as Sequential(TransposeLast, LayerNorm, TransposeLast);
+    pos_conv = Sequential(weight-normed Conv1d, SamePad, GELU)."""
+    s = hf.state_dict()
+    out = {}
+    for i in range(n_conv):
+        out[f"feature_extractor.conv_layers.{i}.0.weight"] = s[f"feature_extractor.conv_layers.{i}.conv.weight"]
+        if f"feature_extractor.conv_layers.{i}.conv.bias" in s:
+            out[f"feature_extractor.conv_layers.{i}.0.bias"] = s[f"feature_extractor.conv_layers.{i}.conv.bias"]
+        for p in ("weight", "bias"):
+            key = f"feature_extractor.conv_layers.{i}.layer_norm.{p}"
+            if key in s:
+                out[f"feature_extractor.conv_layers.{i}.{'2.1' if layer_norm_conv else '2'}.{p}"] = s[key]
+    rename = {
+        "feature_projection.layer_norm": "layer_norm", "feature_projection.projection": "post_extract_proj",
+        "encoder.layer_norm": "encoder.layer_norm", "encoder.pos_conv_embed.conv.bias": "encoder.pos_conv.0.bias",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original0": "encoder.pos_conv.0.weight_g",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original1": "encoder.pos_conv.0.weight_v",
+        "masked_spec_embed": "mask_emb", ".attention.": ".self_attn.", ".layer_norm.": ".self_attn_layer_norm.",
+        ".feed_forward.intermediate_dense.": ".fc1.", ".feed_forward.output_dense.": ".fc2.",
+    }
+    for k, v in s.items():
+        if k.startswith("feature_extractor."):
+            continue
+        new = k
+        for a, b in rename.items():
+            if k.startswith("encoder.layers.") and a.startswith("."):
+                new = new.replace(a, b)
+            elif new.startswith(a) and not a.startswith("."):
+                new = b + new[len(a):]
+        out[new] = v
+    return out
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fairseq_checkpoint_import_matches_transformers(layout, tmp_path):
+    ref = hf_model(layout)
+    state = fairseq_state_from_hf(ref, 3, layout == "pre-ln")
+    torch.manual_seed(1)
+    state["final_proj.weight"] = torch.randn(16, 64)
+    state["final_proj.bias"] = torch.zeros(16)
+    state["label_embs_concat"] = torch.randn(24, 16)  # 20 k-means classes + 4 specials
+    c = ref.config
+    ckpt = {
+        "cfg": {
+            "model": {
+                "_name": "hubert", "extractor_mode": "layer_norm" if layout == "pre-ln" else "default",
+                "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 2", "conv_bias": c.conv_bias,
+                "encoder_layers": 3, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128,
+                "encoder_attention_heads": 4, "layer_norm_first": c.do_stable_layer_norm, "conv_pos": 16,
+                "conv_pos_groups": 4, "final_dim": 16, "untie_final_proj": False, "some_unused_key": 1,
+            },
+            "task": {"_name": "hubert_pretraining", "label_rate": 50.0},
+        },
+        "model": state,
+    }
+    torch.save(ckpt, tmp_path / "fairseq.pt")
+    ours = load_fairseq_checkpoint(tmp_path / "fairseq.pt").eval()
+    assert ours.cfg.num_classes == [24] and ours.cfg.label_rate == 50.0
+    wav = torch.randn(1, 7000)
+    for a, b in zip(our_hidden_states(ours, wav), hf_hidden_states(ref, wav)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # export back to fairseq's layout: the same tensors under the same names
+    again = to_fairseq(ours)["model"]
+    assert set(again) == set(state)
+    for k in state:
+        assert torch.equal(again[k], state[k]), k
+
+
+def test_fairseq_round_trip_of_own_model(tmp_path):
+    torch.manual_seed(0)
+    model = HubertModel(preset("tiny", num_classes=[104, 54], label_rate=100)).eval()
+    save_fairseq_checkpoint(model, tmp_path / "ckpt.pt")
+    back = load_fairseq_checkpoint(tmp_path / "ckpt.pt").eval()
+    assert back.cfg == model.cfg
+    wav = torch.randn(1, 16000)
+    torch.testing.assert_close(back.extract_features(wav)[0], model.extract_features(wav)[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("style", ["argparse", "omegaconf"])
+def test_pickled_fairseq_config_needs_trust(style, tmp_path):
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(0)
+    model = HubertModel(preset("tiny", num_classes=[104])).eval()
+    ckpt = to_fairseq(model)
+    del ckpt["hubertkit"]
+    # fairseq's older checkpoints keep an argparse Namespace; newer ones omegaconf objects
+    if style == "argparse":
+        ckpt["args"] = argparse.Namespace(**ckpt.pop("cfg")["model"])
+    else:
+        ckpt["cfg"] = OmegaConf.create(ckpt["cfg"])
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(HubertkitError, match="--trust-pickle"):
+        load_fairseq_checkpoint(tmp_path / "old.pt")
+    back = load_fairseq_checkpoint(tmp_path / "old.pt", trust_pickle=True).eval()
+    assert back.cfg.num_classes == [104]
+    wav = torch.randn(1, 16000)
+    torch.testing.assert_close(back.extract_features(wav)[0], model.extract_features(wav)[0])
+
+
+def test_not_a_hubert_checkpoint(tmp_path):
+    with pytest.raises(HubertkitError, match="no 'model'"):
+        from_fairseq({"cfg": {}})
+
+
+def test_export_command_all_directions(tmp_path):
+    from hubertkit.cli import main
+    from hubertkit.model.io import load_model, save_model
+
+    torch.manual_seed(0)
+    model = HubertModel(preset("tiny", num_classes=[54], label_rate=100)).eval()
+    save_model(model, tmp_path / "ours.pt")
+    main(["export", str(tmp_path / "ours.pt"), str(tmp_path / "hf"), "--format", "hf"])
+    main(["export", str(tmp_path / "hf"), str(tmp_path / "fs.pt"), "--format", "fairseq"])
+    wav = torch.randn(1, 16000)
+    ref = model.extract_features(wav, layer=2)[0]
+    for path in ("ours.pt", "hf", "fs.pt"):
+        back = load_model(tmp_path / path)
+        assert back.cfg == model.cfg, path
+        torch.testing.assert_close(back.extract_features(wav, layer=2)[0], ref, atol=0, rtol=0)
+    loaded = transformers.HubertModel.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(wav).last_hidden_state, model.extract_features(wav)[0], atol=1e-5, rtol=1e-5)
