@@ -160,13 +160,15 @@ class FrameSet:
     def rows(self, index: np.ndarray) -> np.ndarray:
         """Frames at global positions ``index`` (sorted), e.g. an initialisation sample."""
         out = np.empty((len(index), self.dim), dtype=np.float32)
-        ends = np.cumsum([stop - start for _, start, stop in self.ranges])
+        sizes = np.array([stop - start for _, start, stop in self.ranges])
+        ends = np.cumsum(sizes)
         which = np.searchsorted(ends, index, side="right")
-        for r in np.unique(which):
-            s, start, stop = self.ranges[r]
-            mask = which == r
-            local = index[mask] - (ends[r] - (stop - start)) + start
-            out[mask] = self.shards[s].feats[local]
+        # position of each frame inside its shard
+        local = index - (ends - sizes)[which] + np.array([start for _, start, _ in self.ranges])[which]
+        shard_of = np.array([s for s, _, _ in self.ranges])[which]
+        for s in np.unique(shard_of):
+            sel = shard_of == s
+            out[sel] = self.shards[s].take_rows(local[sel])
         return out
 
     def load(self) -> np.ndarray:

@@ -118,6 +118,20 @@ class FeatureShard:
             raise HubertkitError(f"{self.path} is shorter than its header says (truncated file?)")
         return out
 
+    def take_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Scattered rows (e.g. a random sample), each read with ``pread``: faulting them
+        in through the memory map would pull neighbouring pages into RSS as well."""
+        out = np.empty((len(rows), self.dim), dtype="<f4")
+        row_bytes = self.dim * 4
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for i, r in enumerate(rows.tolist()):
+                if os.preadv(fd, [out[i]], self.feats.offset + r * row_bytes) != row_bytes:
+                    raise HubertkitError(f"{self.path} is shorter than its header says (truncated file?)")
+        finally:
+            os.close(fd)
+        return out
+
 
 def read_shard(feat_dir: str | os.PathLike, split: str, rank: int, nshard: int) -> FeatureShard:
     npy, lens = (shard_path(feat_dir, split, rank, nshard, ext) for ext in ("npy", "len"))
