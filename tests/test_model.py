@@ -175,3 +175,16 @@ def test_tiny_trains_on_demo_labels(prepared):
         opt.step()
         losses.append(loss.item() / n)
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_bf16_autocast_forward_and_backward():
+    model = tiny().train()
+    wav, labels = torch.randn(2, 16000), torch.randint(0, 54, (2, 100))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(wav, [labels], generator=torch.Generator().manual_seed(0))
+    assert out["x"].dtype == torch.bfloat16
+    assert out["logit_m_list"][0].dtype == torch.float32  # logits and loss stay in float32
+    loss, n, _ = hubert_loss(out)
+    assert torch.isfinite(loss)
+    (loss / n).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
