@@ -277,7 +277,8 @@ class HubertModel(nn.Module):
         set to −inf and class 0 = the target; the cross-entropy is the same.
         """
         embs = self.label_embs_concat.split(self.cfg.num_classes, 0)[label_set]
-        cos = F.normalize(x.float(), dim=-1, eps=1e-8) @ F.normalize(embs.float(), dim=-1, eps=1e-8).T
+        with torch.autocast(x.device.type, enabled=False):  # a 1/0.1 temperature needs float32
+            cos = F.normalize(x.float(), dim=-1, eps=1e-8) @ F.normalize(embs.float(), dim=-1, eps=1e-8).T
         return cos / self.cfg.logit_temp
 
     # -- forward -------------------------------------------------------------------------
