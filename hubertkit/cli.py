@@ -78,6 +78,13 @@ def _cmd_export(a):
     return export(a.ckpt, a.out, a.format, trust_pickle=a.trust_pickle)
 
 
+def _cmd_train(a):
+    from hubertkit.train.trainer import train
+
+    r = train(a.config_name, a.overrides, a.config_dir, progress=not a.quiet)
+    return f"trained to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
+
+
 def _cmd_demo(a):
     from hubertkit.demo import run_demo
 
@@ -163,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="output folder (hf) or .pt file (fairseq)")
     p.add_argument("--format", choices=["hf", "fairseq"], default="hf", help="hf: transformers HubertModel folder; fairseq: HuBERT .pt")
     p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
+
+    p = add("train", _cmd_train, "pretrain HuBERT: fairseq's hydra_train.py command line (config groups and key=value overrides)")
+    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/)")
+    p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100")
 
     p = add("demo", _cmd_demo, "run the recipe on the demo corpus shipped with hubertkit")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")

@@ -149,7 +149,7 @@ _BASE = dict(
 )
 _LARGE = dict(
     # hubert_large_librivox.yaml
-    extractor_mode="layer_norm", conv_bias=True, encoder_layers=24, encoder_embed_dim=1024,
+    extractor_mode="layer_norm", encoder_layers=24, encoder_embed_dim=1024,
     encoder_ffn_embed_dim=4096, encoder_attention_heads=16, layer_norm_first=True, feature_grad_mult=1.0,
     dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, encoder_layerdrop=0.0, dropout_input=0.0,
     dropout_features=0.0, mask_prob=0.80, final_dim=768, untie_final_proj=True,

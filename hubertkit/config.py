@@ -1,0 +1,287 @@
+"""Training configuration: fairseq's config groups and key names, as typed dataclasses.
+
+A run is described by a YAML file with the groups of fairseq's HuBERT configs
+(``common``, ``task``, ``dataset``, ``criterion``, ``optimization``, ``optimizer``,
+``lr_scheduler``, ``checkpoint``, ``distributed_training``, ``model``) plus
+``key=value`` overrides in hydra's syntax. Every default lives in the dataclasses below
+(and ``model/config.py``); an unknown key is an error that names the closest valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hubertkit.errors import HubertkitError
+from hubertkit.model.config import HubertConfig
+from hubertkit.train.loss import CriterionConfig
+
+
+@dataclass
+class CommonConfig:
+    seed: int = 1337
+    fp16: bool = False
+    bf16: bool = False  # hubertkit: bf16 autocast (the default on GPUs that support it)
+    log_interval: int = 100
+    log_format: str = "tqdm"
+    tensorboard_logdir: str | None = None
+    wandb_project: str | None = None
+
+
+@dataclass
+class TaskConfig:
+    _name: str = "hubert_pretraining"
+    data: str = "???"  # directory of {split}.tsv
+    label_dir: str | None = None  # directory of {split}.{label} and dict.{label}.txt (default: data)
+    labels: list[str] = field(default_factory=lambda: ["km"])
+    label_rate: Any = "${model.label_rate}"
+    sample_rate: int = 16000
+    max_sample_size: int | None = 250000
+    min_sample_size: int | None = 32000
+    max_keep_size: int | None = None
+    pad_audio: bool = False
+    random_crop: bool = True
+    normalize: bool = False
+    single_target: bool = False
+    # hubertkit: utterances whose audio and labels differ by more than 0.1 s are an
+    # error (fairseq only warns); true drops them instead
+    skip_misaligned: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    num_workers: int = 2
+    max_tokens: int | None = 1400000
+    batch_size: int | None = None
+    train_subset: str = "train"
+    valid_subset: str = "valid"
+    validate_interval: int = 1
+    validate_interval_updates: int = 0
+    disable_validation: bool = False
+    skip_invalid_size_inputs_valid_test: bool = True
+    required_batch_size_multiple: int = 8
+
+
+@dataclass
+class OptimizationConfig:
+    max_update: int = 400000
+    max_epoch: int = 0
+    lr: list[float] = field(default_factory=lambda: [0.0005])
+    clip_norm: float = 10.0
+    update_freq: list[int] = field(default_factory=lambda: [1])
+
+
+@dataclass
+class OptimizerConfig:
+    _name: str = "adam"
+    adam_betas: Any = "(0.9,0.98)"
+    adam_eps: float = 1e-6
+    weight_decay: float = 0.01
+
+
+@dataclass
+class LRSchedulerConfig:
+    _name: str = "polynomial_decay"
+    warmup_updates: int = 32000
+    end_learning_rate: float = 0.0
+    power: float = 1.0
+    total_num_update: Any = "${optimization.max_update}"
+
+
+@dataclass
+class CheckpointConfig:
+    save_dir: str = "checkpoints"
+    restore_file: str = "checkpoint_last.pt"
+    save_interval_updates: int = 25000
+    keep_interval_updates: int = 1
+    no_epoch_checkpoints: bool = True
+    no_save: bool = False
+    best_checkpoint_metric: str = "loss"
+    maximize_best_checkpoint_metric: bool = False
+    # hubertkit: stop after this many consecutive updates with a non-finite loss
+    max_nonfinite_updates: int = 10
+
+
+@dataclass
+class DistributedTrainingConfig:
+    distributed_world_size: int = 1
+    distributed_backend: str = "nccl"
+    ddp_backend: str = "pytorch_ddp"
+    distributed_port: int = -1
+    nprocs_per_node: int = 1
+    find_unused_parameters: bool = False
+
+
+@dataclass
+class CriterionSection(CriterionConfig):
+    _name: str = "hubert"
+
+
+@dataclass
+class ModelSection(HubertConfig):
+    _name: str = "hubert"
+    label_rate: Any = 50.0  # ??? in fairseq's YAMLs: must be set on the command line
+
+
+@dataclass
+class TrainConfig:
+    common: CommonConfig = field(default_factory=CommonConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    criterion: CriterionSection = field(default_factory=CriterionSection)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    lr_scheduler: LRSchedulerConfig = field(default_factory=LRSchedulerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed_training: DistributedTrainingConfig = field(default_factory=DistributedTrainingConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def model_config(self, num_classes: list[int]) -> HubertConfig:
+        d = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "_name"}
+        return HubertConfig(**{**d, "num_classes": num_classes}).validate()
+
+    @property
+    def adam_betas(self) -> tuple[float, float]:
+        betas = self.optimizer.adam_betas
+        if isinstance(betas, str):
+            betas = [float(v) for v in betas.strip("()[] ").split(",") if v.strip()]
+        return tuple(float(b) for b in betas)
+
+
+# Groups of fairseq's YAMLs that only configure hydra or logging tools hubertkit does not use.
+IGNORED_GROUPS = ("hydra",)
+KNOWN_NAMES = {
+    "task": ("hubert_pretraining",),
+    "model": ("hubert",),
+    "criterion": ("hubert",),
+    "optimizer": ("adam",),
+    "lr_scheduler": ("polynomial_decay",),
+}
+
+
+def valid_keys() -> list[str]:
+    out = []
+    for group in dataclasses.fields(TrainConfig):
+        out += [f"{group.name}.{f.name}" for f in dataclasses.fields(group.default_factory())]
+    return out
+
+
+def _unknown(key: str) -> HubertkitError:
+    close = difflib.get_close_matches(key, valid_keys(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return HubertkitError(f"unknown config key {key!r}{hint}")
+
+
+def _merge(tree: dict, overrides: dict, prefix: str = "") -> None:
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(tree.get(k), dict):
+            _merge(tree[k], v, f"{prefix}{k}.")
+        else:
+            tree[k] = v
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    *parents, last = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise _unknown(dotted)
+    node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """hydra's ``key=value`` (and ``+key=value``), the value read as YAML."""
+    if "=" not in text:
+        raise HubertkitError(f"override {text!r} is not key=value")
+    key, value = text.split("=", 1)
+    key = key.lstrip("+")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+_INTERP = re.compile(r"^\$\{([\w.]+)\}$")
+
+
+def _resolve(tree: dict) -> None:
+    """``${group.key}`` references, as omegaconf resolves them in fairseq's YAMLs."""
+    def lookup(dotted):
+        node = tree
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise HubertkitError(f"config reference ${{{dotted}}} points at no key")
+            node = node[part]
+        return node
+
+    for _ in range(5):  # references to references
+        changed = False
+        for group in tree.values():
+            if not isinstance(group, dict):
+                continue
+            for k, v in group.items():
+                m = _INTERP.match(v) if isinstance(v, str) else None
+                if m:
+                    group[k] = lookup(m.group(1))
+                    changed = True
+        if not changed:
+            return
+
+
+def build_config(tree: dict) -> TrainConfig:
+    """A TrainConfig from a nested dict (YAML + overrides), checking every key."""
+    defaults = TrainConfig().to_dict()
+    tree = {k: v for k, v in tree.items() if k not in IGNORED_GROUPS}
+    for group, values in tree.items():
+        if group not in defaults:
+            raise _unknown(group)
+        if not isinstance(values, dict):
+            raise HubertkitError(f"config group {group!r} must be a mapping of keys")
+        for key in values:
+            if key not in defaults[group]:
+                raise _unknown(f"{group}.{key}")
+    _merge(defaults, tree)
+    _resolve(defaults)
+    for group, names in KNOWN_NAMES.items():
+        if defaults[group]["_name"] not in names:
+            raise HubertkitError(f"{group}._name={defaults[group]['_name']!r} is not supported; hubertkit has {', '.join(names)}")
+    missing = [f"{g}.{k}" for g, vals in defaults.items() for k, v in vals.items() if v == "???"]
+    if missing:
+        raise HubertkitError(f"required config key(s) not set: {', '.join(missing)} (pass them as key=value)")
+    cls = {f.name: f.default_factory().__class__ for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{g: cls[g](**vals) for g, vals in defaults.items()})
+    cfg.model.validate()
+    return cfg
+
+
+def config_dir_default() -> Path:
+    """The repository's ``configs/`` (fairseq's ``examples/hubert/config/pretrain``)."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config(config_name: str, overrides: list[str] = (), config_dir: str | os.PathLike | None = None) -> TrainConfig:
+    """``--config-dir D --config-name NAME key=value ...`` as fairseq's hydra_train.py."""
+    directory = Path(config_dir) if config_dir else config_dir_default()
+    path = directory / (config_name if config_name.endswith(".yaml") else f"{config_name}.yaml")
+    if not path.is_file():
+        available = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+        raise HubertkitError(f"config {path} does not exist" + (f"; available: {', '.join(available)}" if available else ""))
+    tree = yaml.safe_load(path.read_text()) or {}
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.split(".")[0] in IGNORED_GROUPS:
+            continue
+        _set(tree, key, value)
+    return build_config(tree)

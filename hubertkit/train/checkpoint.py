@@ -1,0 +1,70 @@
+"""Training checkpoints: written atomically, pruned, and enough to resume exactly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import atomic_path
+from hubertkit.model.io import FORMAT
+
+log = logging.getLogger(__name__)
+
+LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
+_INTERVAL = re.compile(r"checkpoint_(\d+)_(\d+)\.pt$")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` via a temporary file, fsync and rename: a crash or a
+    full disk never leaves a truncated checkpoint behind."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "version": 1, **state}, tmp)
+    except OSError as e:
+        raise HubertkitError(f"cannot write checkpoint {path}: {e.strerror or e} (the previous one is intact)") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise HubertkitError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "trainer" not in state:
+        raise HubertkitError(f"{path} is not a hubertkit training checkpoint")
+    return state
+
+
+def interval_name(epoch: int, updates: int) -> str:
+    return f"checkpoint_{epoch}_{updates}.pt"
+
+
+def prune_interval_checkpoints(save_dir: Path, keep: int) -> None:
+    """Keep the ``keep`` newest ``checkpoint_{epoch}_{updates}.pt`` (fairseq's keep_interval_updates)."""
+    if keep < 0:
+        return
+    found = sorted(
+        (int(m.group(2)), p) for p in save_dir.glob("checkpoint_*_*.pt") if (m := _INTERVAL.search(p.name))
+    )
+    for _, p in found[: max(0, len(found) - keep)]:
+        try:
+            p.unlink()
+        except OSError as e:
+            log.warning("could not remove old checkpoint %s: %s", p, e)
+
+
+def writable_dir(save_dir: str | os.PathLike) -> Path:
+    """Create ``save_dir`` and check that files can be written there, before training."""
+    path = Path(save_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise HubertkitError(f"checkpoint.save_dir {path} is not writable: {e.strerror or e}") from None
+    return path

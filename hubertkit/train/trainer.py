@@ -1,0 +1,413 @@
+"""The pretraining loop: fairseq's ``hydra_train.py`` with the HuBERT task and criterion.
+
+One update = ``update_freq`` batches per process; gradients are summed over the frames
+scored and divided by their total (across processes), as fairseq's trainer does.
+Everything a resumed run needs (weights, optimizer, grad scaler, RNG states, epoch and
+position in the epoch's batch order) is in ``checkpoint_last.pt``; batch order, crops
+and masks derive from ``(seed, epoch, batch)`` and ``(seed, update)``, so a resumed run
+continues exactly as the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hubertkit.config import TrainConfig
+from hubertkit.data.batching import batches_by_size
+from hubertkit.data.dataset import HubertDataset, check_same_kmeans, load_label_sets
+from hubertkit.data.manifest import manifest_path
+from hubertkit.errors import HubertkitError
+from hubertkit.model.hubert import HubertModel
+from hubertkit.train.checkpoint import (
+    BEST,
+    LAST,
+    interval_name,
+    load_checkpoint,
+    prune_interval_checkpoints,
+    save_checkpoint,
+    writable_dir,
+)
+from hubertkit.train.loss import hubert_loss
+from hubertkit.train.schedule import polynomial_decay
+
+log = logging.getLogger(__name__)
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    """Batch ``k`` of an epoch, loaded and collated (in a DataLoader worker); its crop
+    offsets come from ``(seed, epoch, k)``."""
+
+    def __init__(self, dataset: HubertDataset, batches: list[list[int]], seed: int, epoch: int):
+        self.dataset, self.batches, self.seed, self.epoch = dataset, batches, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, k])
+        return self.dataset.collate([self.dataset[i] for i in self.batches[k]], rng)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+
+def init_distributed(cfg: TrainConfig) -> Distributed:
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1:
+        backend = cfg.distributed_training.distributed_backend if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend=backend)
+        return Distributed(torch.distributed.get_rank(), world, device)
+    configured = cfg.distributed_training.distributed_world_size
+    if configured > 1:
+        log.warning(
+            "distributed_training.distributed_world_size=%d but this is 1 process: each update sees %dx fewer "
+            "samples than the recipe; set optimization.update_freq=[%d] to match it, or launch with torchrun",
+            configured, configured, configured * cfg.optimization.update_freq[0],
+        )
+    return Distributed(0, 1, device)
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.common.bf16 or (cfg.common.fp16 and device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16  # bf16 where the GPU has it: no loss-scale collapse
+    if cfg.common.fp16 and device.type == "cuda":
+        return torch.float16
+    return None
+
+
+def _mask_generator(seed: int, update: int, micro: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + update * 101 + micro)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.dist = init_distributed(cfg)
+        task = cfg.task
+        label_dir = task.label_dir or task.data
+        self.label_sets = load_label_sets(label_dir, task.labels, float(cfg.model.label_rate))
+        splits = [cfg.dataset.train_subset]
+        self.has_valid = not cfg.dataset.disable_validation and manifest_path(task.data, cfg.dataset.valid_subset).is_file()
+        if self.has_valid:
+            splits.append(cfg.dataset.valid_subset)
+        check_same_kmeans(label_dir, splits, task.labels)
+        common = dict(
+            label_sets=self.label_sets, sample_rate=task.sample_rate, max_sample_size=task.max_sample_size,
+            pad_audio=task.pad_audio, random_crop=task.random_crop, normalize=task.normalize,
+            skip_misaligned=task.skip_misaligned, max_keep_size=task.max_keep_size,
+        )
+        self.train_data = HubertDataset(manifest_path(task.data, splits[0]), label_dir, splits[0], min_keep_size=task.min_sample_size, **common)
+        self.valid_data = (
+            HubertDataset(manifest_path(task.data, splits[1]), label_dir, splits[1], min_keep_size=task.min_sample_size, **common)
+            if self.has_valid else None
+        )
+        torch.manual_seed(cfg.common.seed)
+        self.model = HubertModel(cfg.model_config([ls.num_classes for ls in self.label_sets])).to(self.dist.device)
+        self.ddp = (
+            torch.nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=cfg.distributed_training.find_unused_parameters)
+            if self.dist.world > 1 else None
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.optimization.lr[0], betas=cfg.adam_betas,
+            eps=cfg.optimizer.adam_eps, weight_decay=cfg.optimizer.weight_decay,
+        )
+        self.dtype = _precision(cfg, self.dist.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.save_dir = writable_dir(cfg.checkpoint.save_dir) if self.dist.main and not cfg.checkpoint.no_save else Path(cfg.checkpoint.save_dir)
+        self.num_updates, self.epoch, self.batch_in_epoch = 0, 1, 0
+        self.best = math.inf
+        self.nonfinite_total, self.nonfinite_run = 0, 0
+        self.samples_seen = 0
+        self.history: list[dict] = []
+        self._resume()
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {
+            "cfg": {"model": self.model.cfg.to_dict(), "train": self.cfg.to_dict()},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "trainer": {
+                "num_updates": self.num_updates, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "best": self.best, "nonfinite_total": self.nonfinite_total, "samples_seen": self.samples_seen,
+                # dropout and layerdrop draw from torch's RNG; crops and masks are seeded per batch
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def _resume(self) -> None:
+        path = self.save_dir / self.cfg.checkpoint.restore_file
+        if not path.is_file():
+            return
+        state = load_checkpoint(path)
+        if state["cfg"]["model"] != self.model.cfg.to_dict():
+            raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        t = state["trainer"]
+        self.num_updates, self.epoch, self.batch_in_epoch = t["num_updates"], t["epoch"], t["batch_in_epoch"]
+        self.best, self.nonfinite_total, self.samples_seen = t["best"], t["nonfinite_total"], t["samples_seen"]
+        torch.set_rng_state(t["torch_rng"])
+        if t["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(t["cuda_rng"])
+        log.info("resumed from %s at update %d (epoch %d)", path, self.num_updates, self.epoch)
+
+    def save(self, valid_loss: float | None = None) -> None:
+        if not self.dist.main or self.cfg.checkpoint.no_save:
+            return
+        state = self.state()
+        ck = self.cfg.checkpoint
+        if ck.save_interval_updates and self.num_updates % ck.save_interval_updates == 0:
+            save_checkpoint(self.save_dir / interval_name(self.epoch, self.num_updates), state)
+            prune_interval_checkpoints(self.save_dir, ck.keep_interval_updates)
+        if valid_loss is not None and valid_loss < self.best:
+            self.best = valid_loss
+            state["trainer"]["best"] = valid_loss
+            save_checkpoint(self.save_dir / BEST, state)
+        save_checkpoint(self.save_dir / LAST, state)
+
+    # -- one update -------------------------------------------------------------------------
+
+    def _lr(self) -> float:
+        c = self.cfg
+        total = int(c.lr_scheduler.total_num_update)
+        return polynomial_decay(self.num_updates, c.optimization.lr[0], c.lr_scheduler.warmup_updates, total,
+                                c.lr_scheduler.end_learning_rate, c.lr_scheduler.power)
+
+    def _forward(self, batch: dict, generator: torch.Generator, train: bool) -> tuple[torch.Tensor, int, dict]:
+        dev = self.dist.device
+        net = self.ddp if (self.ddp is not None and train) else self.model
+        wav = batch["source"].to(dev)
+        pad = batch["padding_mask"].to(dev) if batch["padding_mask"] is not None else None
+        targets = [t.to(dev) for t in batch["target_list"]]
+        with torch.autocast(dev.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            out = net(wav, targets, padding_mask=pad, generator=generator)
+        return hubert_loss(out, self.cfg.criterion)
+
+    def train_step(self, batches: list[dict]) -> dict:
+        self.model.train()
+        lr = self._lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        stats: dict = {}
+        for micro, batch in enumerate(batches):
+            last = micro == len(batches) - 1
+            sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
+            with sync:
+                loss, n, log_out = self._forward(batch, _mask_generator(self.cfg.common.seed, self.num_updates, micro), True)
+                self.scaler.scale(loss).backward()
+            for k, v in log_out.items():
+                stats[k] = stats.get(k, 0) + v
+            stats["samples"] = stats.get("samples", 0) + batch["samples"]
+        keys = sorted(stats)
+        stats = dict(zip(keys, self.dist.all_sum([float(stats[k]) for k in keys])))
+        sample_size = stats["sample_size"]
+        self.scaler.unscale_(self.optimizer)
+        scale = self.dist.world / max(sample_size, 1.0)
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        clip = self.cfg.optimization.clip_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        finite = math.isfinite(stats["loss"]) and torch.isfinite(grad_norm).item()
+        if finite:
+            self.scaler.step(self.optimizer)
+            self.nonfinite_run = 0
+        else:
+            self.nonfinite_total += 1
+            self.nonfinite_run += 1
+            log.warning("update %d: non-finite loss or gradient, update skipped (%d in a row)", self.num_updates + 1, self.nonfinite_run)
+            if self.nonfinite_run > self.cfg.checkpoint.max_nonfinite_updates:
+                raise HubertkitError(
+                    f"{self.nonfinite_run} updates in a row had a non-finite loss; stopping. The last good "
+                    f"checkpoint is {self.save_dir / LAST}. Lower optimization.lr or use bf16 instead of fp16"
+                )
+        self.scaler.update()
+        self.num_updates += 1
+        self.samples_seen += int(stats["samples"])
+        return {**stats, "lr": lr, "grad_norm": float(grad_norm), "skipped": not finite}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        data = self.valid_data
+        batches = batches_by_size(np.array([data.num_tokens(i) for i in range(len(data))]), self.cfg.dataset.max_tokens,
+                                  self.cfg.dataset.batch_size, shuffle=False)
+        batches = batches[self.dist.rank :: self.dist.world]
+        stats: dict = {}
+        for k, b in enumerate(batches):
+            batch = data.collate([data[i] for i in b], np.random.default_rng([self.cfg.common.seed, 0, k]))
+            _, _, out = self._forward(batch, _mask_generator(self.cfg.common.seed, 0, k), False)
+            for key, v in out.items():
+                stats[key] = stats.get(key, 0) + v
+        keys = sorted(stats)
+        return summarize(dict(zip(keys, self.dist.all_sum([float(stats[k]) for k in keys]))))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        d = self.train_data
+        batches = batches_by_size(np.array([d.num_tokens(i) for i in range(len(d))]), self.cfg.dataset.max_tokens,
+                                  self.cfg.dataset.batch_size, seed=self.cfg.common.seed, epoch=epoch)
+        per_rank = len(batches) // self.dist.world
+        if per_rank == 0:
+            raise HubertkitError(f"{len(batches)} batches cannot feed {self.dist.world} processes; lower dataset.max_tokens")
+        return batches[self.dist.rank :: self.dist.world][:per_rank]
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        max_update, freq = cfg.optimization.max_update, cfg.optimization.update_freq[0]
+        logger = MetricsLogger(self.save_dir, cfg, enabled=self.dist.main)
+        bar = tqdm(total=max_update, initial=self.num_updates, unit="upd", desc="train",
+                   disable=not (self.progress and self.dist.main), dynamic_ncols=True)
+        start, window = time.time(), {}
+        try:
+            while self.num_updates < max_update and (not cfg.optimization.max_epoch or self.epoch <= cfg.optimization.max_epoch):
+                batches = self.epoch_batches(self.epoch)
+                loader = torch.utils.data.DataLoader(
+                    torch.utils.data.Subset(BatchDataset(self.train_data, batches, cfg.common.seed, self.epoch),
+                                            range(self.batch_in_epoch, len(batches))),
+                    batch_size=None, num_workers=cfg.dataset.num_workers,
+                    persistent_workers=False, prefetch_factor=4 if cfg.dataset.num_workers else None,
+                )
+                pending = []
+                for batch in loader:
+                    pending.append(batch)
+                    self.batch_in_epoch += 1
+                    if len(pending) < freq and self.batch_in_epoch < len(batches):
+                        continue
+                    out = self.train_step(pending)
+                    pending = []
+                    for k, v in out.items():
+                        window[k] = window.get(k, 0) + (v if not isinstance(v, bool) else int(v))
+                    window["updates"] = window.get("updates", 0) + 1
+                    bar.update(1)
+                    summary = summarize(out)
+                    bar.set_postfix(loss=f"{summary['loss']:.3f}", acc_m=f"{summary.get('acc_m_0', 0):.3f}",
+                                    lr=f"{out['lr']:.2e}", h=f"{self.samples_seen / cfg.task.sample_rate / 3600:.2f}")
+                    if self.num_updates % cfg.common.log_interval == 0:
+                        logger.log("train", self.num_updates, {**summarize(window), "lr": out["lr"], "epoch": self.epoch,
+                                   "audio_hours": self.samples_seen / cfg.task.sample_rate / 3600,
+                                   "nonfinite_updates": self.nonfinite_total, "wall_s": time.time() - start})
+                        window = {}
+                    validate_now = self.has_valid and cfg.dataset.validate_interval_updates and \
+                        self.num_updates % cfg.dataset.validate_interval_updates == 0
+                    valid = self.validate() if validate_now or (self.has_valid and self.num_updates == max_update) else None
+                    if valid:
+                        logger.log("valid", self.num_updates, valid)
+                    if (cfg.checkpoint.save_interval_updates and self.num_updates % cfg.checkpoint.save_interval_updates == 0) \
+                            or self.num_updates == max_update:
+                        self.save(valid["loss"] if valid else None)
+                    if self.num_updates >= max_update:
+                        break
+                if self.num_updates < max_update:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+        finally:
+            bar.close()
+            logger.close()
+        return {"num_updates": self.num_updates, "epoch": self.epoch, "save_dir": str(self.save_dir),
+                "nonfinite_updates": self.nonfinite_total, "seconds": time.time() - start}
+
+
+def summarize(stats: dict) -> dict:
+    """fairseq's reported values: loss per scored frame in bits, accuracies per label set."""
+    n = max(stats.get("sample_size", 0), 1)
+    out = {"loss": stats.get("loss", 0.0) / n / math.log(2), "sample_size": stats.get("sample_size", 0)}
+    for key, value in stats.items():
+        if key.startswith("correct_"):
+            count = stats.get("count_" + key[len("correct_"):], 0)
+            out["acc_" + key[len("correct_"):]] = value / count if count else 0.0
+    return out
+
+
+class MetricsLogger:
+    """``train_log.jsonl`` in the save dir (always), TensorBoard and W&B when configured."""
+
+    def __init__(self, save_dir: Path, cfg: TrainConfig, enabled: bool):
+        self.enabled = enabled and not cfg.checkpoint.no_save
+        self.file = open(save_dir / "train_log.jsonl", "a") if self.enabled else None
+        self.json = cfg.common.log_format == "json"
+        self.tb = self.wandb = None
+        if not self.enabled:
+            return
+        if cfg.common.tensorboard_logdir:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise HubertkitError("common.tensorboard_logdir needs tensorboard: pip install tensorboard (or unset it)") from None
+            self.tb = SummaryWriter(str(Path(save_dir) / cfg.common.tensorboard_logdir))
+        if cfg.common.wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise HubertkitError("common.wandb_project needs wandb: pip install wandb (WANDB_MODE=offline works without network)") from None
+            self.wandb = wandb.init(project=cfg.common.wandb_project, config=cfg.to_dict(), dir=str(save_dir))
+
+    def log(self, split: str, update: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"split": split, "update": update, **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.json:
+            tqdm.write(json.dumps(record))
+        if self.tb:
+            for k, v in record.items():
+                if k not in ("split", "update"):
+                    self.tb.add_scalar(f"{split}/{k}", v, update)
+        if self.wandb:
+            self.wandb.log({f"{split}/{k}": v for k, v in record.items() if k != "split"}, step=update)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+def train(config_name: str, overrides: list[str] = (), config_dir: str | None = None, progress: bool = True) -> dict:
+    """``hubertkit train [--config-dir D] --config-name NAME key=value ...``."""
+    from hubertkit.config import load_config
+
+    cfg = load_config(config_name, overrides, config_dir)
+    return Trainer(cfg, progress).run()
