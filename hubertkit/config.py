@@ -240,6 +240,35 @@ def _resolve(tree: dict) -> None:
             return
 
 
+_SCALARS = {"float": float, "int": int, "str": str}
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """YAML 1.1 reads ``1e-06`` as a string and users type ``lr=1e-3``: convert values to
+    the field's declared type, or say which key has the wrong kind of value."""
+    base = annotation.replace(" | None", "")
+    if value is None or base == "Any":
+        return value
+    try:
+        if base == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if base in _SCALARS:
+            if base == "int" and isinstance(value, (str, float)) and float(value) != int(float(value)):
+                raise ValueError(value)
+            return _SCALARS[base](float(value)) if base == "int" else _SCALARS[base](value)
+        if base.startswith("list["):
+            item = base[5:-1]
+            items = value if isinstance(value, list) else [value]
+            return [_SCALARS[item](float(v)) if item == "int" else _SCALARS[item](v) for v in items]
+    except (TypeError, ValueError):
+        raise HubertkitError(f"config key {key} expects {annotation}, got {value!r}") from None
+    return value
+
+
 def build_config(tree: dict) -> TrainConfig:
     """A TrainConfig from a nested dict (YAML + overrides), checking every key."""
     defaults = TrainConfig().to_dict()
@@ -261,6 +290,10 @@ def build_config(tree: dict) -> TrainConfig:
     if missing:
         raise HubertkitError(f"required config key(s) not set: {', '.join(missing)} (pass them as key=value)")
     cls = {f.name: f.default_factory().__class__ for f in dataclasses.fields(TrainConfig)}
+    for g, vals in defaults.items():
+        types = {f.name: f.type for f in dataclasses.fields(cls[g])}
+        for k, v in vals.items():
+            vals[k] = _coerce(f"{g}.{k}", v, types[k])
     cfg = TrainConfig(**{g: cls[g](**vals) for g, vals in defaults.items()})
     cfg.model.validate()
     return cfg

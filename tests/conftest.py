@@ -38,3 +38,18 @@ def prepared(tmp_path_factory, small_corpus):
     dump_mfcc(out / "tsv", "train", 2, "all", out / "feat", progress=False)
     dump_mfcc(out / "tsv", "valid", 1, 0, out / "feat", progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def labelled(prepared):
+    """MFCC k-means (K=20) labels of the small corpus, merged, with dict.km.txt."""
+    from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
+    from hubertkit.data.labels import make_dict, merge_labels
+
+    lab = prepared / "labels"
+    learn_kmeans(prepared / "feat", "train", 2, prepared / "km20.pt", 20, progress=False)
+    for split, nshard in (("train", 2), ("valid", 1)):
+        dump_labels(prepared / "feat", split, prepared / "km20.pt", nshard, "all", lab, progress=False)
+        merge_labels(lab, split, nshard)
+    make_dict(lab)
+    return prepared

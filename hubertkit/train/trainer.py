@@ -253,15 +253,16 @@ class Trainer:
         else:
             self.nonfinite_total += 1
             self.nonfinite_run += 1
-            log.warning("update %d: non-finite loss or gradient, update skipped (%d in a row)", self.num_updates + 1, self.nonfinite_run)
+            log.warning("update %d: non-finite loss or gradient, skipped (%d in a row)", self.num_updates + 1, self.nonfinite_run)
             if self.nonfinite_run > self.cfg.checkpoint.max_nonfinite_updates:
                 raise HubertkitError(
                     f"{self.nonfinite_run} updates in a row had a non-finite loss; stopping. The last good "
                     f"checkpoint is {self.save_dir / LAST}. Lower optimization.lr or use bf16 instead of fp16"
                 )
         self.scaler.update()
-        self.num_updates += 1
         self.samples_seen += int(stats["samples"])
+        if finite:  # a skipped update is no update: the schedule and masks do not advance
+            self.num_updates += 1
         return {**stats, "lr": lr, "grad_norm": float(grad_norm), "skipped": not finite}
 
     @torch.no_grad()
@@ -306,6 +307,9 @@ class Trainer:
                                             range(self.batch_in_epoch, len(batches))),
                     batch_size=None, num_workers=cfg.dataset.num_workers,
                     persistent_workers=False, prefetch_factor=4 if cfg.dataset.num_workers else None,
+                    # its own generator: drawing worker seeds from torch's global RNG would
+                    # shift the dropout stream of a resumed run
+                    generator=torch.Generator().manual_seed(cfg.common.seed + self.epoch),
                 )
                 pending = []
                 for batch in loader:
@@ -315,8 +319,10 @@ class Trainer:
                         continue
                     out = self.train_step(pending)
                     pending = []
+                    if out["skipped"]:
+                        continue
                     for k, v in out.items():
-                        window[k] = window.get(k, 0) + (v if not isinstance(v, bool) else int(v))
+                        window[k] = window.get(k, 0) + v
                     window["updates"] = window.get("updates", 0) + 1
                     bar.update(1)
                     summary = summarize(out)

@@ -1,0 +1,99 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from hubertkit.data.batching import batches_by_size
+from hubertkit.data.dataset import HubertDataset, check_same_kmeans, load_label_sets
+from hubertkit.data.labels import read_labels, write_sidecar
+from hubertkit.errors import HubertkitError
+
+
+def dataset(root, label_dir=None, rate=100.0, **kw):
+    label_dir = label_dir or root / "labels"
+    return HubertDataset(root / "tsv" / "train.tsv", label_dir, "train", load_label_sets(label_dir, ["km"], rate), **kw)
+
+
+def copy_labels(labelled, tmp_path):
+    shutil.copytree(labelled / "labels", tmp_path / "labels")
+    return tmp_path / "labels"
+
+
+def test_labels_become_dictionary_indices(labelled):
+    ds = dataset(labelled)
+    raw = read_labels(labelled / "labels" / "train.km")
+    assert ds.label_sets[0].num_classes == 24  # 20 clusters + fairseq's 4 specials
+    assert torch.equal(ds[0]["label_list"][0], torch.tensor(raw[ds.index[0]]) + 4)
+
+
+def test_collate_crops_labels_in_step(labelled):
+    ds = dataset(labelled, max_sample_size=16000)
+    items = [ds[i] for i in range(4)]
+    batch = ds.collate(items, np.random.default_rng(0))
+    assert batch["source"].shape == (4, 16000) and batch["padding_mask"] is None
+    assert batch["target_list"][0].shape == (4, 100)
+    for j, it in enumerate(items):
+        wav = it["source"]
+        start = next(s for s in range(len(wav) - 16000 + 1) if torch.equal(wav[s : s + 16000], batch["source"][j]))
+        f = int(round(start * 100 / 16000))
+        assert torch.equal(batch["target_list"][0][j], it["label_list"][0][f : f + 100])
+
+
+def test_pad_audio_pads_to_longest(labelled):
+    ds = dataset(labelled, pad_audio=True)
+    items = [ds[i] for i in range(3)]
+    batch = ds.collate(items)
+    longest = max(len(it["source"]) for it in items)
+    assert batch["source"].shape[1] == longest
+    assert batch["padding_mask"].sum(1).tolist() == [longest - len(it["source"]) for it in items]
+
+
+def test_wrong_label_rate_says_which_to_set(labelled):
+    with pytest.raises(HubertkitError, match="set model.label_rate=100"):
+        dataset(labelled, rate=50.0)
+
+
+def test_misaligned_utterances_are_named_or_skipped(labelled, tmp_path):
+    lab = copy_labels(labelled, tmp_path)
+    lines = (lab / "train.km").read_text().splitlines()
+    lines[2] = " ".join(lines[2].split()[:-30])  # 0.3 s of labels missing
+    (lab / "train.km").write_text("\n".join(lines) + "\n")
+    with pytest.raises(HubertkitError, match="1 utterance.*differing by more than 0.1 s.*flac"):
+        dataset(labelled, lab)
+    assert len(dataset(labelled, lab, skip_misaligned=True)) == len(lines) - 1
+
+
+def test_label_count_and_dictionary_traps(labelled, tmp_path):
+    lab = copy_labels(labelled, tmp_path)
+    lines = (lab / "train.km").read_text().splitlines()
+    (lab / "train.km").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(HubertkitError, match=f"has {len(lines) - 1} lines but .* lists {len(lines)}"):
+        dataset(labelled, lab)
+    (lab / "train.km").write_text("\n".join(lines) + "\n")
+    (lab / "dict.km.txt").write_text("".join(f"{i} 1\n" for i in range(10)))  # partial dictionary
+    with pytest.raises(HubertkitError, match="not in dict.km.txt"):
+        dataset(labelled, lab)
+    (lab / "dict.km.txt").write_text("")
+    with pytest.raises(HubertkitError, match="empty"):
+        dataset(labelled, lab)
+
+
+def test_valid_labels_from_another_kmeans_are_refused(labelled, tmp_path):
+    lab = copy_labels(labelled, tmp_path)
+    info = {**__import__("json").loads((lab / "valid.km.json").read_text()), "kmeans": "0123456789abcdef"}
+    write_sidecar(lab / "valid.km", info)
+    with pytest.raises(HubertkitError, match="k-means fitted on train"):
+        check_same_kmeans(lab, ["train", "valid"], ["km"])
+    check_same_kmeans(labelled / "labels", ["train", "valid"], ["km"])
+
+
+def test_batches_by_max_tokens():
+    sizes = np.random.default_rng(0).integers(32000, 250000, 500)
+    batches = batches_by_size(sizes, 1_400_000, seed=1, epoch=3)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    assert all(len(b) * sizes[b].max() <= 1_400_000 for b in batches)
+    assert batches == batches_by_size(sizes, 1_400_000, seed=1, epoch=3)
+    assert batches != batches_by_size(sizes, 1_400_000, seed=1, epoch=4)
+    with pytest.raises(HubertkitError, match="max_tokens"):
+        batches_by_size(sizes, 100_000)

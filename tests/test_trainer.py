@@ -1,0 +1,110 @@
+"""The fairseq-style training command on the small demo corpus: runs, resumes exactly,
+survives SIGKILL, handles non-finite losses and unwritable directories."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from hubertkit.errors import HubertkitError
+from hubertkit.model.io import load_model
+from hubertkit.train import trainer as trainer_module
+from hubertkit.train.trainer import train
+
+
+def overrides(root, save_dir, **extra):
+    base = {
+        "task.data": root / "tsv", "task.label_dir": root / "labels", "checkpoint.save_dir": save_dir,
+        "dataset.num_workers": 0, "dataset.max_tokens": 200000, "task.max_sample_size": 40000,
+        "model.encoder_layers": 2, "optimization.max_update": 8, "lr_scheduler.total_num_update": 8,
+        "lr_scheduler.warmup_updates": 2, "checkpoint.save_interval_updates": 2, "dataset.validate_interval_updates": 0,
+        "common.log_interval": 1,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def weights(save_dir):
+    return torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]
+
+
+def log_records(save_dir, split="train"):
+    return [json.loads(l) for l in (save_dir / "train_log.jsonl").read_text().splitlines() if json.loads(l)["split"] == split]
+
+
+def test_train_runs_and_writes_checkpoints(labelled, tmp_path):
+    r = train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 30, "lr_scheduler.total_num_update": 30,
+                                                               "checkpoint.keep_interval_updates": 2}), progress=False)
+    ck = tmp_path / "ck"
+    assert r["num_updates"] == 30
+    names = sorted(p.name for p in ck.glob("*.pt"))
+    interval = [n for n in names if n not in ("checkpoint_best.pt", "checkpoint_last.pt")]
+    assert len(interval) == 2 and interval[-1].endswith("_30.pt"), names  # keep_interval_updates=2
+    assert "checkpoint_best.pt" in names and "checkpoint_last.pt" in names
+    losses = [r["loss"] for r in log_records(ck)]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5, losses
+    assert log_records(ck, "valid")  # validated at the end
+    model = load_model(ck / "checkpoint_last.pt")  # a training checkpoint is a model checkpoint too
+    assert model.cfg.num_classes == [24] and model.cfg.encoder_layers == 2
+
+
+def test_resume_continues_exactly(labelled, tmp_path):
+    train("demo", overrides(labelled, tmp_path / "a"), progress=False)
+    train("demo", overrides(labelled, tmp_path / "b", **{"optimization.max_update": 4}), progress=False)
+    train("demo", overrides(labelled, tmp_path / "b"), progress=False)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    la, lb = log_records(tmp_path / "a"), log_records(tmp_path / "b")
+    assert [r["loss"] for r in la[4:]] == [r["loss"] for r in lb[4:]]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(labelled, tmp_path):
+    args = overrides(labelled, tmp_path / "killed", **{"checkpoint.save_interval_updates": 1})
+    proc = subprocess.Popen([sys.executable, "-m", "hubertkit", "train", "--config-name", "demo", *args, "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "killed").glob("checkpoint_*_3.pt")) and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = torch.load(tmp_path / "killed" / "checkpoint_last.pt", weights_only=True)["trainer"]["num_updates"]
+    # checkpoint_last.pt is written right after the interval checkpoint: it may be one behind
+    assert 2 <= done < 8, "the run should have been killed mid-way"
+    train("demo", args, progress=False)
+    train("demo", overrides(labelled, tmp_path / "straight", **{"checkpoint.save_interval_updates": 1}), progress=False)
+    a, b = weights(tmp_path / "killed"), weights(tmp_path / "straight")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nonfinite_losses_are_skipped_then_stop(labelled, tmp_path, monkeypatch):
+    real = trainer_module.hubert_loss
+    calls = {"n": 0}
+
+    def flaky(out, cfg):
+        loss, n, log = real(out, cfg)
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            loss = loss * float("nan")
+            log["loss"] = float("nan")
+        return loss, n, log
+
+    monkeypatch.setattr(trainer_module, "hubert_loss", flaky)
+    with pytest.raises(HubertkitError, match="in a row had a non-finite loss"):
+        train("demo", overrides(labelled, tmp_path / "ck", **{"checkpoint.max_nonfinite_updates": 3,
+                                                               "optimization.max_update": 20}), progress=False)
+    state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
+    assert state["trainer"]["num_updates"] == 2  # the last good checkpoint
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_unwritable_save_dir_fails_before_training(labelled, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HubertkitError, match="not writable"):
+        train("demo", overrides(labelled, tmp_path / "file" / "ck"), progress=False)
