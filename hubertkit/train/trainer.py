@@ -231,7 +231,8 @@ class Trainer:
             last = micro == len(batches) - 1
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
             with sync:
-                loss, n, log_out = self._forward(batch, _mask_generator(self.cfg.common.seed, self.num_updates, micro), True)
+                slot = self.dist.rank * len(batches) + micro  # the batch's place among all processes' batches
+                loss, n, log_out = self._forward(batch, _mask_generator(self.cfg.common.seed, self.num_updates, slot), True)
                 self.scaler.scale(loss).backward()
             for k, v in log_out.items():
                 stats[k] = stats.get(k, 0) + v
@@ -281,16 +282,34 @@ class Trainer:
         keys = sorted(stats)
         return summarize(dict(zip(keys, self.dist.all_sum([float(stats[k]) for k in keys]))))
 
+    def check_replicas(self) -> None:
+        """Every process must hold the same weights after training (DDP's contract)."""
+        if self.dist.world == 1:
+            return
+        digest = torch.stack([torch.stack([p.double().sum(), p.double().pow(2).sum()]) for p in self.model.parameters()]).flatten()
+        gathered = [torch.empty_like(digest) for _ in range(self.dist.world)]
+        torch.distributed.all_gather(gathered, digest.to(self.dist.device))
+        if not all(torch.equal(gathered[0], g) for g in gathered[1:]):
+            raise HubertkitError("model replicas differ between processes after training")
+        if self.dist.main:
+            log.info("model replicas identical on all %d processes", self.dist.world)
+
     # -- the loop ---------------------------------------------------------------------------
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
+    def epoch_batches(self, epoch: int) -> tuple[list[list[int]], list[int]]:
+        """The epoch's batches (the same on every process) and which of them this process
+        takes: every ``world``-th, so update ``u`` on ``world`` processes sees the batches
+        one process with ``update_freq × world`` would."""
         d = self.train_data
         batches = batches_by_size(np.array([d.num_tokens(i) for i in range(len(d))]), self.cfg.dataset.max_tokens,
                                   self.cfg.dataset.batch_size, seed=self.cfg.common.seed, epoch=epoch)
-        per_rank = len(batches) // self.dist.world
-        if per_rank == 0:
-            raise HubertkitError(f"{len(batches)} batches cannot feed {self.dist.world} processes; lower dataset.max_tokens")
-        return batches[self.dist.rank :: self.dist.world][:per_rank]
+        freq, world = self.cfg.optimization.update_freq[0], self.dist.world
+        per_update = freq * world
+        if len(batches) < per_update:
+            raise HubertkitError(f"{len(batches)} batches cannot feed {world} process(es) x update_freq {freq}; lower dataset.max_tokens")
+        usable = len(batches) // per_update * per_update
+        mine = [u * per_update + self.dist.rank * freq + m for u in range(usable // per_update) for m in range(freq)]
+        return batches, mine
 
     def run(self) -> dict:
         cfg = self.cfg
@@ -301,10 +320,10 @@ class Trainer:
         start, window = time.time(), {}
         try:
             while self.num_updates < max_update and (not cfg.optimization.max_epoch or self.epoch <= cfg.optimization.max_epoch):
-                batches = self.epoch_batches(self.epoch)
+                batches, mine = self.epoch_batches(self.epoch)
                 loader = torch.utils.data.DataLoader(
                     torch.utils.data.Subset(BatchDataset(self.train_data, batches, cfg.common.seed, self.epoch),
-                                            range(self.batch_in_epoch, len(batches))),
+                                            mine[self.batch_in_epoch :]),
                     batch_size=None, num_workers=cfg.dataset.num_workers,
                     persistent_workers=False, prefetch_factor=4 if cfg.dataset.num_workers else None,
                     # its own generator: drawing worker seeds from torch's global RNG would
@@ -315,7 +334,7 @@ class Trainer:
                 for batch in loader:
                     pending.append(batch)
                     self.batch_in_epoch += 1
-                    if len(pending) < freq and self.batch_in_epoch < len(batches):
+                    if len(pending) < freq:
                         continue
                     out = self.train_step(pending)
                     pending = []
@@ -349,6 +368,7 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
+        self.check_replicas()
         return {"num_updates": self.num_updates, "epoch": self.epoch, "save_dir": str(self.save_dir),
                 "nonfinite_updates": self.nonfinite_total, "seconds": time.time() - start}
 
