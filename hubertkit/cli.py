@@ -88,7 +88,7 @@ def _cmd_train(a):
 def _cmd_demo(a):
     from hubertkit.demo import run_demo
 
-    return run_demo(a.out, corpus=a.corpus, jobs=a.jobs, progress=not a.quiet)
+    return run_demo(a.out, corpus=a.corpus, jobs=a.jobs, progress=not a.quiet, max_update=a.max_update)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--corpus", default=None, help="demo corpus directory (default: the repository's data/demo)")
     p.add_argument("--jobs", type=int, default=2, help="threads for feature dumps (default: 2)")
+    p.add_argument("--max-update", type=int, default=None, help="pretraining updates (default: configs/demo.yaml's 400)")
     return parser
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from hubertkit.cli import build_parser
 
-COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality", "demo"]
+COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality",
+            "export", "train", "demo"]
 
 
 def hubertkit(*args, check=True):
@@ -65,5 +66,6 @@ def test_pickled_kmeans_needs_trust_flag(tmp_path):
 
 
 def test_demo_runs(tmp_path):
-    r = hubertkit("demo", "--out", tmp_path / "demo", "-q")
+    r = hubertkit("demo", "--out", tmp_path / "demo", "--max-update", 12, "-q")
     assert "PNMI" in r.stdout and (tmp_path / "demo" / "labels" / "dict.km.txt").is_file()
+    assert "update   12" in r.stdout and (tmp_path / "demo" / "checkpoints" / "checkpoint_last.pt").is_file()

@@ -436,4 +436,11 @@ def train(config_name: str, overrides: list[str] = (), config_dir: str | None = 
     from hubertkit.config import load_config
 
     cfg = load_config(config_name, overrides, config_dir)
-    return Trainer(cfg, progress).run()
+    try:
+        result = Trainer(cfg, progress).run()
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        return result
+    finally:
+        if torch.distributed.is_initialized():  # a live gloo group can abort the process at exit
+            torch.distributed.destroy_process_group()
