@@ -30,6 +30,20 @@ def _cmd_dump_mfcc(a):
     return dump_mfcc(a.tsv_dir, a.split, a.nshard, a.rank, a.feat_dir, jobs=a.jobs, progress=not a.quiet)
 
 
+def _cmd_dump_hubert(a):
+    from hubertkit.features.hubert import dump_hubert
+
+    return dump_hubert(a.tsv_dir, a.split, a.ckpt, a.layer, a.nshard, a.rank, a.feat_dir, max_chunk=a.max_chunk,
+                       jobs=a.jobs, trust_pickle=a.trust_pickle, progress=not a.quiet)
+
+
+def _cmd_units(a):
+    from hubertkit.discrete_units import write_units
+
+    return write_units(a.ckpt, a.km_path, a.tsv, a.layer, a.out, dedup_only=a.dedup, max_chunk=a.max_chunk,
+                       trust_pickle=a.trust_pickle) or None
+
+
 def _cmd_learn_kmeans(a):
     from hubertkit.cluster.kmeans import learn_kmeans
 
@@ -123,6 +137,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
     p.add_argument("feat_dir", metavar="FEAT_DIR")
     p.add_argument("--jobs", type=int, default=1, help="threads decoding and computing features in parallel (default: 1)")
+
+    p = add("dump-hubert", _cmd_dump_hubert, "features of a HuBERT layer (any checkpoint hubertkit loads) for a manifest shard")
+    p.add_argument("tsv_dir", metavar="TSV_DIR")
+    p.add_argument("split", metavar="SPLIT")
+    p.add_argument("ckpt", metavar="CKPT", help="hubertkit or fairseq checkpoint, or transformers folder")
+    p.add_argument("layer", metavar="LAYER", type=int, help="transformer layer, 1-based (fairseq's output_layer)")
+    p.add_argument("nshard", metavar="NSHARD", type=int)
+    p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
+    p.add_argument("feat_dir", metavar="FEAT_DIR")
+    p.add_argument("--max-chunk", type=int, default=1600000, help="encode audio in chunks of this many samples (default: 1600000)")
+    p.add_argument("--jobs", type=int, default=1, help="threads (default: 1)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
+
+    p = add("units", _cmd_units, "discrete units (k-means ids of a HuBERT layer) per utterance, as JSONL")
+    p.add_argument("ckpt", metavar="CKPT")
+    p.add_argument("km_path", metavar="KM_PATH")
+    p.add_argument("tsv", metavar="TSV", help="manifest file")
+    p.add_argument("--layer", type=int, required=True, help="transformer layer, 1-based")
+    p.add_argument("--dedup", action="store_true", help="write only the units with repeats removed, and their durations")
+    p.add_argument("--out", default=None, help="output file (default: stdout)")
+    p.add_argument("--max-chunk", type=int, default=1600000)
+    p.add_argument("--trust-pickle", action="store_true", help="allow pickled (fairseq/joblib) k-means or checkpoints")
 
     p = add("learn-kmeans", _cmd_learn_kmeans, "fit k-means on feature shards and save the model to KM_PATH")
     p.add_argument("feat_dir", metavar="FEAT_DIR")

@@ -108,3 +108,25 @@ def test_unwritable_save_dir_fails_before_training(labelled, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(HubertkitError, match="not writable"):
         train("demo", overrides(labelled, tmp_path / "file" / "ck"), progress=False)
+
+
+def test_full_disk_keeps_the_previous_checkpoint(labelled, tmp_path, monkeypatch):
+    import errno
+
+    from hubertkit.train import checkpoint as checkpoint_module
+
+    train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 2}), progress=False)
+    before = (tmp_path / "ck" / "checkpoint_last.pt").read_bytes()
+    real_save = torch.save
+
+    def half_written(obj, f, *a, **kw):
+        with open(f, "wb") as out:
+            out.write(b"PK partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", half_written)
+    with pytest.raises(HubertkitError, match="cannot write checkpoint .*No space left on device"):
+        train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 4}), progress=False)
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert (tmp_path / "ck" / "checkpoint_last.pt").read_bytes() == before
+    assert not [p for p in (tmp_path / "ck").iterdir() if p.name.endswith(".tmp")]

@@ -55,7 +55,7 @@ def to_fairseq(model: HubertModel, task: dict | None = None) -> dict:
     cfg.pop("num_classes")
     model_cfg = {"_name": "hubert", **cfg}
     task = {"_name": "hubert_pretraining", "label_rate": model.cfg.label_rate, "sample_rate": 16000,
-            "normalize": model.cfg.layer_norm_first, **(task or {})}
+            "normalize": model.normalize_waveform, **(task or {})}
     return {
         "cfg": {"model": model_cfg, "task": task},
         "model": {theirs: state[ours] for ours, theirs in fairseq_names(model.cfg)},
@@ -92,6 +92,7 @@ def from_fairseq(ckpt: dict) -> HubertModel:
     if missing:
         raise HubertkitError(f"fairseq checkpoint lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
     model.load_state_dict({ours: state[theirs] for ours, theirs in names}, strict=True)
+    model.normalize_waveform = bool(task_cfg.get("normalize", False))
     return model
 
 
@@ -259,6 +260,11 @@ def export_hf(model: HubertModel, out: str | os.PathLike) -> Path:
     with atomic_path(out / HEAD_FILE) as tmp:
         torch.save({k: state[k] for k in HEAD_KEYS}, tmp)
     write_text(out / "config.json", json.dumps(hf_config(model.cfg), indent=2) + "\n")
+    write_text(out / "preprocessor_config.json", json.dumps({
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
+        "padding_value": 0.0, "do_normalize": model.normalize_waveform,
+        "return_attention_mask": model.cfg.extractor_mode == "layer_norm",
+    }, indent=2) + "\n")
     return out
 
 
@@ -322,4 +328,6 @@ def import_hf(folder: str | os.PathLike, num_classes: list[int] | None = None, l
     if (folder / HEAD_FILE).is_file():
         weights.update(torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True))
     model.load_state_dict(weights, strict=False)
+    pre = folder / "preprocessor_config.json"
+    model.normalize_waveform = bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False
     return model

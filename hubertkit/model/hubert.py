@@ -209,6 +209,9 @@ class HubertModel(nn.Module):
             raise HubertkitError("model.target_glu is not supported")
         self.label_embs_concat = nn.Parameter(torch.empty(sum(cfg.num_classes), final_dim).uniform_())
         self.apply(_init_bert_params)
+        # fairseq's task.normalize: the waveform was layer-normalised before the model in
+        # training, so feature extraction must do the same. Loaders set it.
+        self.normalize_waveform = False
 
     # -- the pieces --------------------------------------------------------------------
 

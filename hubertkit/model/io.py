@@ -23,15 +23,19 @@ FORMAT = "hubertkit.checkpoint"
 def save_model(model: HubertModel, path: str | os.PathLike, **extra) -> None:
     """``{"format", "cfg": {"model": ...}, "model": state_dict, **extra}``, atomically;
     loadable with ``torch.load(weights_only=True)``."""
-    state = {"format": FORMAT, "version": 1, "cfg": {"model": model.cfg.to_dict()}, "model": model.state_dict(), **extra}
+    cfg = {"model": model.cfg.to_dict(), "task": {"normalize": model.normalize_waveform}}
+    state = {"format": FORMAT, "version": 1, "cfg": cfg, "model": model.state_dict(), **extra}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def model_from_checkpoint(ckpt: dict) -> HubertModel:
     if ckpt.get("format") == FORMAT:
-        model = HubertModel(HubertConfig.from_dict(ckpt["cfg"]["model"]))
+        cfg = ckpt["cfg"]
+        model = HubertModel(HubertConfig.from_dict(cfg["model"]))
         model.load_state_dict(ckpt["model"])
+        task = cfg.get("task") or cfg.get("train", {}).get("task", {})
+        model.normalize_waveform = bool(task.get("normalize", False))
         return model
     return from_fairseq(ckpt)
 

@@ -135,6 +135,7 @@ class Trainer:
         )
         torch.manual_seed(cfg.common.seed)
         self.model = HubertModel(cfg.model_config([ls.num_classes for ls in self.label_sets])).to(self.dist.device)
+        self.model.normalize_waveform = task.normalize
         self.ddp = (
             torch.nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=cfg.distributed_training.find_unused_parameters)
             if self.dist.world > 1 else None
@@ -264,7 +265,10 @@ class Trainer:
         self.samples_seen += int(stats["samples"])
         if finite:  # a skipped update is no update: the schedule and masks do not advance
             self.num_updates += 1
-        return {**stats, "lr": lr, "grad_norm": float(grad_norm), "skipped": not finite}
+        out = {**stats, "lr": lr, "grad_norm": float(grad_norm), "skipped": not finite}
+        if self.scaler.is_enabled():
+            out["loss_scale"] = self.scaler.get_scale()
+        return out
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -349,6 +353,7 @@ class Trainer:
                                     lr=f"{out['lr']:.2e}", h=f"{self.samples_seen / cfg.task.sample_rate / 3600:.2f}")
                     if self.num_updates % cfg.common.log_interval == 0:
                         logger.log("train", self.num_updates, {**summarize(window), "lr": out["lr"], "epoch": self.epoch,
+                                   **({"loss_scale": out["loss_scale"]} if "loss_scale" in out else {}),
                                    "audio_hours": self.samples_seen / cfg.task.sample_rate / 3600,
                                    "nonfinite_updates": self.nonfinite_total, "wall_s": time.time() - start})
                         window = {}

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from hubertkit.data.manifest import read_manifest
+from hubertkit.errors import HubertkitError
+from hubertkit.features.hubert import dump_hubert
+from hubertkit.features.shards import read_shard
+from hubertkit.model import HubertModel, preset
+from hubertkit.model.convert import export_hf
+from hubertkit.model.io import save_model
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = HubertModel(preset("tiny", num_classes=[24], label_rate=100)).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_model(model, path)
+    return path, model
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_dump_hubert_equals_extract_features(prepared, tiny_ckpt, tmp_path, normalize):
+    path, model = tiny_ckpt
+    if normalize:  # fairseq's task.normalize travels with the checkpoint
+        model.normalize_waveform = True
+        save_model(model, tmp_path / "norm.pt")
+        path = tmp_path / "norm.pt"
+        model.normalize_waveform = False
+    summary = dump_hubert(prepared / "tsv", "valid", path, 2, 1, 0, tmp_path / "feat", progress=False)
+    shard = read_shard(tmp_path / "feat", "valid", 0, 1)
+    assert shard.dim == 96 and summary.utterances == len(shard)
+    for i, utt in enumerate(read_manifest(prepared / "tsv" / "valid.tsv").utterances):
+        wav = torch.from_numpy(sf.read(utt.path, dtype="float32")[0])
+        if normalize:
+            wav = F.layer_norm(wav, wav.shape)
+        ref = model.extract_features(wav[None], layer=2)[0][0].numpy()
+        np.testing.assert_allclose(shard.utterance(i), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_any_checkpoint_kind_and_chunks(prepared, tiny_ckpt, tmp_path):
+    path, model = tiny_ckpt
+    export_hf(model, tmp_path / "hf")
+    dump_hubert(prepared / "tsv", "valid", path, 3, 1, 0, tmp_path / "a", progress=False)
+    dump_hubert(prepared / "tsv", "valid", tmp_path / "hf", 3, 1, 0, tmp_path / "b", jobs=2, progress=False)
+    a, b = read_shard(tmp_path / "a", "valid", 0, 1), read_shard(tmp_path / "b", "valid", 0, 1)
+    np.testing.assert_allclose(np.asarray(a.feats), np.asarray(b.feats), atol=1e-5)
+    dump_hubert(prepared / "tsv", "valid", path, 3, 1, 0, tmp_path / "c", max_chunk=16000, progress=False)
+    c = read_shard(tmp_path / "c", "valid", 0, 1)
+    assert c.lengths.sum() < a.lengths.sum()  # each 1 s chunk loses its edge frames, as in fairseq
+
+
+def test_bad_layer(prepared, tiny_ckpt, tmp_path):
+    with pytest.raises(HubertkitError, match="LAYER must be in 1..3"):
+        dump_hubert(prepared / "tsv", "valid", tiny_ckpt[0], 7, 1, 0, tmp_path, progress=False)
