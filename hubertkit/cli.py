@@ -99,6 +99,14 @@ def _cmd_train(a):
     return f"trained to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
 
 
+def _cmd_pipeline(a):
+    from hubertkit.pipeline import load_pipeline, run_pipeline
+
+    overrides = {k: v for k, v in (("out", a.out), ("jobs", a.jobs)) if v is not None}
+    r = run_pipeline(load_pipeline(a.config, overrides), until=a.until, progress=not a.quiet)
+    return f"report: {r['report']}" if "report" in r else f"stopped after {r['stopped']}"
+
+
 def _cmd_demo(a):
     from hubertkit.demo import run_demo
 
@@ -211,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/)")
     p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100")
+
+    p = add("pipeline", _cmd_pipeline, "run the whole iterative recipe from one YAML, resumably")
+    p.add_argument("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_demo.yaml)")
+    p.add_argument("--until", default=None, help="stop after this stage (e.g. iter1.kmeans) or iteration (e.g. iter1)")
+    p.add_argument("--jobs", type=int, default=None, help="threads for dumps and labelling (default: the config's)")
+    p.add_argument("--out", default=None, help="output directory (default: the config's)")
 
     p = add("demo", _cmd_demo, "run the recipe on the demo corpus shipped with hubertkit")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")

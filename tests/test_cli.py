@@ -9,7 +9,7 @@ import pytest
 from hubertkit.cli import build_parser
 
 COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality",
-            "dump-hubert", "units", "export", "train", "demo"]
+            "dump-hubert", "units", "export", "train", "pipeline", "demo"]
 
 
 def hubertkit(*args, check=True):
@@ -66,6 +66,7 @@ def test_pickled_kmeans_needs_trust_flag(tmp_path):
 
 
 def test_demo_runs(tmp_path):
-    r = hubertkit("demo", "--out", tmp_path / "demo", "--max-update", 12, "-q")
-    assert "PNMI" in r.stdout and (tmp_path / "demo" / "labels" / "dict.km.txt").is_file()
-    assert "update   12" in r.stdout and (tmp_path / "demo" / "checkpoints" / "checkpoint_last.pt").is_file()
+    r = hubertkit("demo", "--out", tmp_path / "demo", "--max-update", 6, "-q")
+    assert "PNMI" in r.stdout and (tmp_path / "demo" / "iter1" / "labels" / "dict.km.txt").is_file()
+    assert "| iter2 |" in r.stdout and (tmp_path / "demo" / "iter2" / "checkpoints" / "checkpoint_last.pt").is_file()
+    assert (tmp_path / "demo" / "report.md").is_file() and (tmp_path / "demo" / "training_iter1.png").is_file()

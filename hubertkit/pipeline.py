@@ -1,0 +1,211 @@
+"""``hubertkit pipeline CONFIG``: the whole iterative HuBERT recipe as resumable stages.
+
+manifest → for each iteration: features (MFCC, or a layer of the previous iteration's
+model) → k-means on train → labels for every split → dictionary → label quality (when
+alignments are given) → pretraining; then a report.
+
+Every stage records a digest of its inputs (its settings and the digests of the stages
+it reads) in ``OUT/stages/NAME.json`` when it completes. A re-run skips a stage whose
+record matches, so a crash anywhere resumes at the stage that failed (and training
+resumes from its own ``checkpoint_last.pt``); changing a setting re-runs that stage and
+everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import write_text
+
+SPLITS = ("train", "valid")
+
+
+@dataclass
+class IterationConfig:
+    name: str
+    features: str = "mfcc"  # "mfcc", or "hubert": layer `layer` of the previous iteration's model
+    layer: int | None = None
+    n_clusters: int = 100
+    label_rate: float = 100.0
+    kmeans_percent: float = -1.0
+    train_config: str = "demo"  # a config name in configs/ (or train_config_dir)
+    train_config_dir: str | None = None
+    train_overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineConfig:
+    corpus: str  # audio directory
+    out: str = "pipeline_out"
+    ext: str = "flac"
+    valid_percent: float = 0.01
+    seed: int = 0
+    nshard: int = 1
+    jobs: int = 1
+    alignments: str | None = None  # phone alignments JSONL, for label quality
+    iterations: list[IterationConfig] = field(default_factory=list)
+
+
+def _check_keys(values: dict, cls, where: str) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=2)
+            raise HubertkitError(f"unknown key {where}{key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
+    if not isinstance(tree, dict) or "corpus" not in tree:
+        raise HubertkitError("a pipeline config needs at least 'corpus' and 'iterations'")
+    _check_keys(tree, PipelineConfig, "")
+    iterations = []
+    for i, it in enumerate(tree.get("iterations") or [], start=1):
+        _check_keys(it, IterationConfig, f"iterations[{i}].")
+        cfg = IterationConfig(**{"name": f"iter{i}", **it})
+        if cfg.features not in ("mfcc", "hubert"):
+            raise HubertkitError(f"iteration {cfg.name}: features must be 'mfcc' or 'hubert', got {cfg.features!r}")
+        if cfg.features == "hubert" and (i == 1 or not cfg.layer):
+            raise HubertkitError(f"iteration {cfg.name}: 'hubert' features need a 'layer' and a previous iteration")
+        iterations.append(cfg)
+    if not iterations:
+        raise HubertkitError("the pipeline config lists no iterations")
+    if len({it.name for it in iterations}) != len(iterations):
+        raise HubertkitError("iteration names must be unique")
+    cfg = PipelineConfig(**{**tree, "iterations": iterations})
+
+    def rel(p):  # paths in the config are relative to the config file
+        return None if p is None else str(p if Path(p).is_absolute() else (base_dir / p))
+
+    cfg.corpus, cfg.alignments = rel(cfg.corpus), rel(cfg.alignments)
+    return cfg
+
+
+def load_pipeline(path: str | os.PathLike, overrides: dict | None = None) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise HubertkitError(f"pipeline config {path} does not exist")
+    tree = yaml.safe_load(path.read_text()) or {}
+    tree.update(overrides or {})
+    return parse_pipeline(tree, path.parent)
+
+
+class Stages:
+    """Runs named stages once per distinct input digest; prints progress."""
+
+    def __init__(self, out: Path, total: int, until: str | None, log: Callable[[str], None]):
+        self.dir = out / "stages"
+        self.total, self.until, self.log = total, until, log
+        self.count, self.ran, self.start = 0, [], time.time()
+        self.stopped = False
+
+    def run(self, name: str, inputs: dict, fn: Callable[[], object]) -> str:
+        """Returns this stage's digest (for the stages that depend on it)."""
+        if self.stopped:
+            raise _Stop
+        self.count += 1
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        record = self.dir / f"{name}.json"
+        if record.is_file() and json.loads(record.read_text()).get("digest") == digest:
+            self.log(f"[{self.count}/{self.total}] {name}: done earlier, skipped")
+        else:
+            self.log(f"[{self.count}/{self.total}] {name} ...")
+            t = time.time()
+            result = fn()
+            self.ran.append(name)
+            write_text(record, json.dumps({"digest": digest, "inputs": inputs, "seconds": round(time.time() - t, 1),
+                                           "result": str(result) if result is not None else None}, indent=1, default=str) + "\n")
+            self.log(f"[{self.count}/{self.total}] {name}: {result if result is not None else 'done'} ({time.time() - t:.0f} s)")
+        if self.until and (name == self.until or name.split(".")[0] == self.until and name.endswith(".train")):
+            self.stopped = True
+        return digest
+
+
+class _Stop(Exception):
+    pass
+
+
+STAGES_PER_ITERATION = ("features", "kmeans", "labels", "quality", "train")
+
+
+def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> dict:
+    from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
+    from hubertkit.cluster.quality import label_quality
+    from hubertkit.data.labels import make_dict, merge_labels
+    from hubertkit.data.manifest import make_manifest
+    from hubertkit.features.dump import dump_mfcc
+    from hubertkit.features.hubert import dump_hubert
+    from hubertkit.train.trainer import train
+
+    out = Path(cfg.out)
+    valid_names = ["manifest"] + [f"{it.name}.{s}" for it in cfg.iterations for s in STAGES_PER_ITERATION] + [it.name for it in cfg.iterations]
+    if until and until not in valid_names:
+        raise HubertkitError(f"--until {until!r} is not a stage; stages: {', '.join(valid_names)}")
+    stages = Stages(out, 1 + len(STAGES_PER_ITERATION) * len(cfg.iterations), until, log)
+    tsv = out / "manifest"
+    results: dict = {"iterations": {}}
+    try:
+        prev = stages.run("manifest", {"corpus": cfg.corpus, "ext": cfg.ext, "valid_percent": cfg.valid_percent, "seed": cfg.seed},
+                          lambda: make_manifest(cfg.corpus, tsv, cfg.ext, cfg.valid_percent, cfg.seed))
+        previous_ckpt, previous_train = None, None
+        for it in cfg.iterations:
+            d = out / it.name
+            feats, km, lab, ck = d / "features", d / "kmeans.pt", d / "labels", d / "checkpoints"
+
+            def features(it=it, feats=feats, ckpt=previous_ckpt):
+                for split in SPLITS:
+                    if it.features == "mfcc":
+                        dump_mfcc(tsv, split, cfg.nshard, "all", feats, jobs=cfg.jobs, progress=progress)
+                    else:
+                        dump_hubert(tsv, split, ckpt, it.layer, cfg.nshard, "all", feats, jobs=cfg.jobs, progress=progress)
+                return f"{it.features} features in {feats}"
+
+            fdig = stages.run(f"{it.name}.features", {"manifest": prev, "features": it.features, "layer": it.layer,
+                                                      "model": previous_train, "nshard": cfg.nshard}, features)
+            kdig = stages.run(f"{it.name}.kmeans", {"features": fdig, "k": it.n_clusters, "percent": it.kmeans_percent, "seed": cfg.seed},
+                              lambda it=it, feats=feats, km=km: learn_kmeans(feats, "train", cfg.nshard, km, it.n_clusters,
+                                                                             percent=it.kmeans_percent, seed=cfg.seed, progress=progress))
+
+            def labels(feats=feats, km=km, lab=lab):
+                for split in SPLITS:  # every split labelled by the train k-means
+                    dump_labels(feats, split, km, cfg.nshard, "all", lab, jobs=cfg.jobs, progress=progress)
+                    merge_labels(lab, split, cfg.nshard)
+                return make_dict(lab)["path"]
+
+            ldig = stages.run(f"{it.name}.labels", {"kmeans": kdig}, labels)
+
+            def quality(it=it, lab=lab, d=d):
+                if not cfg.alignments:
+                    return "no alignments given"
+                q = {s: label_quality(lab / f"{s}.km", cfg.alignments, it.label_rate, tsv / f"{s}.tsv").as_dict() for s in SPLITS}
+                write_text(d / "quality.json", json.dumps(q, indent=1) + "\n")
+                return f"valid PNMI {q['valid']['pnmi']:.4f}"
+
+            stages.run(f"{it.name}.quality", {"labels": ldig, "alignments": cfg.alignments, "rate": it.label_rate}, quality)
+            overrides = [f"task.data={tsv}", f"task.label_dir={lab}", f"checkpoint.save_dir={ck}",
+                         f"model.label_rate={it.label_rate}", *it.train_overrides]
+            previous_train = stages.run(
+                f"{it.name}.train", {"labels": ldig, "config": it.train_config, "overrides": overrides},
+                lambda it=it, overrides=overrides: train(it.train_config, overrides, it.train_config_dir, progress=progress)["num_updates"],
+            )
+            previous_ckpt = ck / "checkpoint_best.pt" if (ck / "checkpoint_best.pt").is_file() else ck / "checkpoint_last.pt"
+            results["iterations"][it.name] = str(d)
+    except _Stop:
+        log(f"stopped after {until} (--until)")
+        results["stopped"] = until
+        return {**results, "ran": stages.ran}
+    from hubertkit.report import write_report
+
+    results["report"] = str(write_report(cfg))
+    return {**results, "ran": stages.ran}

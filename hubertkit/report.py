@@ -1,0 +1,111 @@
+"""The pipeline's report: ``report.md`` and PNG figures, every number read from the run's
+own outputs (quality.json, train_log.jsonl, label files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hubertkit.fileio import atomic_path, write_text
+from hubertkit.plots import training_curves
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, png: Path) -> Path:
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    _plt().close(fig)
+    return png
+
+
+def quality_bars(qualities: dict[str, dict], png: Path) -> Path:
+    """PNMI, phone purity and cluster purity of the valid labels, per iteration."""
+    plt = _plt()
+    names = list(qualities)
+    metrics = [("pnmi", "PNMI"), ("phone_purity", "phone purity"), ("cluster_purity", "cluster purity")]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.8 / len(metrics)
+    for j, (key, label) in enumerate(metrics):
+        values = [qualities[n]["valid"][key] for n in names]
+        bars = ax.bar(np.arange(len(names)) + j * width, values, width, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks(np.arange(len(names)) + width, names)
+    ax.set(ylabel="valid split", title="label quality per iteration", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, png)
+
+
+def cooccurrence_heatmap(lab_file: Path, alignments: str, rate: float, tsv: Path, png: Path, title: str) -> Path:
+    """p(phone | cluster) for every cluster, clusters ordered by their most likely phone."""
+    from hubertkit.cluster.quality import joint_counts, paired_frames
+
+    phones, labels, _ = paired_frames(lab_file, alignments, tsv, rate)
+    counts, phone_names, _ = joint_counts(phones, labels)
+    order_phones = np.argsort(-counts.sum(1))
+    counts = counts[order_phones]
+    p = counts / np.maximum(counts.sum(0, keepdims=True), 1)
+    order = np.lexsort((-p.max(0), p.argmax(0)))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 6))
+    ax.imshow(p[:, order], aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(order_phones)), [phone_names[i] for i in order_phones], fontsize=6)
+    ax.set(xlabel="cluster (sorted by most likely phone)", ylabel="phone (most frequent first)", title=title)
+    fig.tight_layout()
+    return _save(fig, png)
+
+
+def write_report(cfg) -> Path:
+    out = Path(cfg.out)
+    lines = ["# hubertkit pipeline report", "", f"Corpus: `{cfg.corpus}`; output: `{out}`.", ""]
+    qualities = {}
+    lines += ["| iteration | features | K | label rate | valid PNMI | valid phone purity | valid cluster purity "
+              "| updates | last train loss | last train acc (masked) | last valid acc (masked) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    figures = []
+    for it in cfg.iterations:
+        d = out / it.name
+        qfile = d / "quality.json"
+        q = json.loads(qfile.read_text()) if qfile.is_file() else None
+        if q:
+            qualities[it.name] = q
+        log_path = d / "checkpoints" / "train_log.jsonl"
+        records = [json.loads(l) for l in log_path.read_text().splitlines()] if log_path.is_file() else []
+        train = [r for r in records if r["split"] == "train"]
+        valid = [r for r in records if r["split"] == "valid"]
+        feats = "MFCC" if it.features == "mfcc" else f"layer {it.layer} of the previous model"
+        qv = q["valid"] if q else {}
+
+        def fmt(v):
+            return f"{v:.4f}" if isinstance(v, float) else "–"
+
+        lines.append(
+            f"| {it.name} | {feats} | {it.n_clusters} | {it.label_rate:g} | {fmt(qv.get('pnmi'))} | {fmt(qv.get('phone_purity'))} "
+            f"| {fmt(qv.get('cluster_purity'))} | {train[-1]['update'] if train else '–'} | {fmt(train[-1]['loss'] if train else None)} "
+            f"| {fmt(train[-1].get('acc_m_0') if train else None)} | {fmt(valid[-1].get('acc_m_0') if valid else None)} |"
+        )
+        if records:
+            png = training_curves(log_path, out / f"training_{it.name}.png", f"{it.name}: training curves")
+            figures.append((f"Training curves, {it.name}", png))
+        if q and cfg.alignments:
+            png = cooccurrence_heatmap(d / "labels" / "valid.km", cfg.alignments, it.label_rate, out / "manifest" / "valid.tsv",
+                                       out / f"phone_cluster_{it.name}.png", f"{it.name}: p(phone | cluster), valid split")
+            figures.append((f"Phone × cluster co-occurrence, {it.name}", png))
+    if qualities:
+        figures.insert(0, ("Label quality per iteration", quality_bars(qualities, out / "label_quality.png")))
+    lines += ["", "Loss in bits per masked frame; accuracies are frame accuracies of the masked-prediction task.", ""]
+    for caption, png in figures:
+        lines += [f"## {caption}", "", f"![{caption}]({png.name})", ""]
+    report = out / "report.md"
+    write_text(report, "\n".join(lines) + "\n")
+    return report

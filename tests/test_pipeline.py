@@ -1,0 +1,75 @@
+"""The iterative recipe, reduced: every stage runs, outputs are valid, a crashed run
+resumes at the stage that failed, and the report carries PNMI."""
+
+import json
+
+import pytest
+
+import hubertkit.cluster.kmeans as kmeans_module
+from hubertkit.errors import HubertkitError
+from hubertkit.pipeline import parse_pipeline, run_pipeline
+
+FAST = ["optimization.max_update=4", "lr_scheduler.total_num_update=4", "dataset.num_workers=0",
+        "dataset.max_tokens=200000", "task.max_sample_size=40000", "model.encoder_layers=2"]
+
+
+def config(small_corpus, demo_dir, out, **extra):
+    tree = {
+        "corpus": str(small_corpus), "alignments": str(demo_dir / "alignments.jsonl"), "out": str(out),
+        "valid_percent": 0.25, "seed": 1, "nshard": 1, "jobs": 1,
+        "iterations": [
+            {"name": "iter1", "features": "mfcc", "n_clusters": 20, "label_rate": 100, "train_overrides": FAST},
+            {"name": "iter2", "features": "hubert", "layer": 1, "n_clusters": 10, "label_rate": 50, "train_overrides": FAST},
+        ],
+        **extra,
+    }
+    return parse_pipeline(tree)
+
+
+def test_pipeline_runs_and_resumes_after_a_crash(small_corpus, demo_dir, tmp_path, monkeypatch):
+    cfg = config(small_corpus, demo_dir, tmp_path / "out")
+    real = kmeans_module.learn_kmeans
+
+    def crash_in_iter2(feat_dir, *a, **kw):
+        if "iter2" in str(feat_dir):
+            raise RuntimeError("simulated crash")
+        return real(feat_dir, *a, **kw)
+
+    monkeypatch.setattr(kmeans_module, "learn_kmeans", crash_in_iter2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_pipeline(cfg, progress=False, log=lambda s: None)
+    monkeypatch.setattr(kmeans_module, "learn_kmeans", real)
+    result = run_pipeline(cfg, progress=False, log=lambda s: None)
+    assert result["ran"] == ["iter2.kmeans", "iter2.labels", "iter2.quality", "iter2.train"]
+    out = tmp_path / "out"
+    for it, k in (("iter1", 20), ("iter2", 10)):
+        q = json.loads((out / it / "quality.json").read_text())
+        assert 0 < q["valid"]["pnmi"] < 1
+        assert (out / it / "labels" / "dict.km.txt").read_text().count("\n") == k
+        assert (out / it / "checkpoints" / "checkpoint_last.pt").is_file()
+    # iteration 2's labels are at 50 Hz: one label per 20 ms frame of the audio
+    first = (out / "iter2" / "labels" / "train.km").read_text().splitlines()[0].split()
+    samples = int((out / "manifest" / "train.tsv").read_text().splitlines()[1].split("\t")[1])
+    assert len(first) == (samples - 400) // 320 + 1
+    report = (out / "report.md").read_text()
+    assert "iter2" in report and (out / "label_quality.png").is_file() and (out / "phone_cluster_iter2.png").is_file()
+    # a third run does nothing but the report
+    assert run_pipeline(cfg, progress=False, log=lambda s: None)["ran"] == []
+
+
+def test_until_and_changed_settings(small_corpus, demo_dir, tmp_path):
+    cfg = config(small_corpus, demo_dir, tmp_path / "out")
+    r = run_pipeline(cfg, until="iter1.labels", progress=False, log=lambda s: None)
+    assert r["stopped"] == "iter1.labels" and r["ran"] == ["manifest", "iter1.features", "iter1.kmeans", "iter1.labels"]
+    cfg.iterations[0].n_clusters = 15  # re-runs k-means and what depends on it, not the features
+    r = run_pipeline(cfg, until="iter1.labels", progress=False, log=lambda s: None)
+    assert r["ran"] == ["iter1.kmeans", "iter1.labels"]
+    with pytest.raises(HubertkitError, match="not a stage"):
+        run_pipeline(cfg, until="iter9", progress=False, log=lambda s: None)
+
+
+def test_config_errors(small_corpus, demo_dir, tmp_path):
+    with pytest.raises(HubertkitError, match="did you mean n_clusters"):
+        parse_pipeline({"corpus": "x", "iterations": [{"n_cluster": 5}]})
+    with pytest.raises(HubertkitError, match="need a 'layer'"):
+        parse_pipeline({"corpus": "x", "iterations": [{"features": "hubert", "layer": 2}]})
