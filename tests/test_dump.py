@@ -69,3 +69,13 @@ def test_resolve_ranks(monkeypatch):
     assert resolve_ranks("auto", 4) == [2]
     with pytest.raises(HubertkitError, match="NSHARD=3"):
         resolve_ranks("auto", 3)
+
+
+def test_outputs_get_normal_permissions(prepared, tmp_path):
+    import stat
+
+    dump_mfcc(prepared / "tsv", "valid", 1, 0, tmp_path, progress=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("valid_0_1.npy", "valid_0_1.len"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask
