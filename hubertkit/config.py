@@ -113,7 +113,7 @@ class CheckpointConfig:
 class DistributedTrainingConfig:
     distributed_world_size: int = 1
     distributed_backend: str = "nccl"
-    ddp_backend: str = "pytorch_ddp"
+    ddp_backend: str = "pytorch_ddp"  # "fully_sharded": FSDP (for large/xlarge); any other: DDP
     distributed_port: int = -1
     nprocs_per_node: int = 1
     find_unused_parameters: bool = False

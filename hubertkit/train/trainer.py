@@ -136,10 +136,20 @@ class Trainer:
         torch.manual_seed(cfg.common.seed)
         self.model = HubertModel(cfg.model_config([ls.num_classes for ls in self.label_sets])).to(self.dist.device)
         self.model.normalize_waveform = task.normalize
-        self.ddp = (
-            torch.nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=cfg.distributed_training.find_unused_parameters)
-            if self.dist.world > 1 else None
-        )
+        self.fsdp = self.dist.world > 1 and cfg.distributed_training.ddp_backend == "fully_sharded"
+        self.ddp = None
+        if self.fsdp:  # parameters, gradients and optimizer state sharded over the processes
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = init_device_mesh(self.dist.device.type, (self.dist.world,))
+            for layer in self.model.encoder.layers:
+                fully_shard(layer, mesh=mesh)
+            fully_shard(self.model, mesh=mesh)
+        elif self.dist.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, find_unused_parameters=cfg.distributed_training.find_unused_parameters
+            )
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.optimization.lr[0], betas=cfg.adam_betas,
             eps=cfg.optimizer.adam_eps, weight_decay=cfg.optimizer.weight_decay,
@@ -156,11 +166,21 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------------
 
+    def _full_states(self) -> tuple[dict, dict]:
+        """Unsharded model and optimizer state (a collective call under FSDP)."""
+        if not self.fsdp:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(self.model, options=options), get_optimizer_state_dict(self.model, self.optimizer, options=options)
+
     def state(self) -> dict:
+        model_state, optimizer_state = self._full_states()
         return {
             "cfg": {"model": self.model.cfg.to_dict(), "train": self.cfg.to_dict()},
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scaler": self.scaler.state_dict(),
             "trainer": {
                 "num_updates": self.num_updates, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
@@ -178,8 +198,15 @@ class Trainer:
         state = load_checkpoint(path)
         if state["cfg"]["model"] != self.model.cfg.to_dict():
             raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+            options = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.model, state["model"], options=options)
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=options)
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         t = state["trainer"]
         self.num_updates, self.epoch, self.batch_in_epoch = t["num_updates"], t["epoch"], t["batch_in_epoch"]
@@ -190,9 +217,11 @@ class Trainer:
         log.info("resumed from %s at update %d (epoch %d)", path, self.num_updates, self.epoch)
 
     def save(self, valid_loss: float | None = None) -> None:
-        if not self.dist.main or self.cfg.checkpoint.no_save:
+        if self.cfg.checkpoint.no_save:
             return
-        state = self.state()
+        state = self.state() if (self.dist.main or self.fsdp) else None  # FSDP gathers on every process
+        if not self.dist.main:
+            return
         ck = self.cfg.checkpoint
         if ck.save_interval_updates and self.num_updates % ck.save_interval_updates == 0:
             save_checkpoint(self.save_dir / interval_name(self.epoch, self.num_updates), state)
@@ -231,6 +260,8 @@ class Trainer:
         for micro, batch in enumerate(batches):
             last = micro == len(batches) - 1
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
+            if self.fsdp:
+                self.model.set_requires_gradient_sync(last)
             with sync:
                 slot = self.dist.rank * len(batches) + micro  # the batch's place among all processes' batches
                 loss, n, log_out = self._forward(batch, _mask_generator(self.cfg.common.seed, self.num_updates, slot), True)
@@ -248,6 +279,8 @@ class Trainer:
                 p.grad.mul_(scale)
         clip = self.cfg.optimization.clip_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
         finite = math.isfinite(stats["loss"]) and torch.isfinite(grad_norm).item()
         if finite:
             self.scaler.step(self.optimizer)
@@ -276,19 +309,22 @@ class Trainer:
         data = self.valid_data
         batches = batches_by_size(np.array([data.num_tokens(i) for i in range(len(data))]), self.cfg.dataset.max_tokens,
                                   self.cfg.dataset.batch_size, shuffle=False)
-        batches = batches[self.dist.rank :: self.dist.world]
+        if not self.fsdp:  # under FSDP every forward is collective: each process runs them all
+            batches = batches[self.dist.rank :: self.dist.world]
         stats: dict = {}
         for k, b in enumerate(batches):
             batch = data.collate([data[i] for i in b], np.random.default_rng([self.cfg.common.seed, 0, k]))
             _, _, out = self._forward(batch, _mask_generator(self.cfg.common.seed, 0, k), False)
             for key, v in out.items():
                 stats[key] = stats.get(key, 0) + v
+        if self.fsdp:
+            return summarize(stats)
         keys = sorted(stats)
         return summarize(dict(zip(keys, self.dist.all_sum([float(stats[k]) for k in keys]))))
 
     def check_replicas(self) -> None:
         """Every process must hold the same weights after training (DDP's contract)."""
-        if self.dist.world == 1:
+        if self.dist.world == 1 or self.fsdp:  # FSDP holds shards, not replicas
             return
         digest = torch.stack([torch.stack([p.double().sum(), p.double().pow(2).sum()]) for p in self.model.parameters()]).flatten()
         gathered = [torch.empty_like(digest) for _ in range(self.dist.world)]
