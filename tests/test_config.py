@@ -53,3 +53,4 @@ def test_missing_config_lists_available(tmp_path):
     (tmp_path / "mine.yaml").write_text("model:\n  label_rate: 50\n  encoder_layers: 2\ntask:\n  data: /d\n")
     cfg = load_config("mine", [], config_dir=tmp_path)
     assert cfg.model.encoder_layers == 2 and cfg.task.label_dir is None
+

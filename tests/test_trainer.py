@@ -130,3 +130,9 @@ def test_full_disk_keeps_the_previous_checkpoint(labelled, tmp_path, monkeypatch
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
     assert (tmp_path / "ck" / "checkpoint_last.pt").read_bytes() == before
     assert not [p for p in (tmp_path / "ck").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_task_and_model_label_rates_must_agree(labelled, tmp_path):
+    with pytest.raises(HubertkitError, match="task.label_rate=50.0 but model.label_rate=100"):
+        train("demo", [f"task.data={labelled / 'tsv'}", f"task.label_dir={labelled / 'labels'}",
+                       f"checkpoint.save_dir={tmp_path}", "task.label_rate=50.0"], progress=False)

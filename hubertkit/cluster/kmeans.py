@@ -30,7 +30,9 @@ import torch
 from tqdm import tqdm
 
 from hubertkit.errors import HubertkitError
-from hubertkit.features.shards import FeatureShard, read_shards
+from hubertkit.data.labels import write_sidecar
+from hubertkit.features.dump import resolve_ranks
+from hubertkit.features.shards import FeatureShard, read_shard, read_shards
 from hubertkit.fileio import atomic_open, atomic_path
 from hubertkit.parallel import ordered_map
 
@@ -438,10 +440,6 @@ def dump_labels(
     progress: bool = True,
 ) -> dict:
     """Label every frame of a feature shard with its nearest centroid (``jobs`` threads)."""
-    from hubertkit.data.labels import write_sidecar
-    from hubertkit.features.dump import resolve_ranks
-    from hubertkit.features.shards import read_shard
-
     start = time.time()
     km = load_kmeans(km_path, trust_pickle)
     c, c_norm = km._centroids_t()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hubertkit.errors import HubertkitError
 from hubertkit.features.dump import DumpSummary, dump_features
 from hubertkit.model.io import load_model
 
@@ -23,10 +24,7 @@ class HubertLayerFeatures:
         self.model.to(self.device)
         self.layer, self.max_chunk = layer, max_chunk
         self.dim = self.model.cfg.encoder_embed_dim
-        # check the layer now, not at the first utterance
-        if not 1 <= layer <= self.model.cfg.encoder_layers:
-            from hubertkit.errors import HubertkitError
-
+        if not 1 <= layer <= self.model.cfg.encoder_layers:  # now, not at the first utterance
             raise HubertkitError(f"LAYER must be in 1..{self.model.cfg.encoder_layers} for {ckpt}, got {layer}")
 
     @torch.inference_mode()

@@ -116,6 +116,11 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         self.dist = init_distributed(cfg)
         task = cfg.task
+        if float(task.label_rate) != float(cfg.model.label_rate):
+            raise HubertkitError(
+                f"task.label_rate={task.label_rate} but model.label_rate={cfg.model.label_rate}: they must agree "
+                "(fairseq's configs set task.label_rate: ${model.label_rate})"
+            )
         label_dir = task.label_dir or task.data
         self.label_sets = load_label_sets(label_dir, task.labels, float(cfg.model.label_rate))
         splits = [cfg.dataset.train_subset]
@@ -161,7 +166,6 @@ class Trainer:
         self.best = math.inf
         self.nonfinite_total, self.nonfinite_run = 0, 0
         self.samples_seen = 0
-        self.history: list[dict] = []
         self._resume()
 
     # -- state ------------------------------------------------------------------------------
