@@ -54,7 +54,7 @@ def main():
     prepare(tmp)
     sets = load_label_sets(tmp, ["km"], 100.0)
     data = HubertDataset(tmp / "train.tsv", tmp, "train", sets, max_sample_size=250000, min_keep_size=32000)
-    sizes = np.array([data.num_tokens(i) for i in range(len(data))])
+    sizes = data.num_tokens
 
     samples, start = 0, time.perf_counter()
     for epoch in range(1, args.epochs + 1):

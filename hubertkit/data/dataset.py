@@ -146,9 +146,10 @@ class HubertDataset(torch.utils.data.Dataset):
             wav = F.layer_norm(wav, wav.shape)
         return {"id": i, "source": wav, "label_list": [lab[i] for lab in self.labels]}
 
-    def num_tokens(self, i: int) -> int:
-        """The batch cost of an item: audio is cropped to max_sample_size."""
-        return min(int(self.sizes[i]), self.max_sample_size)
+    @property
+    def num_tokens(self) -> np.ndarray:
+        """Each item's batch cost in samples: audio is cropped to max_sample_size."""
+        return np.minimum(self.sizes, self.max_sample_size)
 
     def collate(self, items: list[dict], generator: np.random.Generator | None = None) -> dict:
         """Crop every waveform to the batch's shortest (or pad to its longest with

@@ -311,7 +311,7 @@ class Trainer:
     def validate(self) -> dict:
         self.model.eval()
         data = self.valid_data
-        batches = batches_by_size(np.array([data.num_tokens(i) for i in range(len(data))]), self.cfg.dataset.max_tokens,
+        batches = batches_by_size(data.num_tokens, self.cfg.dataset.max_tokens,
                                   self.cfg.dataset.batch_size, shuffle=False)
         if not self.fsdp:  # under FSDP every forward is collective: each process runs them all
             batches = batches[self.dist.rank :: self.dist.world]
@@ -345,7 +345,7 @@ class Trainer:
         takes: every ``world``-th, so update ``u`` on ``world`` processes sees the batches
         one process with ``update_freq × world`` would."""
         d = self.train_data
-        batches = batches_by_size(np.array([d.num_tokens(i) for i in range(len(d))]), self.cfg.dataset.max_tokens,
+        batches = batches_by_size(d.num_tokens, self.cfg.dataset.max_tokens,
                                   self.cfg.dataset.batch_size, seed=self.cfg.common.seed, epoch=epoch)
         freq, world = self.cfg.optimization.update_freq[0], self.dist.world
         per_update = freq * world
