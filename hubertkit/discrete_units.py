@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
+from hubertkit.progress import progress_bar
 from hubertkit.cluster.kmeans import load_kmeans
 from hubertkit.data.audio import read_audio
 from hubertkit.data.manifest import read_manifest
@@ -40,7 +40,7 @@ def units(ckpt, km_path, tsv, layer: int, max_chunk: int = 1600000, trust_pickle
     if km.dim != reader.dim:
         raise HubertkitError(f"{km_path} was fitted on {km.dim}-dim features; layer {layer} of {ckpt} has {reader.dim} dims")
     manifest = read_manifest(tsv)
-    for utt in tqdm(manifest.utterances, unit="utt", desc="units", disable=not progress):
+    for utt in progress_bar(manifest.utterances, unit="utt", desc="units", disable=not progress):
         labels = km.predict(reader(read_audio(utt, where=str(manifest.path)))).tolist()
         short, durations = dedup(labels)
         yield {"utt": os.path.relpath(utt.path, manifest.root), "units": labels, "dedup": short, "durations": durations}

@@ -27,8 +27,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from hubertkit.progress import progress_bar
 from hubertkit.errors import HubertkitError
 from hubertkit.data.labels import write_sidecar
 from hubertkit.features.dump import resolve_ranks
@@ -299,7 +299,7 @@ def lloyd(
     if init_size == n:  # the sample was everything
         return centroids.numpy(), stats.inertia / n, 0
     previous = math.inf
-    bar = tqdm(range(max_iter), desc="k-means passes", unit="pass", disable=not progress)
+    bar = progress_bar(range(max_iter), desc="k-means passes", unit="pass", disable=not progress)
     for it in bar:
         stats = _lloyd_pass(frames.chunks(), centroids)
         mean = stats.inertia / stats.frames
@@ -459,7 +459,7 @@ def dump_labels(
             return text(labels, shard.lengths[a:b])
 
         batches = list(_utterance_batches(shard.lengths))
-        with atomic_open(out, "wb") as f, tqdm(
+        with atomic_open(out, "wb") as f, progress_bar(
             total=len(shard), unit="utt", desc=f"labels {split} {r}", disable=not progress
         ) as bar:
             for (a, b), lines in zip(batches, ordered_map(label_text, batches, jobs)):

@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from hubertkit.progress import progress_bar
 from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import Utterance, manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
@@ -94,7 +94,7 @@ def dump_features(
     shards = [(r, manifest.shard(nshard, r)) for r in ranks]
     total = sum(len(u) for _, u in shards)
     summary = DumpSummary([], 0, 0, 0.0, 0.0)
-    with tqdm(total=total, unit="utt", desc=f"features {split}", disable=not progress) as bar:
+    with progress_bar(total=total, unit="utt", desc=f"features {split}", disable=not progress) as bar:
         for r, utts in shards:
             with ShardWriter(feat_dir, split, r, nshard, dim) as writer:
                 for utt, feats in zip(utts, ordered_map(_Job(extractor, str(manifest.path)), utts, jobs)):

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hubertkit.progress import progress_bar
+
 from hubertkit.config import TrainConfig
 from hubertkit.data.batching import batches_by_size
 from hubertkit.data.dataset import HubertDataset, check_same_kmeans, load_label_sets
@@ -359,7 +361,7 @@ class Trainer:
         cfg = self.cfg
         max_update, freq = cfg.optimization.max_update, cfg.optimization.update_freq[0]
         logger = MetricsLogger(self.save_dir, cfg, enabled=self.dist.main)
-        bar = tqdm(total=max_update, initial=self.num_updates, unit="upd", desc="train",
+        bar = progress_bar(total=max_update, initial=self.num_updates, unit="upd", desc="train",
                    disable=not (self.progress and self.dist.main), dynamic_ncols=True)
         start, window = time.time(), {}
         try:
