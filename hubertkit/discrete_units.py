@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 
 from hubertkit.progress import progress_bar
 from hubertkit.cluster.kmeans import load_kmeans

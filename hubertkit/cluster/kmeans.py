@@ -313,7 +313,7 @@ def lloyd(
     return centroids.numpy(), mean, it + 1
 
 
-def minibatch(frames: FrameSet, n_clusters: int, seed: int, max_iter: int = 100) -> tuple[np.ndarray, float]:
+def minibatch(frames: FrameSet, n_clusters: int, max_iter: int = 100) -> tuple[np.ndarray, float]:
     """fairseq's MiniBatchKMeans, with the global numpy RNG already seeded by the caller."""
     try:
         from sklearn.cluster import MiniBatchKMeans
@@ -381,7 +381,7 @@ def learn_kmeans(
     if algo == "lloyd":
         centroids, inertia, passes = lloyd(frames, n_clusters, seed, max_iter, tol, progress=progress)
     elif algo == "minibatch":
-        centroids, inertia = minibatch(frames, n_clusters, seed, max_iter)
+        centroids, inertia = minibatch(frames, n_clusters, max_iter)
         passes = None
     else:
         raise HubertkitError(f"unknown --algo {algo!r}; choose 'lloyd' or 'minibatch'")
