@@ -1,10 +1,10 @@
 """Does iteration 2 have better labels than MFCC? HuBERT's claim, on the demo corpus.
 
 Trains iteration 1 (MFCC k-means targets) and, at every saved checkpoint, clusters every
-Transformer layer (k-means on train, K as the MFCC labels) and measures the PNMI of the
-valid split's clusters against the phone alignments. Writes ``results.json``, two plots
-(PNMI against updates per layer; PNMI against layer at the last checkpoint) and a
-markdown table to ``--out``.
+Transformer layer (k-means on train, at each ``--measure-k``) and measures the PNMI of the
+valid split's clusters against the phone alignments; MFCC is scored at the same K.
+Writes ``results.json``, ``table.md`` and two plots (PNMI against updates per layer;
+PNMI against layer at the last checkpoint) to ``--out``.
 
     python experiments/iteration_gain.py --out runs/iteration_gain --updates 4500
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
+from hubertkit.data.labels import merge_labels
 from hubertkit.config import config_dir_default
 from hubertkit.features.hubert import dump_hubert
 from hubertkit.pipeline import load_pipeline, run_pipeline
@@ -40,15 +41,22 @@ def model_overrides(updates: int, every: int) -> list[str]:
     ]
 
 
-def layer_pnmi(ckpt: Path, layers: int, tsv: Path, work: Path, k: int, alignments: Path) -> dict[int, float]:
-    out = {}
+def pnmi_at(feats: Path, nshard: int, k: int, work: Path, tsv: Path, alignments: Path, rate: int) -> float:
+    """Fit k-means on the train split of ``feats``, label valid, and score it against the phones."""
+    learn_kmeans(feats, "train", nshard, work / f"km{k}.pt", k, progress=False)
+    dump_labels(feats, "valid", work / f"km{k}.pt", nshard, "all", work / f"lab{k}", progress=False)
+    merge_labels(work / f"lab{k}", "valid", nshard)
+    return label_quality(work / f"lab{k}" / "valid.km", alignments, rate, tsv / "valid.tsv").pnmi
+
+
+def layer_pnmi(ckpt: Path, layers: int, tsv: Path, work: Path, ks: list[int], alignments: Path) -> dict[str, dict[str, float]]:
+    out = {str(k): {} for k in ks}
     for layer in range(1, layers + 1):
         feats = work / f"l{layer}"
         for split in ("train", "valid"):
             dump_hubert(tsv, split, ckpt, layer, 1, 0, feats, jobs=2, progress=False)
-        learn_kmeans(feats, "train", 1, work / f"km{layer}.pt", k, progress=False)
-        dump_labels(feats, "valid", work / f"km{layer}.pt", 1, 0, work / f"lab{layer}", progress=False)
-        out[layer] = label_quality(work / f"lab{layer}" / "valid_0_1.km", alignments, 50, tsv / "valid.tsv").pnmi
+        for k in ks:
+            out[str(k)][str(layer)] = pnmi_at(feats, 1, k, work / f"l{layer}", tsv, alignments, 50)
     return out
 
 
@@ -58,26 +66,40 @@ def plots(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = sorted(int(u) for u in results["layers"])
-    layers = sorted(int(l) for l in results["layers"][str(steps[0])])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for layer in layers:
-        ax.plot(steps, [results["layers"][str(s)][str(layer)] for s in steps], "o-", label=f"layer {layer}")
-    ax.axhline(results["mfcc_pnmi"], color="k", ls="--", label="MFCC labels (iteration 1 targets)")
-    ax.set(xlabel="iteration-1 updates", ylabel="valid PNMI", title="PNMI of k-means on each layer")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ks = sorted(results["mfcc_pnmi"], key=int)
+    steps = sorted(results["layers"], key=int)
+    layers = sorted(results["layers"][steps[0]][ks[0]], key=int)
+    fig, axes = plt.subplots(1, len(ks), figsize=(5 * len(ks), 4), sharey=True, squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        for layer in layers:
+            ax.plot([int(s) for s in steps], [results["layers"][s][k][layer] for s in steps], "o-", label=f"layer {layer}")
+        ax.axhline(results["mfcc_pnmi"][k], color="k", ls="--", label=f"MFCC, K={k}")
+        ax.set(xlabel="iteration-1 updates", ylabel="valid PNMI", title=f"k-means K={k} on each layer")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "pnmi_vs_updates.png", dpi=110)
-    last = str(steps[-1])
+    last = steps[-1]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(layers, [results["layers"][last][str(l)] for l in layers], "o-", label=f"after {last} updates")
-    ax.axhline(results["mfcc_pnmi"], color="k", ls="--", label="MFCC labels")
-    ax.set(xlabel="layer", ylabel="valid PNMI", xticks=layers, title="PNMI against layer")
+    for k in ks:
+        line, = ax.plot([int(l) for l in layers], [results["layers"][last][k][l] for l in layers], "o-", label=f"K={k}")
+        ax.axhline(results["mfcc_pnmi"][k], color=line.get_color(), ls="--", label=f"MFCC, K={k}")
+    ax.set(xlabel="layer", ylabel="valid PNMI", xticks=[int(l) for l in layers], title=f"PNMI against layer, {last} updates")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "pnmi_vs_layer.png", dpi=110)
+
+
+def table(results: dict) -> str:
+    ks = sorted(results["mfcc_pnmi"], key=int)
+    layers = sorted(next(iter(results["layers"].values()))[ks[0]], key=int)
+    head = ["updates", *[f"K={k} layer {l}" for k in ks for l in layers]]
+    rows = [["MFCC", *[f"{results['mfcc_pnmi'][k]:.3f}" for k in ks for _ in layers]]]
+    for step in sorted(results["layers"], key=int):
+        rows.append([step, *[f"{results['layers'][step][k][l]:.3f}" for k in ks for l in layers]])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
 def main():
@@ -85,7 +107,9 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("runs/iteration_gain"))
     parser.add_argument("--updates", type=int, default=4500)
     parser.add_argument("--every", type=int, default=750, help="checkpoint (and measure) every N updates")
-    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--k", type=int, default=100, help="clusters of the MFCC labels iteration 1 trains on")
+    parser.add_argument("--measure-k", default="100,500",
+                        help="comma-separated cluster counts at which layers (and MFCC, for reference) are scored")
     args = parser.parse_args()
     start = time.time()
     cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", {"out": str(args.out), "jobs": 2})
@@ -94,18 +118,20 @@ def main():
     cfg.iterations[0].train_overrides = model_overrides(args.updates, args.every)
     run_pipeline(cfg)
     tsv, ck = args.out / "manifest", args.out / "iter1" / "checkpoints"
-    mfcc = json.loads((args.out / "iter1" / "quality.json").read_text())["valid"]["pnmi"]
+    ks = [int(k) for k in args.measure_k.split(",")]
+    mfcc = {str(k): pnmi_at(args.out / "iter1" / "features", cfg.nshard, k, args.out / "mfcc", tsv, Path(cfg.alignments), 100)
+            for k in ks}
     results = {"mfcc_pnmi": mfcc, "layers": {}, "k": args.k, "updates": args.updates}
     for ckpt in sorted(ck.glob("checkpoint_*_*.pt"), key=lambda p: int(re.findall(r"_(\d+)\.pt$", p.name)[0])):
         step = int(re.findall(r"_(\d+)\.pt$", ckpt.name)[0])
-        results["layers"][str(step)] = {str(l): v for l, v in layer_pnmi(ckpt, 4, tsv, args.out / "layers", args.k,
-                                                                         Path(cfg.alignments)).items()}
+        results["layers"][str(step)] = layer_pnmi(ckpt, 4, tsv, args.out / "layers", ks, Path(cfg.alignments))
         print(step, results["layers"][str(step)], flush=True)
     log = [json.loads(l) for l in (ck / "train_log.jsonl").read_text().splitlines()]
     valid = [r for r in log if r["split"] == "valid"]
     results["valid_acc_m"] = {str(r["update"]): r.get("acc_m_0") for r in valid}
     results["minutes"] = (time.time() - start) / 60
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "table.md").write_text(table(results))
     plots(results, args.out)
     print(json.dumps(results, indent=1))
 
