@@ -37,6 +37,30 @@ def _cmd_dump_hubert(a):
                        jobs=a.jobs, trust_pickle=a.trust_pickle, progress=not a.quiet)
 
 
+def _cmd_dump_pitch(a):
+    from hubertkit.features.pitch import dump_pitch
+
+    return dump_pitch(a.tsv_dir, a.split, a.nshard, a.rank, a.feat_dir, rate=a.rate, jobs=a.jobs, progress=not a.quiet)
+
+
+def _cmd_speakers(a):
+    from hubertkit.data.speakers import write_speakers
+
+    counts = write_speakers(a.tsv_dir, a.splits, a.out_dir, a.map)
+    return ", ".join(f"{split}.spk: {n} speakers" for split, n in counts.items()) + f" in {a.out_dir}"
+
+
+def _cmd_probe(a):
+    from hubertkit.probe import probe_layers, probe_table, write_probes
+
+    layers = [int(x) for x in a.layers.split(",")] if a.layers else None
+    results = probe_layers(a.ckpt, a.tsv_dir, a.train_split, a.test_split, layers, a.alignments, a.speaker_map,
+                           trust_pickle=a.trust_pickle, progress=not a.quiet)
+    if a.out:
+        write_probes(results, a.out, name=os.path.basename(os.path.normpath(a.ckpt)))
+    return probe_table(results).rstrip()
+
+
 def _cmd_units(a):
     from hubertkit.discrete_units import write_units
 
@@ -156,6 +180,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("feat_dir", metavar="FEAT_DIR")
     p.add_argument("--max-chunk", type=int, default=1600000, help="encode audio in chunks of this many samples (default: 1600000)")
     p.add_argument("--jobs", type=int, default=1, help="threads (default: 1)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
+
+    p = add("dump-pitch", _cmd_dump_pitch, "F0 and voicing (Praat) at the model's frame rate, for the disentangling variant")
+    p.add_argument("tsv_dir", metavar="TSV_DIR")
+    p.add_argument("split", metavar="SPLIT")
+    p.add_argument("nshard", metavar="NSHARD", type=int)
+    p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
+    p.add_argument("feat_dir", metavar="FEAT_DIR", help="the directory task.feat_dir will name")
+    p.add_argument("--rate", type=float, default=50.0, help="frames per second: the model's frame rate (default: 50)")
+    p.add_argument("--jobs", type=int, default=1, help="threads (default: 1)")
+
+    p = add("speakers", _cmd_speakers, "write {split}.spk and dict.spk.txt (the speaker of each utterance) into OUT_DIR")
+    p.add_argument("tsv_dir", metavar="TSV_DIR")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the directory task.feat_dir will name")
+    p.add_argument("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; the first defines the speaker set")
+    p.add_argument("--map", default=None, help="'utterance<TAB>speaker' file (default: speakers from paths: "
+                   "LibriSpeech's speaker/chapter/utt, else the parent directory)")
+
+    p = add("probe", _cmd_probe, "linear probes per layer of a frozen model: speaker, phone and F0")
+    p.add_argument("ckpt", metavar="CKPT")
+    p.add_argument("tsv_dir", metavar="TSV_DIR")
+    p.add_argument("--layers", "--layer", default=None, help="comma-separated layers, 0 = encoder input (default: all)")
+    p.add_argument("--alignments", default=None, help="phone alignments JSONL (the phone probe needs it)")
+    p.add_argument("--speaker-map", default=None, help="'utterance<TAB>speaker' file (default: speakers from paths)")
+    p.add_argument("--train-split", default="train", help="split the probes are fitted on (default: train)")
+    p.add_argument("--test-split", default="valid", help="split they are scored on (default: valid)")
+    p.add_argument("--out", default=None, help="also write probe.json, probe.md and probe.png here")
     p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
 
     p = add("units", _cmd_units, "discrete units (k-means ids of a HuBERT layer) per utterance, as JSONL")

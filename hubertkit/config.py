@@ -53,6 +53,8 @@ class TaskConfig:
     # hubertkit: utterances whose audio and labels differ by more than 0.1 s are an
     # error (fairseq only warns); true drops them instead
     skip_misaligned: bool = False
+    # disentangling variant: pitch shards (dump-pitch) and speaker files (speakers)
+    feat_dir: str | None = None
 
 
 @dataclass
@@ -146,9 +148,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def model_config(self, num_classes: list[int]) -> HubertConfig:
+    def model_config(self, num_classes: list[int], num_speakers: int = 0) -> HubertConfig:
         d = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "_name"}
-        return HubertConfig(**{**d, "num_classes": num_classes}).validate()
+        return HubertConfig(**{**d, "num_classes": num_classes, "num_speakers": num_speakers}).validate()
 
     @property
     def adam_betas(self) -> tuple[float, float]:

@@ -9,13 +9,28 @@ from pathlib import Path
 from hubertkit.fileio import atomic_path
 
 
-def training_curves(log_path: str | os.PathLike, png: str | os.PathLike, title: str = "") -> Path:
-    """Loss and masked/unmasked accuracy against updates, train and valid, from
-    ``train_log.jsonl``."""
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, png: str | os.PathLike) -> Path:
+    png = Path(png)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    pyplot().close(fig)
+    return png
+
+
+def training_curves(log_path: str | os.PathLike, png: str | os.PathLike, title: str = "") -> Path:
+    """Loss and masked/unmasked accuracy against updates, train and valid, from
+    ``train_log.jsonl``."""
+    plt = pyplot()
 
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -36,8 +51,4 @@ def training_curves(log_path: str | os.PathLike, png: str | os.PathLike, title: 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    png = Path(png)
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)

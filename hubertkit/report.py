@@ -8,29 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hubertkit.fileio import atomic_path, write_text
-from hubertkit.plots import training_curves
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, png: Path) -> Path:
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    _plt().close(fig)
-    return png
+from hubertkit.fileio import write_text
+from hubertkit.plots import pyplot, save_figure, training_curves
 
 
 def quality_bars(qualities: dict[str, dict], png: Path) -> Path:
     """PNMI, phone purity and cluster purity of the valid labels, per iteration."""
-    plt = _plt()
+    plt = pyplot()
     names = list(qualities)
     metrics = [("pnmi", "PNMI"), ("phone_purity", "phone purity"), ("cluster_purity", "cluster purity")]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -43,7 +27,7 @@ def quality_bars(qualities: dict[str, dict], png: Path) -> Path:
     ax.set(ylabel="valid split", title="label quality per iteration", ylim=(0, 1))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, png)
+    return save_figure(fig, png)
 
 
 def cooccurrence_heatmap(lab_file: Path, alignments: str, rate: float, tsv: Path, png: Path, title: str) -> Path:
@@ -56,13 +40,13 @@ def cooccurrence_heatmap(lab_file: Path, alignments: str, rate: float, tsv: Path
     counts = counts[order_phones]
     p = counts / np.maximum(counts.sum(0, keepdims=True), 1)
     order = np.lexsort((-p.max(0), p.argmax(0)))
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 6))
     ax.imshow(p[:, order], aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_yticks(range(len(order_phones)), [phone_names[i] for i in order_phones], fontsize=6)
     ax.set(xlabel="cluster (sorted by most likely phone)", ylabel="phone (most frequent first)", title=title)
     fig.tight_layout()
-    return _save(fig, png)
+    return save_figure(fig, png)
 
 
 def write_report(cfg) -> Path:

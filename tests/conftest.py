@@ -53,3 +53,15 @@ def labelled(prepared):
         merge_labels(lab, split, nshard)
     make_dict(lab)
     return prepared
+
+
+@pytest.fixture(scope="session")
+def pitched(labelled):
+    """The labelled small corpus plus ``feat_dir``: 50 Hz pitch shards and speaker files."""
+    from hubertkit.data.speakers import write_speakers
+    from hubertkit.features.pitch import dump_pitch
+
+    for split in ("train", "valid"):
+        dump_pitch(labelled / "tsv", split, 1, 0, labelled / "pitch", progress=False)
+    write_speakers(labelled / "tsv", ["train", "valid"], labelled / "pitch")
+    return labelled

@@ -136,3 +136,9 @@ def test_task_and_model_label_rates_must_agree(labelled, tmp_path):
     with pytest.raises(HubertkitError, match="task.label_rate=50.0 but model.label_rate=100"):
         train("demo", [f"task.data={labelled / 'tsv'}", f"task.label_dir={labelled / 'labels'}",
                        f"checkpoint.save_dir={tmp_path}", "task.label_rate=50.0"], progress=False)
+
+
+def test_progress_in_a_log_file_is_not_redrawn_every_update(labelled, tmp_path, capsys):
+    train("demo", overrides(labelled, tmp_path / "ck"), progress=True)
+    bar = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("train:")]
+    assert 1 <= len(bar) <= 3  # the first draw and the last, not one per update (8 here)

@@ -303,7 +303,7 @@ def lloyd(
     for it in bar:
         stats = _lloyd_pass(frames.chunks(), centroids)
         mean = stats.inertia / stats.frames
-        bar.set_postfix(inertia=f"{mean:.4f}")
+        bar.set_postfix(inertia=f"{mean:.4f}", refresh=False)
         if _converged(previous, mean, tol):
             break
         previous = mean

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from hubertkit.data.audio import read_audio
 from hubertkit.data.labels import read_dict, read_labels, read_sidecar
 from hubertkit.data.manifest import Utterance, read_manifest
+from hubertkit.data.speakers import read_speakers
 from hubertkit.errors import HubertkitError
+from hubertkit.features.shards import read_utterances
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,9 @@ def load_label_sets(label_dir: str | os.PathLike, names: list[str], rate: float)
 
 
 class HubertDataset(torch.utils.data.Dataset):
-    """Item ``i``: ``{"id", "source": float waveform, "label_list": [LongTensor]}``."""
+    """Item ``i``: ``{"id", "source": float waveform, "label_list": [LongTensor]}``; with
+    ``feat_dir`` (the disentangling variant) also ``"pitch"`` (``[frames, 2]``: F0 in Hz
+    and voicing, at ``pitch_rate``) and ``"speaker"`` (an index into ``dict.spk.txt``)."""
 
     def __init__(
         self,
@@ -58,6 +62,8 @@ class HubertDataset(torch.utils.data.Dataset):
         random_crop: bool = True,
         normalize: bool = False,
         skip_misaligned: bool = False,
+        feat_dir: str | os.PathLike | None = None,
+        pitch_rate: float = 50.0,
     ):
         self.manifest = read_manifest(manifest)
         self.split, self.sample_rate = split, sample_rate
@@ -65,7 +71,13 @@ class HubertDataset(torch.utils.data.Dataset):
         self.max_sample_size = max_sample_size or 2**62
         self.pad_audio, self.random_crop, self.normalize = pad_audio, random_crop, normalize
         labels = [self._load_labels(Path(label_dir) / f"{split}.{ls.name}", ls) for ls in label_sets]
-        keep = self._check_lengths(labels, skip_misaligned)
+        timed = [(f"{split}.{ls.name} labels", lab, ls.rate) for lab, ls in zip(labels, label_sets)]
+        pitch, speakers = None, None
+        if feat_dir is not None:
+            pitch = self._load_pitch(feat_dir)
+            speakers, self.speaker_names = read_speakers(feat_dir, split, len(self.manifest))
+            timed.append((f"pitch in {feat_dir}", pitch, pitch_rate))
+        keep = self._check_lengths(timed, skip_misaligned)
         sizes = np.array([u.num_samples for u in self.manifest.utterances])
         if min_keep_size:
             keep &= sizes >= min_keep_size
@@ -82,6 +94,9 @@ class HubertDataset(torch.utils.data.Dataset):
             log.info("%s: kept %d utterances, dropped %d (length limits or misalignment)", split, len(self.index), dropped)
         self.sizes = sizes[self.index]
         self.labels = [[lab[i] for i in self.index] for lab in labels]
+        self.pitch_rate = pitch_rate
+        self.pitch = [pitch[i] for i in self.index] if pitch is not None else None
+        self.speakers = [speakers[i] for i in self.index] if speakers is not None else None
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -108,26 +123,37 @@ class HubertDataset(torch.utils.data.Dataset):
             table[int(s)] = i
         return [torch.from_numpy(table[np.asarray(line, dtype=np.int64)]) for line in lines]
 
-    def _check_lengths(self, labels: list[list[torch.Tensor]], skip: bool) -> np.ndarray:
-        """fairseq's 0.1 s tolerance between audio and label durations; a systematic 2×
-        (or 0.5×) ratio means the label rate is wrong."""
+    def _load_pitch(self, feat_dir) -> list[np.ndarray]:
+        pitch = read_utterances(feat_dir, self.split)
+        if len(pitch) != len(self.manifest):
+            raise HubertkitError(
+                f"the pitch dump of {self.split} in {feat_dir} has {len(pitch)} utterances but {self.manifest.path} "
+                f"lists {len(self.manifest)}: dump it from the same manifest"
+            )
+        if pitch and pitch[0].shape[1] != 2:
+            raise HubertkitError(f"{feat_dir}: {self.split} features have {pitch[0].shape[1]} columns, not pitch's 2 (F0, voicing)")
+        return pitch
+
+    def _check_lengths(self, timed: list[tuple[str, list, float]], skip: bool) -> np.ndarray:
+        """fairseq's 0.1 s tolerance between audio and label (or pitch) durations; a
+        systematic 2× (or 0.5×) ratio means the rate is wrong."""
         keep = np.ones(len(self.manifest), dtype=bool)
-        for lab, ls in zip(labels, self.label_sets):
-            audio_s = np.array([u.num_samples / self.sample_rate for u in self.manifest.utterances])
-            label_s = np.array([len(t) / ls.rate for t in lab])
-            ratio = np.median(label_s / np.maximum(audio_s, 1e-9))
-            for factor, actual in ((2.0, ls.rate * 2), (0.5, ls.rate / 2)):
+        audio_s = np.array([u.num_samples / self.sample_rate for u in self.manifest.utterances])
+        for what, seqs, rate in timed:
+            seq_s = np.array([len(t) / rate for t in seqs])
+            ratio = np.median(seq_s / np.maximum(audio_s, 1e-9))
+            for factor, actual in ((2.0, rate * 2), (0.5, rate / 2)):
                 if abs(ratio - factor) < 0.1 * factor:
                     raise HubertkitError(
-                        f"labels {self.split}.{ls.name} are {factor:g}x longer than the audio at label_rate={ls.rate:g}: "
-                        f"they were made at {actual:g} Hz; set model.label_rate={actual:g}"
+                        f"{what} are {factor:g}x longer than the audio at {rate:g} Hz: they were made at {actual:g} Hz; "
+                        + (f"set model.label_rate={actual:g}" if "labels" in what else f"dump the pitch with --rate {rate:g}")
                     )
-            bad = np.flatnonzero(np.abs(audio_s - label_s) > LENGTH_TOLERANCE_S)
+            bad = np.flatnonzero(np.abs(audio_s - seq_s) > LENGTH_TOLERANCE_S)
             if len(bad) and not skip:
-                names = ", ".join(f"{self.manifest.utterances[i].path} (audio {audio_s[i]:.2f} s, labels {label_s[i]:.2f} s)" for i in bad[:5])
+                names = ", ".join(f"{self.manifest.utterances[i].path} (audio {audio_s[i]:.2f} s, {seq_s[i]:.2f} s)" for i in bad[:5])
                 raise HubertkitError(
-                    f"{len(bad)} utterance(s) of {self.split} have audio and {ls.name} labels differing by more than "
-                    f"{LENGTH_TOLERANCE_S} s: {names}. Regenerate the labels, or set task.skip_misaligned=true to drop them"
+                    f"{len(bad)} utterance(s) of {self.split} have audio and {what} differing by more than "
+                    f"{LENGTH_TOLERANCE_S} s: {names}. Regenerate them, or set task.skip_misaligned=true to drop them"
                 )
             keep[bad] = False
         return keep
@@ -144,7 +170,11 @@ class HubertDataset(torch.utils.data.Dataset):
         wav = torch.from_numpy(read_audio(self.utterance(i), self.sample_rate, str(self.manifest.path)))
         if self.normalize:
             wav = F.layer_norm(wav, wav.shape)
-        return {"id": i, "source": wav, "label_list": [lab[i] for lab in self.labels]}
+        item = {"id": i, "source": wav, "label_list": [lab[i] for lab in self.labels]}
+        if self.pitch is not None:
+            item["pitch"] = torch.from_numpy(np.array(self.pitch[i], dtype=np.float32))
+            item["speaker"] = self.speakers[i]
+        return item
 
     @property
     def num_tokens(self) -> np.ndarray:
@@ -169,23 +199,37 @@ class HubertDataset(torch.utils.data.Dataset):
             chunk = wav[start : start + target]
             audio[j, : len(chunk)] = chunk
             padding[j, len(chunk) :] = True
-        targets = []
-        for k, ls in enumerate(self.label_sets):
-            s2f = ls.rate / self.sample_rate
-            frame_starts = [int(round(s * s2f)) for s in starts]
-            size = int(round(target * s2f))
-            if not self.pad_audio:
-                size = min(size, *(len(it["label_list"][k]) - s for it, s in zip(items, frame_starts)))
-            cut = [it["label_list"][k][s : s + size] for it, s in zip(items, frame_starts)]
-            width = max(len(c) for c in cut)
-            targets.append(torch.stack([F.pad(c, (0, width - len(c)), value=PAD_INDEX) for c in cut]))
-        return {
+        targets = [
+            self._crop_frames([it["label_list"][k] for it in items], starts, target, ls.rate, PAD_INDEX)
+            for k, ls in enumerate(self.label_sets)
+        ]
+        batch = {
             "id": torch.tensor([it["id"] for it in items]),
             "source": audio,
             "padding_mask": padding if padding.any() else None,
             "target_list": targets,
             "samples": sum(min(s, target) for s in sizes),
         }
+        if self.pitch is not None:  # padded frames: F0 0, voicing -1 (ignored by the loss)
+            batch["pitch"] = self._crop_frames([it["pitch"] for it in items], starts, target, self.pitch_rate,
+                                               torch.tensor([0.0, -1.0]))
+            batch["speaker"] = torch.tensor([it["speaker"] for it in items])
+        return batch
+
+    def _crop_frames(self, seqs: list[torch.Tensor], starts: list[int], target: int, rate: float, pad) -> torch.Tensor:
+        """Frame sequences cut at the audio crops' offsets, padded to one length."""
+        s2f = rate / self.sample_rate
+        frame_starts = [int(round(s * s2f)) for s in starts]
+        size = int(round(target * s2f))
+        if not self.pad_audio:
+            size = min(size, *(len(q) - s for q, s in zip(seqs, frame_starts)))
+        cut = [q[s : s + size] for q, s in zip(seqs, frame_starts)]
+        width = max(len(c) for c in cut)
+        out = torch.empty((len(cut), width, *cut[0].shape[1:]), dtype=cut[0].dtype)
+        out[:] = pad
+        for j, c in enumerate(cut):
+            out[j, : len(c)] = c
+        return out
 
 
 def check_same_kmeans(label_dir: str | os.PathLike, splits: list[str], names: list[str]) -> None:

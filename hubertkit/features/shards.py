@@ -163,3 +163,18 @@ def read_shards(feat_dir: str | os.PathLike, split: str, nshard: int) -> list[Fe
     if len(dims) > 1:
         raise HubertkitError(f"shards of {split} in {feat_dir} have different dimensions {sorted(dims)}")
     return shards
+
+
+def find_nshard(feat_dir: str | os.PathLike, split: str) -> int:
+    """The NSHARD of the dump of ``split`` in ``feat_dir`` (from rank 0's file name)."""
+    found = sorted({int(p.stem.rsplit("_", 1)[1]) for p in Path(feat_dir).glob(f"{split}_0_*.npy")
+                    if p.stem.rsplit("_", 1)[1].isdigit()})
+    if len(found) != 1:
+        what = "no" if not found else f"several dumps ({found}) of"
+        raise HubertkitError(f"{feat_dir} holds {what} {split}_0_NSHARD.npy: dump it once (e.g. with dump-pitch)")
+    return found[0]
+
+
+def read_utterances(feat_dir: str | os.PathLike, split: str) -> list[np.ndarray]:
+    """Every utterance of a dump, in manifest order, as memory-mapped views."""
+    return [s.utterance(i) for s in read_shards(feat_dir, split, find_nshard(feat_dir, split)) for i in range(len(s))]

@@ -67,6 +67,13 @@ class HubertConfig:
     skip_masked: bool = False
     skip_nomask: bool = False
 
+    # disentangling variant (docs/disentangle.md); layers are 1-based, 0 = no head
+    speaker_layer: int = 0  # the layer whose pooled output feeds the speaker adversary
+    num_speakers: int = 0  # len(dict.spk.txt); the trainer sets it
+    grl_scale: float = 1.0  # gradient-reversal strength after the warm-up
+    grl_warmup_updates: int = 0  # linear ramp of the reversal from 0
+    pitch_layer: int = 0  # the layer that feeds the pitch output
+
     @property
     def conv_layers(self) -> list[tuple[int, int, int]]:
         return parse_conv_layers(self.conv_feature_layers)
@@ -100,6 +107,9 @@ class HubertConfig:
             raise HubertkitError(f"model.activation_fn must be 'gelu' or 'relu', got {self.activation_fn!r}")
         if not self.num_classes or min(self.num_classes) < 1:
             raise HubertkitError(f"model.num_classes must list at least one positive class count, got {self.num_classes}")
+        for key in ("speaker_layer", "pitch_layer"):
+            if not 0 <= getattr(self, key) <= self.encoder_layers:
+                raise HubertkitError(f"model.{key} must be in 0..{self.encoder_layers} (0: no head), got {getattr(self, key)}")
         self.conv_layers  # parses
         return self
 

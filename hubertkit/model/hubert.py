@@ -19,20 +19,9 @@ from torch import nn
 
 from hubertkit.errors import HubertkitError
 from hubertkit.model.config import HubertConfig
+from hubertkit.model.disentangle import PitchHead, SpeakerAdversary, grl_scale
+from hubertkit.model.gradient import scale_gradient
 from hubertkit.model.masking import compute_mask
-
-
-class _GradMultiply(torch.autograd.Function):
-    """Identity forward; scales the gradient (fairseq's ``feature_grad_mult``)."""
-
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
 
 
 class ConvLayer(nn.Module):
@@ -209,6 +198,17 @@ class HubertModel(nn.Module):
             raise HubertkitError("model.target_glu is not supported")
         self.label_embs_concat = nn.Parameter(torch.empty(sum(cfg.num_classes), final_dim).uniform_())
         self.apply(_init_bert_params)
+        # The heads draw their initial weights from a forked RNG: a model with them starts
+        # with the same HuBERT weights and dropout stream as one without.
+        if cfg.speaker_layer and cfg.num_speakers < 2:
+            raise HubertkitError(f"model.speaker_layer needs at least 2 speakers (dict.spk.txt), got {cfg.num_speakers}")
+        with torch.random.fork_rng(devices=[]):
+            self.speaker_adversary = SpeakerAdversary(d, cfg.num_speakers) if cfg.speaker_layer else None
+            self.pitch_head = PitchHead(d) if cfg.pitch_layer else None
+            for head in (self.speaker_adversary, self.pitch_head):
+                if head is not None:
+                    head.apply(_init_bert_params)
+        self.num_updates = 0  # the gradient-reversal warm-up reads it; the trainer sets it
         # fairseq's task.normalize: the waveform was layer-normalised before the model in
         # training, so feature extraction must do the same. Loaders set it.
         self.normalize_waveform = False
@@ -242,7 +242,7 @@ class HubertModel(nn.Module):
             with torch.no_grad():
                 return self.feature_extractor(wav)
         feats = self.feature_extractor(wav)
-        return feats if mult == 1.0 else _GradMultiply.apply(feats, mult)
+        return feats if mult == 1.0 else scale_gradient(feats, mult)
 
     def frame_padding_mask(self, padding_mask: torch.Tensor, frames: int) -> torch.Tensor:
         """A frame is padding when every sample it groups is (fairseq's rule)."""
@@ -322,8 +322,18 @@ class HubertModel(nn.Module):
         mask_indices = None
         if mask:
             x, mask_indices = self.apply_mask(x, padding_mask, generator)
-        x = self.encoder(x, padding_mask)
-        out = {"x": x, "padding_mask": padding_mask, "features_pen": features_pen, "mask_indices": mask_indices}
+        out = {"padding_mask": padding_mask, "features_pen": features_pen, "mask_indices": mask_indices}
+        if self.speaker_adversary is None and self.pitch_head is None:
+            x = self.encoder(x, padding_mask)
+        else:
+            layers = self.encoder(x, padding_mask, return_all=True)
+            x = self.encoder.layer_norm(layers[-1]) if self.cfg.layer_norm_first else layers[-1]
+            if self.speaker_adversary is not None:
+                scale = grl_scale(self.num_updates, self.cfg.grl_scale, self.cfg.grl_warmup_updates)
+                out["speaker_logits"] = self.speaker_adversary(layers[self.cfg.speaker_layer], padding_mask, scale)
+            if self.pitch_head is not None:
+                out["pitch_pred"] = self.pitch_head(layers[self.cfg.pitch_layer])
+        out["x"] = x
         if targets is None:
             return out
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if padding_mask is None else ~padding_mask

@@ -134,14 +134,18 @@ class Trainer:
             label_sets=self.label_sets, sample_rate=task.sample_rate, max_sample_size=task.max_sample_size,
             pad_audio=task.pad_audio, random_crop=task.random_crop, normalize=task.normalize,
             skip_misaligned=task.skip_misaligned, max_keep_size=task.max_keep_size,
+            feat_dir=task.feat_dir, pitch_rate=task.sample_rate / cfg.model.downsample,
         )
+        if (cfg.model.speaker_layer or cfg.model.pitch_layer) and not task.feat_dir:
+            raise HubertkitError("model.speaker_layer / model.pitch_layer need task.feat_dir (dump-pitch and speakers output)")
         self.train_data = HubertDataset(manifest_path(task.data, splits[0]), label_dir, splits[0], min_keep_size=task.min_sample_size, **common)
         self.valid_data = (
             HubertDataset(manifest_path(task.data, splits[1]), label_dir, splits[1], min_keep_size=task.min_sample_size, **common)
             if self.has_valid else None
         )
         torch.manual_seed(cfg.common.seed)
-        self.model = HubertModel(cfg.model_config([ls.num_classes for ls in self.label_sets])).to(self.dist.device)
+        num_speakers = len(self.train_data.speaker_names) if task.feat_dir else 0
+        self.model = HubertModel(cfg.model_config([ls.num_classes for ls in self.label_sets], num_speakers)).to(self.dist.device)
         self.model.normalize_waveform = task.normalize
         self.fsdp = self.dist.world > 1 and cfg.distributed_training.ddp_backend == "fully_sharded"
         self.ddp = None
@@ -254,10 +258,12 @@ class Trainer:
         targets = [t.to(dev) for t in batch["target_list"]]
         with torch.autocast(dev.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             out = net(wav, targets, padding_mask=pad, generator=generator)
-        return hubert_loss(out, self.cfg.criterion)
+        extras = {k: batch[k].to(dev) for k in ("speaker", "pitch") if k in batch}
+        return hubert_loss(out, self.cfg.criterion, **extras)
 
     def train_step(self, batches: list[dict]) -> dict:
         self.model.train()
+        self.model.num_updates = self.num_updates
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -389,10 +395,11 @@ class Trainer:
                     for k, v in out.items():
                         window[k] = window.get(k, 0) + v
                     window["updates"] = window.get("updates", 0) + 1
-                    bar.update(1)
                     summary = summarize(out)
                     bar.set_postfix(loss=f"{summary['loss']:.3f}", acc_m=f"{summary.get('acc_m_0', 0):.3f}",
-                                    lr=f"{out['lr']:.2e}", h=f"{self.samples_seen / cfg.task.sample_rate / 3600:.2f}")
+                                    lr=f"{out['lr']:.2e}", h=f"{self.samples_seen / cfg.task.sample_rate / 3600:.2f}",
+                                    refresh=False)  # update() redraws, at most every mininterval
+                    bar.update(1)
                     if self.num_updates % cfg.common.log_interval == 0:
                         logger.log("train", self.num_updates, {**summarize(window), "lr": out["lr"], "epoch": self.epoch,
                                    **({"loss_scale": out["loss_scale"]} if "loss_scale" in out else {}),
@@ -428,6 +435,9 @@ def summarize(stats: dict) -> dict:
         if key.startswith("correct_"):
             count = stats.get("count_" + key[len("correct_"):], 0)
             out["acc_" + key[len("correct_"):]] = value / count if count else 0.0
+        if key.startswith("sum_"):
+            count = stats.get("count_" + key[len("sum_"):], 0)
+            out["mean_" + key[len("sum_"):]] = value / count if count else 0.0
     return out
 
 
