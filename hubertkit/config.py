@@ -306,6 +306,24 @@ def config_dir_default() -> Path:
     return Path(__file__).resolve().parents[1] / "configs"
 
 
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """A config file; ``defaults: [NAME, ...]`` first merges those configs of the same
+    directory (hydra's list syntax, config names only), so a variant lists only what it
+    changes."""
+    tree = yaml.safe_load(path.read_text()) or {}
+    parents = tree.pop("defaults", None) or []
+    if not isinstance(parents, list) or not all(isinstance(n, str) for n in parents):
+        raise HubertkitError(f"{path}: 'defaults' must be a list of config names, got {parents!r}")
+    base: dict = {}
+    for name in parents:
+        parent = path.parent / f"{name}.yaml"
+        if not parent.is_file() or parent in seen:
+            raise HubertkitError(f"{path}: defaults entry {name!r} " + ("is circular" if parent in seen else f"does not exist ({parent})"))
+        _merge(base, _read_yaml(parent, seen + (path,)))
+    _merge(base, tree)
+    return base
+
+
 def load_config(config_name: str, overrides: list[str] = (), config_dir: str | os.PathLike | None = None) -> TrainConfig:
     """``--config-dir D --config-name NAME key=value ...`` as fairseq's hydra_train.py."""
     directory = Path(config_dir) if config_dir else config_dir_default()
@@ -313,7 +331,7 @@ def load_config(config_name: str, overrides: list[str] = (), config_dir: str | o
     if not path.is_file():
         available = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
         raise HubertkitError(f"config {path} does not exist" + (f"; available: {', '.join(available)}" if available else ""))
-    tree = yaml.safe_load(path.read_text()) or {}
+    tree = _read_yaml(path)
     for text in overrides:
         key, value = parse_override(text)
         if key.split(".")[0] in IGNORED_GROUPS:

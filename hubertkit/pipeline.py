@@ -45,6 +45,18 @@ class IterationConfig:
 
 
 @dataclass
+class DisentangleConfig:
+    """A disentangled model trained beside one iteration's plain model, on the same labels
+    and budget, then both probed (docs/disentangle.md)."""
+
+    iteration: str | None = None  # whose labels and plain model; default: the last
+    train_config: str = "disentangle_demo"
+    train_config_dir: str | None = None
+    train_overrides: list[str] = field(default_factory=list)  # added after the iteration's own
+    speaker_map: str | None = None  # default: speakers from the paths
+
+
+@dataclass
 class PipelineConfig:
     corpus: str  # audio directory
     out: str = "pipeline_out"
@@ -55,6 +67,7 @@ class PipelineConfig:
     jobs: int = 1
     alignments: str | None = None  # phone alignments JSONL, for label quality
     iterations: list[IterationConfig] = field(default_factory=list)
+    disentangle: DisentangleConfig | None = None
 
 
 def _check_keys(values: dict, cls, where: str) -> None:
@@ -82,12 +95,21 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
         raise HubertkitError("the pipeline config lists no iterations")
     if len({it.name for it in iterations}) != len(iterations):
         raise HubertkitError("iteration names must be unique")
-    cfg = PipelineConfig(**{**tree, "iterations": iterations})
+    dis = tree.get("disentangle")
+    if dis is not None:
+        _check_keys(dis, DisentangleConfig, "disentangle.")
+        dis = DisentangleConfig(**dis)
+        dis.iteration = dis.iteration or iterations[-1].name
+        if dis.iteration not in {it.name for it in iterations}:
+            raise HubertkitError(f"disentangle.iteration {dis.iteration!r} is not an iteration of this pipeline")
+    cfg = PipelineConfig(**{**tree, "iterations": iterations, "disentangle": dis})
 
     def rel(p):  # paths in the config are relative to the config file
         return None if p is None else str(p if Path(p).is_absolute() else (base_dir / p))
 
     cfg.corpus, cfg.alignments = rel(cfg.corpus), rel(cfg.alignments)
+    if cfg.disentangle:
+        cfg.disentangle.speaker_map = rel(cfg.disentangle.speaker_map)
     return cfg
 
 
@@ -135,7 +157,68 @@ class _Stop(Exception):
     pass
 
 
+def _final_checkpoint(ck: Path) -> Path:
+    return ck / "checkpoint_best.pt" if (ck / "checkpoint_best.pt").is_file() else ck / "checkpoint_last.pt"
+
+
+def _run_disentangle(cfg: PipelineConfig, stages: Stages, trained: dict, tsv: Path, progress: bool) -> None:
+    """Pitch and speakers → the disentangled model (the plain one's labels, config and
+    budget, plus the variant's keys) → probes of both, and the PNMI of k-means on the
+    adversary's layer of each."""
+    from hubertkit.data.speakers import write_speakers
+    from hubertkit.features.pitch import dump_pitch
+    from hubertkit.model.io import load_model
+    from hubertkit.probe import probe_layers, write_probes
+    from hubertkit.train.trainer import train
+
+    dis, out = cfg.disentangle, Path(cfg.out)
+    feat_dir, d = out / "pitch", out / "disentangled"
+    plain_digest, plain_overrides = trained[dis.iteration]
+    it = next(i for i in cfg.iterations if i.name == dis.iteration)
+
+    def pitch():
+        for split in SPLITS:
+            dump_pitch(tsv, split, cfg.nshard, "all", feat_dir, jobs=cfg.jobs, progress=progress)
+        return write_speakers(tsv, list(SPLITS), feat_dir, dis.speaker_map)
+
+    pdig = stages.run("disentangle.pitch", {"manifest": str(tsv), "speaker_map": dis.speaker_map, "nshard": cfg.nshard}, pitch)
+    overrides = [o for o in plain_overrides if not o.startswith("checkpoint.save_dir=")]
+    overrides += [f"checkpoint.save_dir={d / 'checkpoints'}", f"task.feat_dir={feat_dir}", *dis.train_overrides]
+    tdig = stages.run("disentangle.train", {"plain": plain_digest, "pitch": pdig, "config": dis.train_config, "overrides": overrides},
+                      lambda: train(dis.train_config, overrides, dis.train_config_dir, progress=progress)["num_updates"])
+
+    def probe():
+        models = {"plain": _final_checkpoint(out / it.name / "checkpoints"), "disentangled": _final_checkpoint(d / "checkpoints")}
+        layer = load_model(models["disentangled"]).cfg.speaker_layer
+        summary = {"iteration": it.name, "speaker_layer": layer, "pnmi": {}}
+        for name, ckpt in models.items():
+            results = probe_layers(ckpt, tsv, alignments=cfg.alignments, speaker_map=dis.speaker_map, progress=progress)
+            write_probes(results, d / "probe" / name, name=name)
+            if cfg.alignments and layer:
+                summary["pnmi"][name] = _layer_pnmi(ckpt, layer, it.n_clusters, tsv, d / "probe" / name / "layer", cfg, progress)
+        write_text(d / "probe" / "summary.json", json.dumps(summary, indent=1) + "\n")
+        return f"PNMI at layer {layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["pnmi"].items())
+
+    stages.run("disentangle.probe", {"train": tdig, "alignments": cfg.alignments}, probe)
+
+
+def _layer_pnmi(ckpt: Path, layer: int, k: int, tsv: Path, work: Path, cfg: PipelineConfig, progress: bool) -> float:
+    """Valid PNMI of k-means (fitted on train) on one layer of a model, at 50 Hz."""
+    from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
+    from hubertkit.cluster.quality import label_quality
+    from hubertkit.data.labels import merge_labels
+    from hubertkit.features.hubert import dump_hubert
+
+    for split in SPLITS:
+        dump_hubert(tsv, split, ckpt, layer, cfg.nshard, "all", work / "features", jobs=cfg.jobs, progress=progress)
+    learn_kmeans(work / "features", "train", cfg.nshard, work / "kmeans.pt", k, seed=cfg.seed, progress=progress)
+    dump_labels(work / "features", "valid", work / "kmeans.pt", cfg.nshard, "all", work / "labels", jobs=cfg.jobs, progress=progress)
+    merge_labels(work / "labels", "valid", cfg.nshard)
+    return label_quality(work / "labels" / "valid.km", cfg.alignments, 50, tsv / "valid.tsv").pnmi
+
+
 STAGES_PER_ITERATION = ("features", "kmeans", "labels", "quality", "train")
+DISENTANGLE_STAGES = ("disentangle.pitch", "disentangle.train", "disentangle.probe")
 
 
 def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool = True,
@@ -149,10 +232,13 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
     from hubertkit.train.trainer import train
 
     out = Path(cfg.out)
-    valid_names = ["manifest"] + [f"{it.name}.{s}" for it in cfg.iterations for s in STAGES_PER_ITERATION] + [it.name for it in cfg.iterations]
+    extra = DISENTANGLE_STAGES if cfg.disentangle else ()
+    valid_names = ["manifest"] + [f"{it.name}.{s}" for it in cfg.iterations for s in STAGES_PER_ITERATION] + list(extra)
+    valid_names += [it.name for it in cfg.iterations]
     if until and until not in valid_names:
         raise HubertkitError(f"--until {until!r} is not a stage; stages: {', '.join(valid_names)}")
-    stages = Stages(out, 1 + len(STAGES_PER_ITERATION) * len(cfg.iterations), until, log)
+    stages = Stages(out, 1 + len(STAGES_PER_ITERATION) * len(cfg.iterations) + len(extra), until, log)
+    trained: dict[str, tuple[str, list[str]]] = {}  # iteration -> (train digest, overrides)
     tsv = out / "manifest"
     results: dict = {"iterations": {}}
     try:
@@ -199,8 +285,11 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
                 f"{it.name}.train", {"labels": ldig, "config": it.train_config, "overrides": overrides},
                 lambda it=it, overrides=overrides: train(it.train_config, overrides, it.train_config_dir, progress=progress)["num_updates"],
             )
-            previous_ckpt = ck / "checkpoint_best.pt" if (ck / "checkpoint_best.pt").is_file() else ck / "checkpoint_last.pt"
+            previous_ckpt = _final_checkpoint(ck)
             results["iterations"][it.name] = str(d)
+            trained[it.name] = (previous_train, overrides)
+        if cfg.disentangle:
+            _run_disentangle(cfg, stages, trained, tsv, progress)
     except _Stop:
         log(f"stopped after {until} (--until)")
         results["stopped"] = until

@@ -29,12 +29,13 @@ from hubertkit.plots import pyplot, save_figure
 from hubertkit.progress import progress_bar
 
 L2 = 1e-4  # on standardised features: a light touch that keeps L-BFGS well-posed
+SPEAKER_FOLDS = 5
 
 
 @dataclass
 class LayerProbe:
     layer: int  # 0: the encoder's input (projected CNN features)
-    speaker_acc: float | None = None  # utterance-level speaker identification, test split
+    speaker_acc: float | None = None  # utterance-level speaker identification, cross-validated
     phone_acc: float | None = None  # frame-level phone classification, test split
     f0_corr: float | None = None  # Pearson r of predicted and true log-F0, voiced test frames
 
@@ -68,6 +69,16 @@ def linear_classifier_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test:
     with torch.no_grad():
         predicted = classes[(xte @ weight + bias).argmax(1).numpy()]
     return float((predicted == y_test).mean())
+
+
+def cross_validated_accuracy(x: np.ndarray, y: np.ndarray, folds: int, rng: np.random.Generator) -> float:
+    """Mean held-out accuracy over ``folds`` folds of the items (utterances)."""
+    fold = rng.permutation(len(x)) % folds
+    correct = 0.0
+    for f in range(folds):
+        test = fold == f
+        correct += linear_classifier_accuracy(x[~test], y[~test], x[test], y[test]) * test.sum()
+    return float(correct / len(x))
 
 
 def linear_regression_corr(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
@@ -144,7 +155,8 @@ def probe_layers(
     progress: bool = True,
     seed: int = 0,
 ) -> list[LayerProbe]:
-    """Fit each probe on ``train_split``'s frozen features and score it on ``test_split``.
+    """Fit the phone and F0 probes on ``train_split``'s frozen features and score them on
+    ``test_split``; the speaker probe is cross-validated over the utterances of both.
     Phones need ``alignments``; speakers come from ``speaker_map`` or the paths."""
     from hubertkit.model.io import load_model
 
@@ -163,8 +175,10 @@ def probe_layers(
     results = []
     for layer in layers:
         probe = LayerProbe(layer)
-        means = [np.stack([u.mean(0) for u in s.layers[layer]]) for s in (tr, te)]
-        probe.speaker_acc = linear_classifier_accuracy(means[0], np.array(tr.speakers), means[1], np.array(te.speakers))
+        # few utterances per speaker: every utterance of both splits is held out once
+        means = np.stack([u.mean(0) for s in (tr, te) for u in s.layers[layer]])
+        probe.speaker_acc = cross_validated_accuracy(means, np.array(tr.speakers + te.speakers), SPEAKER_FOLDS,
+                                                     np.random.default_rng(seed))
         (xp, yp, xf, yf), (xp_te, yp_te, xf_te, yf_te) = _frames(tr, layer, max_frames, rng), _frames(te, layer, None, rng)
         if xp is not None and xp_te is not None:
             probe.phone_acc = linear_classifier_accuracy(xp, yp, xp_te, yp_te)

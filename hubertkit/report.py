@@ -88,8 +88,44 @@ def write_report(cfg) -> Path:
     if qualities:
         figures.insert(0, ("Label quality per iteration", quality_bars(qualities, out / "label_quality.png")))
     lines += ["", "Loss in bits per masked frame; accuracies are frame accuracies of the masked-prediction task.", ""]
+    lines += disentangle_section(out / "disentangled" / "probe", figures)
     for caption, png in figures:
-        lines += [f"## {caption}", "", f"![{caption}]({png.name})", ""]
+        lines += [f"## {caption}", "", f"![{caption}]({png.relative_to(out).as_posix()})", ""]
     report = out / "report.md"
     write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def disentangle_section(probe_dir: Path, figures: list) -> list[str]:
+    """Plain and disentangled models side by side: probes per layer, PNMI at the
+    adversary's layer (from the pipeline's disentangle.probe stage)."""
+    from hubertkit.probe import plot_probes, read_probes
+
+    summary_path = probe_dir / "summary.json"
+    if not summary_path.is_file():
+        return []
+    summary = json.loads(summary_path.read_text())
+    runs = {name: read_probes(probe_dir / name / "probe.json") for name in ("plain", "disentangled")}
+
+    def cell(v):
+        return "–" if v is None else f"{v:.3f}"
+
+    layer = summary["speaker_layer"]
+    lines = ["## Disentangling", "",
+             f"Both models train on {summary['iteration']}'s labels with the same budget; the disentangled one adds "
+             f"a speaker adversary (gradient reversal) on layer {layer} and a pitch output. Linear probes on frozen "
+             "features: speaker accuracy (utterance means, 5-fold cross-validated), phone accuracy (frames; fitted on "
+             "train, scored on valid), log-F0 correlation (voiced valid frames).", "",
+             "| layer | speaker acc, plain | speaker acc, disentangled | phone acc, plain | phone acc, disentangled "
+             "| F0 corr, plain | F0 corr, disentangled |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for a, b in zip(runs["plain"], runs["disentangled"]):
+        mark = " (adversary)" if a.layer == layer else ""
+        lines.append(f"| {a.layer}{mark} | {cell(a.speaker_acc)} | {cell(b.speaker_acc)} | {cell(a.phone_acc)} "
+                     f"| {cell(b.phone_acc)} | {cell(a.f0_corr)} | {cell(b.f0_corr)} |")
+    if summary.get("pnmi"):
+        lines += ["", f"Valid PNMI of k-means (K as the iteration's) on layer {layer}: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in summary["pnmi"].items()) + "."]
+    png = probe_dir / "probes.png"
+    plot_probes(runs, png)
+    figures.append(("Probes per layer, plain and disentangled", png))
+    return lines + [""]

@@ -54,3 +54,20 @@ def test_missing_config_lists_available(tmp_path):
     cfg = load_config("mine", [], config_dir=tmp_path)
     assert cfg.model.encoder_layers == 2 and cfg.task.label_dir is None
 
+
+
+def test_defaults_list_merges_the_named_configs(tmp_path):
+    cfg = load_config("disentangle_hubert_base_librispeech", ["task.data=d", "task.label_dir=l", "task.feat_dir=f",
+                                                               "model.label_rate=100"])
+    base = load_config("hubert_base_librispeech", ["task.data=d", "task.label_dir=l", "model.label_rate=100"])
+    assert cfg.model.speaker_layer == 6 and cfg.model.pitch_layer == 12 and cfg.task.feat_dir == "f"
+    assert cfg.optimization == base.optimization and cfg.model.encoder_layers == base.model.encoder_layers
+    with pytest.raises(HubertkitError, match="task.feat_dir"):
+        load_config("disentangle_demo", ["task.data=d", "task.label_dir=l"])
+    (tmp_path / "a.yaml").write_text("defaults: [b]\n")
+    (tmp_path / "b.yaml").write_text("defaults: [a]\n")
+    with pytest.raises(HubertkitError, match="circular"):
+        load_config("a", [], tmp_path)
+    (tmp_path / "c.yaml").write_text("defaults: [nope]\n")
+    with pytest.raises(HubertkitError, match="does not exist"):
+        load_config("c", [], tmp_path)

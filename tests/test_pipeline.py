@@ -73,3 +73,23 @@ def test_config_errors(small_corpus, demo_dir, tmp_path):
         parse_pipeline({"corpus": "x", "iterations": [{"n_cluster": 5}]})
     with pytest.raises(HubertkitError, match="need a 'layer'"):
         parse_pipeline({"corpus": "x", "iterations": [{"features": "hubert", "layer": 2}]})
+
+
+def test_disentangle_comparison_lands_in_the_report(small_corpus, demo_dir, tmp_path):
+    extra = {"disentangle": {"iteration": "iter1", "train_overrides": ["model.pitch_layer=2"]}}
+    tree_iters = [{"name": "iter1", "features": "mfcc", "n_clusters": 20, "label_rate": 100, "train_overrides": FAST}]
+    cfg = config(small_corpus, demo_dir, tmp_path / "out", **extra)
+    cfg.iterations = parse_pipeline({"corpus": ".", "iterations": tree_iters}).iterations
+    result = run_pipeline(cfg, progress=False, log=lambda s: None)
+    assert result["ran"][-3:] == ["disentangle.pitch", "disentangle.train", "disentangle.probe"]
+    out = tmp_path / "out"
+    summary = json.loads((out / "disentangled" / "probe" / "summary.json").read_text())
+    assert summary["speaker_layer"] == 2 and set(summary["pnmi"]) == {"plain", "disentangled"}
+    report = (out / "report.md").read_text()
+    assert "## Disentangling" in report and "| 2 (adversary) |" in report
+    assert (out / "disentangled" / "probe" / "probes.png").is_file()
+    # the disentangled model shares the plain one's labels and budget
+    ck = json.loads((out / "stages" / "disentangle.train.json").read_text())["inputs"]["overrides"]
+    assert any(o.startswith("task.label_dir=") and "iter1" in o for o in ck) and "optimization.max_update=4" in ck
+    with pytest.raises(HubertkitError, match="not an iteration"):
+        config(small_corpus, demo_dir, tmp_path / "x", disentangle={"iteration": "iter9"})
