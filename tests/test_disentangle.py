@@ -137,3 +137,18 @@ def test_weighted_heads_train_and_log(pitched, tmp_path):
 def test_heads_without_feat_dir_are_refused(labelled, tmp_path):
     with pytest.raises(HubertkitError, match="task.feat_dir"):
         train("demo", overrides(labelled, tmp_path / "ck", **{"model.speaker_layer": 1}), progress=False)
+
+
+@pytest.mark.parametrize("fmt", ["hf", "fairseq"])
+def test_export_keeps_hubert_and_drops_the_heads(tmp_path, fmt):
+    from hubertkit.model.io import export, load_model, save_model
+
+    model = HubertModel(preset("tiny", speaker_layer=2, pitch_layer=3, num_speakers=4)).eval()
+    save_model(model, tmp_path / "m.pt")
+    target = tmp_path / ("hf" if fmt == "hf" else "fs.pt")
+    export(tmp_path / "m.pt", target, fmt)
+    back = load_model(target)
+    assert back.speaker_adversary is None and back.pitch_head is None
+    wav = torch.randn(1, 8000)
+    for a, b in zip(model.hidden_states(wav), back.hidden_states(wav)):
+        assert torch.allclose(a, b, atol=1e-5)

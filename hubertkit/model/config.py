@@ -116,6 +116,10 @@ class HubertConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def without_heads(self) -> "HubertConfig":
+        """The plain HuBERT part: what fairseq and transformers layouts can hold."""
+        return dataclasses.replace(self, speaker_layer=0, pitch_layer=0, num_speakers=0)
+
     @classmethod
     def from_dict(cls, d: dict) -> "HubertConfig":
         """Known keys only; fairseq checkpoints carry many keys that do not shape the model."""

@@ -51,7 +51,7 @@ def fairseq_names(cfg: HubertConfig) -> list[tuple[str, str]]:
 def to_fairseq(model: HubertModel, task: dict | None = None) -> dict:
     """A fairseq-layout checkpoint dict: ``{"cfg": {"model": ..., "task": ...}, "model": state}``."""
     state = model.state_dict()
-    cfg = model.cfg.to_dict()
+    cfg = model.cfg.without_heads().to_dict()  # the disentangling heads have no fairseq counterpart
     cfg.pop("num_classes")
     model_cfg = {"_name": "hubert", **cfg}
     task = {"_name": "hubert_pretraining", "label_rate": model.cfg.label_rate, "sample_rate": 16000,
@@ -259,7 +259,7 @@ def export_hf(model: HubertModel, out: str | os.PathLike) -> Path:
         torch.save(tensors, tmp)
     with atomic_path(out / HEAD_FILE) as tmp:
         torch.save({k: state[k] for k in HEAD_KEYS}, tmp)
-    write_text(out / "config.json", json.dumps(hf_config(model.cfg), indent=2) + "\n")
+    write_text(out / "config.json", json.dumps(hf_config(model.cfg.without_heads()), indent=2) + "\n")
     write_text(out / "preprocessor_config.json", json.dumps({
         "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
         "padding_value": 0.0, "do_normalize": model.normalize_waveform,
