@@ -37,6 +37,14 @@ def _cmd_dump_hubert(a):
                        jobs=a.jobs, trust_pickle=a.trust_pickle, progress=not a.quiet)
 
 
+def _cmd_prepare_text(a):
+    from hubertkit.data.text import prepare_text
+
+    counts = prepare_text(a.tsv_dir, a.splits, a.out, a.texts)
+    out = a.out or a.tsv_dir
+    return ", ".join(f"{split}.ltr/.wrd: {n} utterances" for split, n in counts.items()) + f", dict.ltr.txt in {out}"
+
+
 def _cmd_dump_pitch(a):
     from hubertkit.features.pitch import dump_pitch
 
@@ -181,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chunk", type=int, default=1600000, help="encode audio in chunks of this many samples (default: 1600000)")
     p.add_argument("--jobs", type=int, default=1, help="threads (default: 1)")
     p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
+
+    p = add("prepare-text", _cmd_prepare_text, "letter targets for CTC fine-tuning: {split}.ltr, {split}.wrd and dict.ltr.txt")
+    p.add_argument("tsv_dir", metavar="TSV_DIR")
+    p.add_argument("--texts", default=None, help="'utterance<TAB>text' file or JSONL with path and text "
+                   "(default: LibriSpeech's *.trans.txt beside the audio)")
+    p.add_argument("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; the first defines the letters")
+    p.add_argument("--out", default=None, help="output directory (default: TSV_DIR)")
 
     p = add("dump-pitch", _cmd_dump_pitch, "F0 and voicing (Praat) at the model's frame rate, for the disentangling variant")
     p.add_argument("tsv_dir", metavar="TSV_DIR")

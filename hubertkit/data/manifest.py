@@ -6,7 +6,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import soundfile as sf
 
@@ -120,3 +120,13 @@ def make_manifest(
             f.write("\n".join([str(root), *rows]) + "\n")
         counts[split] = len(rows)
     return counts
+
+
+def lookup_by_path(table: dict, path: str, what: str, where: str):
+    """``table``'s entry for a manifest path, keyed by the path itself, the path without
+    its extension, or the file's stem (the conventions of speaker maps and transcripts)."""
+    p = PurePosixPath(path)
+    for key in (path, str(p.with_suffix("")), p.stem):
+        if key in table:
+            return table[key]
+    raise HubertkitError(f"{where}: no {what} for {path}")

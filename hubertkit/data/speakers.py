@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from hubertkit.data.manifest import manifest_path, read_manifest
+from hubertkit.data.manifest import lookup_by_path, manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import write_text
 
@@ -44,20 +44,12 @@ def read_speaker_map(path: str | os.PathLike) -> dict[str, str]:
     return table
 
 
-def _lookup(table: dict[str, str], path: str, where: str) -> str:
-    p = PurePosixPath(path)
-    for key in (path, str(p.with_suffix("")), p.stem):
-        if key in table:
-            return table[key]
-    raise HubertkitError(f"{where}: no speaker for {path} in the speaker map")
-
-
 def utterance_speakers(tsv: str | os.PathLike, speaker_map: dict[str, str] | None = None) -> list[str]:
     manifest = read_manifest(tsv)
     paths = [os.path.relpath(u.path, manifest.root) for u in manifest.utterances]  # as the manifest lists them
     if speaker_map is None:
         return [speaker_from_path(p) for p in paths]
-    return [_lookup(speaker_map, p, str(tsv)) for p in paths]
+    return [lookup_by_path(speaker_map, p, "speaker in the speaker map", str(tsv)) for p in paths]
 
 
 def write_speakers(tsv_dir, splits: list[str], out_dir, map_file: str | os.PathLike | None = None) -> dict[str, int]:
