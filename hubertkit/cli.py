@@ -124,6 +124,20 @@ def _cmd_export(a):
     return export(a.ckpt, a.out, a.format, trust_pickle=a.trust_pickle)
 
 
+def _cmd_transcribe(a):
+    import json
+
+    from hubertkit.asr.transcribe import error_rates, transcribe, write_transcripts
+
+    out = transcribe(a.ckpt, a.inputs, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds,
+                     references=a.references, progress=not a.quiet)
+    sys.stdout.write(write_transcripts(out, a.format))
+    rates = error_rates(out)
+    if rates:
+        print(json.dumps(rates), file=sys.stderr)
+    return None
+
+
 def _cmd_train(a):
     from hubertkit.train.trainer import train
 
@@ -280,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="output folder (hf) or .pt file (fairseq)")
     p.add_argument("--format", choices=["hf", "fairseq"], default="hf", help="hf: transformers HubertModel folder; fairseq: HuBERT .pt")
     p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
+
+    p = add("transcribe", _cmd_transcribe, "greedy CTC transcription with a fine-tuned model (hubertkit or transformers HubertForCTC)")
+    p.add_argument("ckpt", metavar="CKPT")
+    p.add_argument("inputs", nargs="+", metavar="AUDIO", help="audio files, or one manifest .tsv")
+    p.add_argument("--format", choices=["text", "jsonl"], default="text", help="one line of text per input, or JSON lines")
+    p.add_argument("--references", default=None, help="transcripts ('utterance<TAB>text' or JSONL with text): "
+                   "WER and CER go to stderr as JSON")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--chunk-seconds", type=float, default=30.0, help="encode longer audio in chunks of this length, with context")
 
     p = add("train", _cmd_train, "pretrain HuBERT: fairseq's hydra_train.py command line (config groups and key=value overrides)")
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/)")

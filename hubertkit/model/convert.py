@@ -257,8 +257,10 @@ def export_hf(model: HubertModel, out: str | os.PathLike) -> Path:
     tensors = {theirs: state[ours].contiguous() for ours, theirs in hf_names(model.cfg)}
     with atomic_path(out / "pytorch_model.bin") as tmp:
         torch.save(tensors, tmp)
-    with atomic_path(out / HEAD_FILE) as tmp:
-        torch.save({k: state[k] for k in HEAD_KEYS}, tmp)
+    head = {k: state[k] for k in HEAD_KEYS if k in state}  # absent in fine-tuned encoders
+    if head:
+        with atomic_path(out / HEAD_FILE) as tmp:
+            torch.save(head, tmp)
     write_text(out / "config.json", json.dumps(hf_config(model.cfg.without_heads()), indent=2) + "\n")
     write_text(out / "preprocessor_config.json", json.dumps({
         "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,

@@ -213,6 +213,12 @@ class HubertModel(nn.Module):
         # training, so feature extraction must do the same. Loaders set it.
         self.normalize_waveform = False
 
+    def remove_pretraining_modules(self) -> None:
+        """Drop what only pretraining uses (fairseq's method of the same name): a
+        fine-tuned encoder has no label embeddings or projection to them."""
+        self.final_proj = None
+        self.label_embs_concat = None
+
     # -- the pieces --------------------------------------------------------------------
 
     @property
@@ -295,6 +301,21 @@ class HubertModel(nn.Module):
             x = self.post_extract_proj(x)
         return x, padding_mask
 
+    def encode(self, feats: torch.Tensor, padding_mask: torch.Tensor | None = None, mask: bool = False,
+               generator: torch.Generator | None = None, all_layers: bool = False):
+        """Conv features [B, C, T] → the encoder's output [B, T, D] (masked if asked), the
+        frame padding mask, the mask, and (``all_layers``) every layer's output."""
+        x, padding_mask = self._project(feats, padding_mask)
+        x = self.dropout_input(x)
+        mask_indices = None
+        if mask:
+            x, mask_indices = self.apply_mask(x, padding_mask, generator)
+        if not all_layers:
+            return self.encoder(x, padding_mask), padding_mask, mask_indices, None
+        layers = self.encoder(x, padding_mask, return_all=True)
+        x = self.encoder.layer_norm(layers[-1]) if self.cfg.layer_norm_first else layers[-1]
+        return x, padding_mask, mask_indices, layers
+
     def forward(
         self,
         wav: torch.Tensor,
@@ -317,23 +338,14 @@ class HubertModel(nn.Module):
                         f"labels range over {int(t.min())}..{int(t.max())} but the dictionary has {classes} classes"
                     )
         features_pen = feats.float().pow(2).mean()
-        x, padding_mask = self._project(feats, padding_mask)
-        x = self.dropout_input(x)
-        mask_indices = None
-        if mask:
-            x, mask_indices = self.apply_mask(x, padding_mask, generator)
-        out = {"padding_mask": padding_mask, "features_pen": features_pen, "mask_indices": mask_indices}
-        if self.speaker_adversary is None and self.pitch_head is None:
-            x = self.encoder(x, padding_mask)
-        else:
-            layers = self.encoder(x, padding_mask, return_all=True)
-            x = self.encoder.layer_norm(layers[-1]) if self.cfg.layer_norm_first else layers[-1]
-            if self.speaker_adversary is not None:
-                scale = grl_scale(self.num_updates, self.cfg.grl_scale, self.cfg.grl_warmup_updates)
-                out["speaker_logits"] = self.speaker_adversary(layers[self.cfg.speaker_layer], padding_mask, scale)
-            if self.pitch_head is not None:
-                out["pitch_pred"] = self.pitch_head(layers[self.cfg.pitch_layer])
-        out["x"] = x
+        heads = self.speaker_adversary is not None or self.pitch_head is not None
+        x, padding_mask, mask_indices, layers = self.encode(feats, padding_mask, mask, generator, all_layers=heads)
+        out = {"x": x, "padding_mask": padding_mask, "features_pen": features_pen, "mask_indices": mask_indices}
+        if self.speaker_adversary is not None:
+            scale = grl_scale(self.num_updates, self.cfg.grl_scale, self.cfg.grl_warmup_updates)
+            out["speaker_logits"] = self.speaker_adversary(layers[self.cfg.speaker_layer], padding_mask, scale)
+        if self.pitch_head is not None:
+            out["pitch_pred"] = self.pitch_head(layers[self.cfg.pitch_layer])
         if targets is None:
             return out
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if padding_mask is None else ~padding_mask

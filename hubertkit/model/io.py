@@ -57,7 +57,15 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False) -> HubertMod
 
 
 def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", trust_pickle: bool = False) -> str:
-    """``hubertkit export CKPT OUT --format hf|fairseq``."""
+    """``hubertkit export CKPT OUT --format hf|fairseq``; a fine-tuned (CTC) checkpoint
+    becomes a ``transformers`` ``HubertForCTC`` folder."""
+    from hubertkit.model.ctc import FORMAT as CTC_FORMAT, export_hf_ctc, load_ctc
+
+    if Path(ckpt).is_file() and _format_of(ckpt) == CTC_FORMAT:
+        if fmt != "hf":
+            raise HubertkitError("a fine-tuned (CTC) model exports to --format hf (transformers' HubertForCTC) only")
+        export_hf_ctc(load_ctc(ckpt), out)
+        return f"wrote {out}/ (load with transformers.HubertForCTC.from_pretrained({str(out)!r}))"
     model = load_model(ckpt, trust_pickle)
     if fmt == "hf":
         export_hf(model, out)
@@ -66,3 +74,11 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
         save_fairseq_checkpoint(model, out)
         return f"wrote {out} (fairseq HuBERT checkpoint layout)"
     raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
+
+
+def _format_of(path: str | os.PathLike) -> str | None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a pickled fairseq checkpoint: not ours
+        return None
+    return state.get("format") if isinstance(state, dict) else None

@@ -1,0 +1,1 @@
+"""Speech recognition on top of the encoder: CTC decoding and transcription."""

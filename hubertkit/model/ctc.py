@@ -1,0 +1,160 @@
+"""HuBERT for CTC: fairseq's ``HubertCtc`` and ``transformers``' ``HubertForCTC``. It is
+the pretrained encoder, dropout, and a linear map from each 20 ms frame to the letters.
+
+Output classes follow fairseq's letter dictionary: ``<s>`` (index 0, the CTC blank),
+``<pad>``, ``</s>``, ``<unk>``, then the symbols of ``dict.ltr.txt`` (``|`` is the
+word boundary). ``transformers`` names index 0 ``<pad>`` and uses it as its blank, so
+an export keeps every index and only renames the specials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import atomic_path, write_text
+from hubertkit.model.config import HubertConfig
+from hubertkit.model.hubert import HubertModel
+
+FORMAT = "hubertkit.ctc"
+SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq's Dictionary; <s> is the CTC blank
+HF_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # transformers' names for the same indices
+BLANK = 0
+
+
+class HubertCTC(nn.Module):
+    def __init__(self, cfg: HubertConfig, symbols: list[str], final_dropout: float = 0.0):
+        super().__init__()
+        self.hubert = HubertModel(cfg.without_heads())
+        self.hubert.remove_pretraining_modules()
+        self.symbols = list(symbols)  # dict.ltr.txt, without the specials
+        self.final_dropout = nn.Dropout(final_dropout)
+        self.proj = nn.Linear(cfg.encoder_embed_dim, len(SPECIALS) + len(self.symbols))
+        nn.init.xavier_uniform_(self.proj.weight)  # fairseq's Linear
+        nn.init.zeros_(self.proj.bias)
+        self.freeze_finetune_updates = 0
+        self.num_updates = 0  # the trainer sets it; the encoder is frozen before freeze_finetune_updates
+
+    @property
+    def vocab(self) -> list[str]:
+        return list(SPECIALS) + self.symbols
+
+    def forward(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None, mask: bool = False,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probabilities ``[batch, frames, classes]`` (float32) and the frame padding mask.
+        Waveforms come normalised already where ``hubert.normalize_waveform`` says so (the
+        dataset and ``transcribe`` do it per utterance, as in pretraining)."""
+        h = self.hubert
+        h.check_input(wav)
+        frozen = self.training and self.num_updates < self.freeze_finetune_updates
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            x, padding_mask, _, _ = h.encode(h.conv_features(wav), padding_mask, mask, generator)
+        logits = self.proj(self.final_dropout(x))
+        return logits.float().log_softmax(-1), padding_mask
+
+    def frame_lengths(self, padding_mask: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
+        if padding_mask is None:
+            return torch.full((batch,), frames, dtype=torch.long)
+        return (~padding_mask).sum(1).long()
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+
+def ctc_state(model: HubertCTC) -> dict:
+    return {
+        "format": FORMAT,
+        "cfg": {"model": model.hubert.cfg.to_dict(), "task": {"normalize": model.hubert.normalize_waveform},
+                "final_dropout": model.final_dropout.p},
+        "symbols": model.symbols,
+        "model": model.state_dict(),
+    }
+
+
+def save_ctc(model: HubertCTC, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(ctc_state(model), tmp)
+
+
+def model_from_ctc_state(state: dict) -> HubertCTC:
+    model = HubertCTC(HubertConfig.from_dict(state["cfg"]["model"]), state["symbols"], state["cfg"].get("final_dropout", 0.0))
+    model.load_state_dict(state["model"])
+    model.hubert.normalize_waveform = bool(state["cfg"].get("task", {}).get("normalize", False))
+    return model
+
+
+def load_ctc(path: str | os.PathLike) -> HubertCTC:
+    """A fine-tuned model in eval mode: a hubertkit fine-tuning checkpoint, or a
+    ``transformers`` ``HubertForCTC`` folder."""
+    path = Path(path)
+    if path.is_dir():
+        return import_hf_ctc(path).eval()
+    if not path.is_file():
+        raise HubertkitError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise HubertkitError(f"{path} is not a fine-tuned (CTC) checkpoint; pretrained models go to dump-hubert or finetune")
+    return model_from_ctc_state(state).eval()
+
+
+# -- transformers ---------------------------------------------------------------------------
+
+
+def export_hf_ctc(model: HubertCTC, out: str | os.PathLike) -> Path:
+    """A folder that ``transformers.HubertForCTC.from_pretrained`` (and
+    ``Wav2Vec2Processor``) load: weights, config, vocab and tokenizer files."""
+    from hubertkit.model.convert import export_hf, hf_config
+
+    out = Path(out)
+    export_hf(model.hubert, out)
+    tensors = torch.load(out / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    tensors = {f"hubert.{k}": v for k, v in tensors.items()}
+    tensors["lm_head.weight"] = model.proj.weight.detach().contiguous()
+    tensors["lm_head.bias"] = model.proj.bias.detach().contiguous()
+    with atomic_path(out / "pytorch_model.bin") as tmp:
+        torch.save(tensors, tmp)
+    config = hf_config(model.hubert.cfg)
+    config.update({
+        "architectures": ["HubertForCTC"], "vocab_size": len(model.vocab), "pad_token_id": BLANK,
+        "bos_token_id": 1, "eos_token_id": 2, "final_dropout": model.final_dropout.p,
+        "ctc_loss_reduction": "sum", "ctc_zero_infinity": True,
+    })
+    config["hubertkit"]["ctc_symbols"] = model.symbols
+    write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
+    vocab = {s: i for i, s in enumerate(list(HF_SPECIALS) + model.symbols)}
+    write_text(out / "vocab.json", json.dumps(vocab, indent=2, ensure_ascii=False) + "\n")
+    write_text(out / "tokenizer_config.json", json.dumps({
+        "tokenizer_class": "Wav2Vec2CTCTokenizer", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
+        "pad_token": "<pad>", "word_delimiter_token": "|", "do_lower_case": False,
+    }, indent=2) + "\n")
+    return out
+
+
+def import_hf_ctc(folder: Path) -> HubertCTC:
+    from hubertkit.model.convert import _hf_weights, import_hf
+
+    config = json.loads((folder / "config.json").read_text())
+    if "HubertForCTC" not in (config.get("architectures") or []):
+        raise HubertkitError(f"{folder} holds no HubertForCTC (architectures: {config.get('architectures')})")
+    vocab_file = folder / "vocab.json"
+    if not vocab_file.is_file():
+        raise HubertkitError(f"{folder} has no vocab.json: the letters of the output layer are unknown")
+    by_index = sorted(json.loads(vocab_file.read_text()).items(), key=lambda kv: kv[1])
+    if [i for _, i in by_index] != list(range(len(by_index))) or len(by_index) != config["vocab_size"]:
+        raise HubertkitError(f"{vocab_file} must number {config['vocab_size']} tokens 0..{config['vocab_size'] - 1}")
+    if config.get("pad_token_id", BLANK) != BLANK or len(by_index) < len(SPECIALS):
+        raise HubertkitError(f"{folder}: hubertkit reads CTC models whose blank is token 0 and whose first 4 tokens are specials")
+    encoder = import_hf(folder)
+    model = HubertCTC(encoder.cfg, [s for s, _ in by_index[len(SPECIALS):]], config.get("final_dropout", 0.0))
+    model.hubert.load_state_dict({k: v for k, v in encoder.state_dict().items() if k in model.hubert.state_dict()})
+    model.hubert.normalize_waveform = encoder.normalize_waveform
+    state = _hf_weights(folder)
+    model.proj.weight.data.copy_(state["lm_head.weight"])
+    model.proj.bias.data.copy_(state["lm_head.bias"])
+    return model
