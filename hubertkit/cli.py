@@ -145,6 +145,13 @@ def _cmd_train(a):
     return f"trained to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
 
 
+def _cmd_finetune(a):
+    from hubertkit.train.trainer import finetune
+
+    r = finetune(a.config_name, a.overrides, a.config_dir, progress=not a.quiet)
+    return f"fine-tuned to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
+
+
 def _cmd_pipeline(a):
     from hubertkit.pipeline import load_pipeline, run_pipeline
 
@@ -308,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/)")
     p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100")
+
+    p = add("finetune", _cmd_finetune, "CTC fine-tuning of a pretrained model on letter transcripts (fairseq's finetune configs)")
+    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/finetune)")
+    p.add_argument("--config-name", required=True, help="e.g. base_10h")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="e.g. task.data=DIR task.label_dir=DIR model.w2v_path=CKPT task.normalize=false")
 
     p = add("pipeline", _cmd_pipeline, "run the whole iterative recipe from one YAML, resumably")
     p.add_argument("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_demo.yaml)")

@@ -55,6 +55,7 @@ class TaskConfig:
     skip_misaligned: bool = False
     # disentangling variant: pitch shards (dump-pitch) and speaker files (speakers)
     feat_dir: str | None = None
+    fine_tuning: bool = False  # fairseq's flag; hubertkit fine-tunes when model._name is hubert_ctc
 
 
 @dataclass
@@ -66,6 +67,7 @@ class DatasetConfig:
     valid_subset: str = "valid"
     validate_interval: int = 1
     validate_interval_updates: int = 0
+    validate_after_updates: Any = 0
     disable_validation: bool = False
     skip_invalid_size_inputs_valid_test: bool = True
     required_batch_size_multiple: int = 8
@@ -78,6 +80,7 @@ class OptimizationConfig:
     lr: list[float] = field(default_factory=lambda: [0.0005])
     clip_norm: float = 10.0
     update_freq: list[int] = field(default_factory=lambda: [1])
+    sentence_avg: bool = False  # CTC: normalise gradients per utterance, not per frame
 
 
 @dataclass
@@ -95,6 +98,13 @@ class LRSchedulerConfig:
     end_learning_rate: float = 0.0
     power: float = 1.0
     total_num_update: Any = "${optimization.max_update}"
+    # tri_stage (fine-tuning): warm-up, hold, exponential decay
+    warmup_steps: int = 0
+    hold_steps: int = 0
+    decay_steps: int = 0
+    phase_ratio: list[float] | None = None
+    init_lr_scale: float = 0.01
+    final_lr_scale: float = 0.01
 
 
 @dataclass
@@ -123,13 +133,21 @@ class DistributedTrainingConfig:
 
 @dataclass
 class CriterionSection(CriterionConfig):
-    _name: str = "hubert"
+    _name: str = "hubert"  # or "ctc" (fine-tuning)
+    zero_infinity: bool = False  # ctc: ignore utterances too short for their transcript
 
 
 @dataclass
 class ModelSection(HubertConfig):
-    _name: str = "hubert"
+    _name: str = "hubert"  # or "hubert_ctc": fine-tuning, with the keys below
     label_rate: Any = 50.0  # ??? in fairseq's YAMLs: must be set on the command line
+    # hubert_ctc: the pretrained checkpoint and what fine-tuning changes in it
+    w2v_path: str | None = None
+    no_pretrained_weights: bool = False
+    apply_mask: bool = False
+    layerdrop: float = 0.0
+    final_dropout: float = 0.0
+    freeze_finetune_updates: int = 0
 
 
 @dataclass
@@ -149,8 +167,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def model_config(self, num_classes: list[int], num_speakers: int = 0) -> HubertConfig:
-        d = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "_name"}
+        names = {f.name for f in dataclasses.fields(HubertConfig)}
+        d = {k: v for k, v in dataclasses.asdict(self.model).items() if k in names}
         return HubertConfig(**{**d, "num_classes": num_classes, "num_speakers": num_speakers}).validate()
+
+    @property
+    def fine_tuning(self) -> bool:
+        return self.model._name == "hubert_ctc"
 
     @property
     def adam_betas(self) -> tuple[float, float]:
@@ -164,10 +187,10 @@ class TrainConfig:
 IGNORED_GROUPS = ("hydra",)
 KNOWN_NAMES = {
     "task": ("hubert_pretraining",),
-    "model": ("hubert",),
-    "criterion": ("hubert",),
+    "model": ("hubert", "hubert_ctc"),
+    "criterion": ("hubert", "ctc"),
     "optimizer": ("adam",),
-    "lr_scheduler": ("polynomial_decay",),
+    "lr_scheduler": ("polynomial_decay", "tri_stage"),
 }
 
 
@@ -298,6 +321,12 @@ def build_config(tree: dict) -> TrainConfig:
             vals[k] = _coerce(f"{g}.{k}", v, types[k])
     cfg = TrainConfig(**{g: cls[g](**vals) for g, vals in defaults.items()})
     cfg.model.validate()
+    if cfg.fine_tuning != (cfg.criterion._name == "ctc"):
+        raise HubertkitError(f"model._name={cfg.model._name} needs criterion._name="
+                             f"{'ctc' if cfg.fine_tuning else 'hubert'}, got {cfg.criterion._name}")
+    if cfg.fine_tuning and not cfg.model.w2v_path:
+        raise HubertkitError("fine-tuning needs model.w2v_path=CHECKPOINT: the pretrained model (its architecture, and "
+                             "its weights unless model.no_pretrained_weights=true)")
     return cfg
 
 

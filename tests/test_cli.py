@@ -9,7 +9,7 @@ import pytest
 from hubertkit.cli import build_parser
 
 COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality",
-            "dump-hubert", "units", "export", "train", "pipeline", "demo", "dump-pitch", "speakers", "probe", "prepare-text", "transcribe"]
+            "dump-hubert", "units", "export", "train", "pipeline", "demo", "dump-pitch", "speakers", "probe", "prepare-text", "transcribe", "finetune"]
 
 
 def hubertkit(*args, check=True):

@@ -13,7 +13,7 @@ import torch
 
 from hubertkit.errors import HubertkitError
 from hubertkit.model.io import load_model
-from hubertkit.train import trainer as trainer_module
+from hubertkit.train import loss as loss_module
 from hubertkit.train.trainer import train
 
 
@@ -84,7 +84,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(labelled, tmp_path):
 
 
 def test_nonfinite_losses_are_skipped_then_stop(labelled, tmp_path, monkeypatch):
-    real = trainer_module.hubert_loss
+    real = loss_module.hubert_loss
     calls = {"n": 0}
 
     def flaky(out, cfg):
@@ -95,7 +95,7 @@ def test_nonfinite_losses_are_skipped_then_stop(labelled, tmp_path, monkeypatch)
             log["loss"] = float("nan")
         return loss, n, log
 
-    monkeypatch.setattr(trainer_module, "hubert_loss", flaky)
+    monkeypatch.setattr(loss_module, "hubert_loss", flaky)
     with pytest.raises(HubertkitError, match="in a row had a non-finite loss"):
         train("demo", overrides(labelled, tmp_path / "ck", **{"checkpoint.max_nonfinite_updates": 3,
                                                                "optimization.max_update": 20}), progress=False)

@@ -70,9 +70,9 @@ class HubertCTC(nn.Module):
 def ctc_state(model: HubertCTC) -> dict:
     return {
         "format": FORMAT,
-        "cfg": {"model": model.hubert.cfg.to_dict(), "task": {"normalize": model.hubert.normalize_waveform},
-                "final_dropout": model.final_dropout.p},
+        "cfg": {"model": model.hubert.cfg.to_dict(), "task": {"normalize": model.hubert.normalize_waveform}},
         "symbols": model.symbols,
+        "final_dropout": model.final_dropout.p,
         "model": model.state_dict(),
     }
 
@@ -83,7 +83,7 @@ def save_ctc(model: HubertCTC, path: str | os.PathLike) -> None:
 
 
 def model_from_ctc_state(state: dict) -> HubertCTC:
-    model = HubertCTC(HubertConfig.from_dict(state["cfg"]["model"]), state["symbols"], state["cfg"].get("final_dropout", 0.0))
+    model = HubertCTC(HubertConfig.from_dict(state["cfg"]["model"]), state["symbols"], state.get("final_dropout", 0.0))
     model.load_state_dict(state["model"])
     model.hubert.normalize_waveform = bool(state["cfg"].get("task", {}).get("normalize", False))
     return model
@@ -98,7 +98,7 @@ def load_ctc(path: str | os.PathLike) -> HubertCTC:
     if not path.is_file():
         raise HubertkitError(f"checkpoint {path} does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or not (state.get("format") == FORMAT or "symbols" in state):  # saved, or a fine-tuning checkpoint
         raise HubertkitError(f"{path} is not a fine-tuned (CTC) checkpoint; pretrained models go to dump-hubert or finetune")
     return model_from_ctc_state(state).eval()
 

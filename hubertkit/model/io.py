@@ -30,6 +30,8 @@ def save_model(model: HubertModel, path: str | os.PathLike, **extra) -> None:
 
 
 def model_from_checkpoint(ckpt: dict) -> HubertModel:
+    if "symbols" in ckpt:
+        raise HubertkitError("this is a fine-tuned (CTC) checkpoint: use it with transcribe or export")
     if ckpt.get("format") == FORMAT:
         cfg = ckpt["cfg"]
         model = HubertModel(HubertConfig.from_dict(cfg["model"]))
@@ -61,7 +63,7 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
     becomes a ``transformers`` ``HubertForCTC`` folder."""
     from hubertkit.model.ctc import FORMAT as CTC_FORMAT, export_hf_ctc, load_ctc
 
-    if Path(ckpt).is_file() and _format_of(ckpt) == CTC_FORMAT:
+    if Path(ckpt).is_file() and _is_ctc(ckpt, CTC_FORMAT):
         if fmt != "hf":
             raise HubertkitError("a fine-tuned (CTC) model exports to --format hf (transformers' HubertForCTC) only")
         export_hf_ctc(load_ctc(ckpt), out)
@@ -76,9 +78,10 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
     raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
 
 
-def _format_of(path: str | os.PathLike) -> str | None:
+def _is_ctc(path: str | os.PathLike, ctc_format: str) -> bool:
+    """A saved fine-tuned model, or a fine-tuning checkpoint (it names its letters)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a pickled fairseq checkpoint: not ours
-        return None
-    return state.get("format") if isinstance(state, dict) else None
+        return False
+    return isinstance(state, dict) and (state.get("format") == ctc_format or "symbols" in state)

@@ -1,6 +1,9 @@
-"""fairseq's ``polynomial_decay`` learning-rate schedule."""
+"""fairseq's learning-rate schedules: ``polynomial_decay`` (pretraining) and ``tri_stage``
+(fine-tuning)."""
 
 from __future__ import annotations
+
+import math
 
 
 def polynomial_decay(num_updates: int, lr: float, warmup: int, total: int, end_lr: float = 0.0, power: float = 1.0) -> float:
@@ -13,3 +16,18 @@ def polynomial_decay(num_updates: int, lr: float, warmup: int, total: int, end_l
         return end_lr
     remaining = 1 - (num_updates - warmup) / (total - warmup)
     return (lr - end_lr) * remaining**power + end_lr
+
+
+def tri_stage(num_updates: int, lr: float, warmup: int, hold: int, decay: int,
+              init_scale: float = 0.01, final_scale: float = 0.01) -> float:
+    """Linear warm-up from ``init_scale · lr`` to ``lr``, a hold at ``lr``, then an
+    exponential decay to ``final_scale · lr`` over ``decay`` updates, and that floor after."""
+    if num_updates < warmup:
+        return lr * init_scale + (lr - lr * init_scale) * num_updates / warmup
+    step = num_updates - warmup
+    if step < hold:
+        return lr
+    step -= hold
+    if step <= decay:
+        return lr * math.exp(math.log(final_scale) * step / decay) if decay else lr * final_scale
+    return lr * final_scale

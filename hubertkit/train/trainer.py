@@ -27,10 +27,9 @@ from hubertkit.progress import progress_bar
 
 from hubertkit.config import TrainConfig
 from hubertkit.data.batching import batches_by_size
-from hubertkit.data.dataset import HubertDataset, check_same_kmeans, load_label_sets
+from hubertkit.data.dataset import HubertDataset
 from hubertkit.data.manifest import manifest_path
 from hubertkit.errors import HubertkitError
-from hubertkit.model.hubert import HubertModel
 from hubertkit.train.checkpoint import (
     BEST,
     LAST,
@@ -40,8 +39,8 @@ from hubertkit.train.checkpoint import (
     save_checkpoint,
     writable_dir,
 )
-from hubertkit.train.loss import hubert_loss
-from hubertkit.train.schedule import polynomial_decay
+from hubertkit.train.schedule import polynomial_decay, tri_stage
+from hubertkit.train.tasks import make_task
 
 log = logging.getLogger(__name__)
 
@@ -117,36 +116,15 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True):
         self.cfg, self.progress = cfg, progress
         self.dist = init_distributed(cfg)
-        task = cfg.task
-        if float(task.label_rate) != float(cfg.model.label_rate):
-            raise HubertkitError(
-                f"task.label_rate={task.label_rate} but model.label_rate={cfg.model.label_rate}: they must agree "
-                "(fairseq's configs set task.label_rate: ${model.label_rate})"
-            )
-        label_dir = task.label_dir or task.data
-        self.label_sets = load_label_sets(label_dir, task.labels, float(cfg.model.label_rate))
         splits = [cfg.dataset.train_subset]
-        self.has_valid = not cfg.dataset.disable_validation and manifest_path(task.data, cfg.dataset.valid_subset).is_file()
+        self.has_valid = not cfg.dataset.disable_validation and manifest_path(cfg.task.data, cfg.dataset.valid_subset).is_file()
         if self.has_valid:
             splits.append(cfg.dataset.valid_subset)
-        check_same_kmeans(label_dir, splits, task.labels)
-        common = dict(
-            label_sets=self.label_sets, sample_rate=task.sample_rate, max_sample_size=task.max_sample_size,
-            pad_audio=task.pad_audio, random_crop=task.random_crop, normalize=task.normalize,
-            skip_misaligned=task.skip_misaligned, max_keep_size=task.max_keep_size,
-            feat_dir=task.feat_dir, pitch_rate=task.sample_rate / cfg.model.downsample,
-        )
-        if (cfg.model.speaker_layer or cfg.model.pitch_layer) and not task.feat_dir:
-            raise HubertkitError("model.speaker_layer / model.pitch_layer need task.feat_dir (dump-pitch and speakers output)")
-        self.train_data = HubertDataset(manifest_path(task.data, splits[0]), label_dir, splits[0], min_keep_size=task.min_sample_size, **common)
-        self.valid_data = (
-            HubertDataset(manifest_path(task.data, splits[1]), label_dir, splits[1], min_keep_size=task.min_sample_size, **common)
-            if self.has_valid else None
-        )
+        self.task = make_task(cfg, splits)
+        self.train_data = self.task.datasets[0]
+        self.valid_data = self.task.datasets[1] if self.has_valid else None
         torch.manual_seed(cfg.common.seed)
-        num_speakers = len(self.train_data.speaker_names) if task.feat_dir else 0
-        self.model = HubertModel(cfg.model_config([ls.num_classes for ls in self.label_sets], num_speakers)).to(self.dist.device)
-        self.model.normalize_waveform = task.normalize
+        self.model = self.task.build_model().to(self.dist.device)
         self.fsdp = self.dist.world > 1 and cfg.distributed_training.ddp_backend == "fully_sharded"
         self.ddp = None
         if self.fsdp:  # parameters, gradients and optimizer state sharded over the processes
@@ -154,7 +132,7 @@ class Trainer:
             from torch.distributed.fsdp import fully_shard
 
             mesh = init_device_mesh(self.dist.device.type, (self.dist.world,))
-            for layer in self.model.encoder.layers:
+            for layer in self.task.encoder(self.model).encoder.layers:
                 fully_shard(layer, mesh=mesh)
             fully_shard(self.model, mesh=mesh)
         elif self.dist.world > 1:
@@ -187,8 +165,10 @@ class Trainer:
 
     def state(self) -> dict:
         model_state, optimizer_state = self._full_states()
+        model_cfg = self.task.encoder(self.model).cfg.to_dict()
         return {
-            "cfg": {"model": self.model.cfg.to_dict(), "train": self.cfg.to_dict()},
+            "cfg": {"model": model_cfg, "train": self.cfg.to_dict(), "task": {"normalize": self.cfg.task.normalize}},
+            **self.task.checkpoint_fields(self.model),
             "model": model_state,
             "optimizer": optimizer_state,
             "scaler": self.scaler.state_dict(),
@@ -206,7 +186,7 @@ class Trainer:
         if not path.is_file():
             return
         state = load_checkpoint(path)
-        if state["cfg"]["model"] != self.model.cfg.to_dict():
+        if state["cfg"]["model"] != self.task.encoder(self.model).cfg.to_dict():
             raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
         if self.fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
@@ -242,24 +222,32 @@ class Trainer:
             save_checkpoint(self.save_dir / BEST, state)
         save_checkpoint(self.save_dir / LAST, state)
 
+    def _best_metric(self, valid: dict | None) -> float | None:
+        """checkpoint.best_checkpoint_metric of a validation, as a number to minimise."""
+        if not valid:
+            return None
+        name = self.cfg.checkpoint.best_checkpoint_metric
+        if name not in valid:
+            raise HubertkitError(f"checkpoint.best_checkpoint_metric={name!r} is not among the validation's: {sorted(valid)}")
+        return -valid[name] if self.cfg.checkpoint.maximize_best_checkpoint_metric else valid[name]
+
     # -- one update -------------------------------------------------------------------------
 
     def _lr(self) -> float:
-        c = self.cfg
-        total = int(c.lr_scheduler.total_num_update)
-        return polynomial_decay(self.num_updates, c.optimization.lr[0], c.lr_scheduler.warmup_updates, total,
-                                c.lr_scheduler.end_learning_rate, c.lr_scheduler.power)
+        c, s = self.cfg, self.cfg.lr_scheduler
+        if s._name == "tri_stage":
+            steps = [s.warmup_steps, s.hold_steps, s.decay_steps]
+            if s.phase_ratio:  # fractions of max_update, as fairseq
+                steps = [int(r * c.optimization.max_update) for r in s.phase_ratio]
+            return tri_stage(self.num_updates, c.optimization.lr[0], *steps, s.init_lr_scale, s.final_lr_scale)
+        return polynomial_decay(self.num_updates, c.optimization.lr[0], s.warmup_updates, int(s.total_num_update),
+                                s.end_learning_rate, s.power)
 
     def _forward(self, batch: dict, generator: torch.Generator, train: bool) -> tuple[torch.Tensor, int, dict]:
         dev = self.dist.device
         net = self.ddp if (self.ddp is not None and train) else self.model
-        wav = batch["source"].to(dev)
-        pad = batch["padding_mask"].to(dev) if batch["padding_mask"] is not None else None
-        targets = [t.to(dev) for t in batch["target_list"]]
         with torch.autocast(dev.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            out = net(wav, targets, padding_mask=pad, generator=generator)
-        extras = {k: batch[k].to(dev) for k in ("speaker", "pitch") if k in batch}
-        return hubert_loss(out, self.cfg.criterion, **extras)
+            return self.task.loss(net, batch, dev, generator, train)
 
     def train_step(self, batches: list[dict]) -> dict:
         self.model.train()
@@ -407,13 +395,14 @@ class Trainer:
                                    "nonfinite_updates": self.nonfinite_total, "wall_s": time.time() - start})
                         window = {}
                     validate_now = self.has_valid and cfg.dataset.validate_interval_updates and \
-                        self.num_updates % cfg.dataset.validate_interval_updates == 0
+                        self.num_updates % cfg.dataset.validate_interval_updates == 0 and \
+                        self.num_updates >= int(cfg.dataset.validate_after_updates)
                     valid = self.validate() if validate_now or (self.has_valid and self.num_updates == max_update) else None
                     if valid:
                         logger.log("valid", self.num_updates, valid)
                     if (cfg.checkpoint.save_interval_updates and self.num_updates % cfg.checkpoint.save_interval_updates == 0) \
                             or self.num_updates == max_update:
-                        self.save(valid["loss"] if valid else None)
+                        self.save(self._best_metric(valid))
                     if self.num_updates >= max_update:
                         break
                 if self.num_updates < max_update:
@@ -438,6 +427,9 @@ def summarize(stats: dict) -> dict:
         if key.startswith("sum_"):
             count = stats.get("count_" + key[len("sum_"):], 0)
             out["mean_" + key[len("sum_"):]] = value / count if count else 0.0
+        if key.startswith("errors_"):  # CTC validation: unit (letter) and word error rates
+            count = stats.get("count_" + key[len("errors_"):], 0)
+            out[key[len("errors_"):] + "er"] = value / count if count else 0.0
     return out
 
 
@@ -501,3 +493,11 @@ def train(config_name: str, overrides: list[str] = (), config_dir: str | None = 
     finally:
         if torch.distributed.is_initialized():  # a live gloo group can abort the process at exit
             torch.distributed.destroy_process_group()
+
+
+def finetune(config_name: str, overrides: list[str] = (), config_dir: str | None = None, progress: bool = True) -> dict:
+    """``hubertkit finetune --config-name base_10h ...``: ``train`` with fairseq's
+    ``config/finetune`` directory (here ``configs/finetune``) as the default."""
+    from hubertkit.config import config_dir_default
+
+    return train(config_name, overrides, config_dir or str(config_dir_default() / "finetune"), progress)

@@ -1,0 +1,158 @@
+"""What the trainer trains: HuBERT pretraining (masked prediction of k-means labels, with
+the disentangling heads when configured) or CTC fine-tuning of a pretrained encoder.
+
+A task builds the datasets and the model, and turns a batch into a loss, a sample size
+(what gradients are divided by) and statistics. Everything else (updates, precision,
+distribution, checkpoints, resume, logging) is the trainer's and shared.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hubertkit.config import TrainConfig
+from hubertkit.data.manifest import manifest_path
+from hubertkit.errors import HubertkitError
+
+
+class PretrainingTask:
+    def __init__(self, cfg: TrainConfig, splits: list[str]):
+        from hubertkit.data.dataset import HubertDataset, check_same_kmeans, load_label_sets
+
+        task = cfg.task
+        if float(task.label_rate) != float(cfg.model.label_rate):
+            raise HubertkitError(
+                f"task.label_rate={task.label_rate} but model.label_rate={cfg.model.label_rate}: they must agree "
+                "(fairseq's configs set task.label_rate: ${model.label_rate})"
+            )
+        if (cfg.model.speaker_layer or cfg.model.pitch_layer) and not task.feat_dir:
+            raise HubertkitError("model.speaker_layer / model.pitch_layer need task.feat_dir (dump-pitch and speakers output)")
+        self.cfg = cfg
+        label_dir = task.label_dir or task.data
+        self.label_sets = load_label_sets(label_dir, task.labels, float(cfg.model.label_rate))
+        check_same_kmeans(label_dir, splits, task.labels)
+        common = dict(
+            label_sets=self.label_sets, sample_rate=task.sample_rate, max_sample_size=task.max_sample_size,
+            pad_audio=task.pad_audio, random_crop=task.random_crop, normalize=task.normalize,
+            skip_misaligned=task.skip_misaligned, max_keep_size=task.max_keep_size, min_keep_size=task.min_sample_size,
+            feat_dir=task.feat_dir, pitch_rate=task.sample_rate / cfg.model.downsample,
+        )
+        self.datasets = [HubertDataset(manifest_path(task.data, s), label_dir, s, **common) for s in splits]
+
+    def build_model(self) -> nn.Module:
+        from hubertkit.model.hubert import HubertModel
+
+        num_speakers = len(self.datasets[0].speaker_names) if self.cfg.task.feat_dir else 0
+        model = HubertModel(self.cfg.model_config([ls.num_classes for ls in self.label_sets], num_speakers))
+        model.normalize_waveform = self.cfg.task.normalize
+        return model
+
+    @staticmethod
+    def encoder(model: nn.Module) -> nn.Module:
+        return model
+
+    def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, dict]:
+        from hubertkit.train.loss import hubert_loss
+
+        pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
+        out = net(batch["source"].to(device), [t.to(device) for t in batch["target_list"]], padding_mask=pad, generator=generator)
+        extras = {k: batch[k].to(device) for k in ("speaker", "pitch") if k in batch}
+        return hubert_loss(out, self.cfg.criterion, **extras)
+
+    @staticmethod
+    def checkpoint_fields(model: nn.Module) -> dict:
+        return {}
+
+
+class FinetuningTask:
+    """fairseq's ``hubert_ctc`` with the ``ctc`` criterion: letters from ``{split}.ltr``."""
+
+    # keys of the pretrained model that fine-tuning sets (fairseq's HubertEncoder overrides)
+    OVERRIDES = ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "feature_grad_mult",
+                 "mask_length", "mask_prob", "mask_selection", "mask_other", "no_mask_overlap",
+                 "mask_channel_length", "mask_channel_prob", "mask_channel_selection", "mask_channel_other",
+                 "no_mask_channel_overlap")
+
+    def __init__(self, cfg: TrainConfig, splits: list[str]):
+        from hubertkit.data.ctc_dataset import TranscribedDataset
+
+        self.cfg = cfg
+        task = cfg.task
+        label_dir = task.label_dir or task.data
+        if len(task.labels) != 1:
+            raise HubertkitError(f"fine-tuning reads one transcript label (e.g. task.labels='[ltr]'), got {task.labels}")
+        self.datasets = [TranscribedDataset(manifest_path(task.data, s), label_dir, s, task.labels[0], task.sample_rate,
+                                            task.min_sample_size, task.max_keep_size, task.normalize) for s in splits]
+
+    def build_model(self) -> nn.Module:
+        import dataclasses
+
+        from hubertkit.model.ctc import HubertCTC
+        from hubertkit.model.io import load_model
+
+        m = self.cfg.model
+        pretrained = load_model(m.w2v_path)
+        if pretrained.normalize_waveform != self.cfg.task.normalize:
+            raise HubertkitError(f"{m.w2v_path} was pretrained with task.normalize={pretrained.normalize_waveform}; "
+                                 f"fine-tune with the same (task.normalize={pretrained.normalize_waveform})")
+        changes = {k: getattr(m, k) for k in self.OVERRIDES}
+        arch = dataclasses.replace(pretrained.cfg, **changes, encoder_layerdrop=m.layerdrop)
+        model = HubertCTC(arch, self.datasets[0].symbols, m.final_dropout)
+        if not m.no_pretrained_weights:
+            own = model.hubert.state_dict()
+            model.hubert.load_state_dict({k: v for k, v in pretrained.state_dict().items() if k in own})
+        model.hubert.normalize_waveform = pretrained.normalize_waveform
+        model.freeze_finetune_updates = m.freeze_finetune_updates
+        return model
+
+    @staticmethod
+    def encoder(model: nn.Module) -> nn.Module:
+        return model.hubert
+
+    def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, dict]:
+        from hubertkit.asr.decode import greedy_ids
+
+        pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
+        log_probs, frame_pad = net(batch["source"].to(device), pad, mask=train and self.cfg.model.apply_mask, generator=generator)
+        b, t = log_probs.shape[:2]
+        input_lengths = (torch.full((b,), t, device=device) if frame_pad is None else (~frame_pad).sum(1)).long()
+        target, target_lengths = batch["target"].to(device), batch["target_lengths"].to(device)
+        loss = F.ctc_loss(log_probs.transpose(0, 1), target, input_lengths, target_lengths, blank=0, reduction="sum",
+                          zero_infinity=self.cfg.criterion.zero_infinity)
+        ntokens = int(target_lengths.sum())
+        sample_size = b if self.cfg.optimization.sentence_avg else ntokens
+        log = {"loss": loss.item(), "sample_size": sample_size, "ntokens": ntokens, "nsentences": b}
+        if not train:  # greedy decoding: letter and word errors, as fairseq's ctc criterion reports
+            vocab = (net.module if hasattr(net, "module") else net).vocab
+            for i in range(b):
+                ref = target[i, : target_lengths[i]].tolist()
+                hyp = greedy_ids(log_probs[i, : input_lengths[i]].cpu())
+                ref_letters, hyp_letters = [vocab[j] for j in ref], [vocab[j] for j in hyp if j >= 4]
+                words = ["".join(x).replace("|", " ").split() for x in (ref_letters, hyp_letters)]
+                log["errors_u"] = log.get("errors_u", 0) + _edits(ref_letters, hyp_letters)
+                log["count_u"] = log.get("count_u", 0) + len(ref_letters)
+                log["errors_w"] = log.get("errors_w", 0) + _edits(words[0], words[1])
+                log["count_w"] = log.get("count_w", 0) + len(words[0])
+        return loss, sample_size, log
+
+    @staticmethod
+    def checkpoint_fields(model: nn.Module) -> dict:
+        """What ``load_ctc`` needs besides the weights: the letters and the final dropout."""
+        return {"symbols": model.symbols, "final_dropout": model.final_dropout.p}
+
+
+def _edits(ref: list[str], hyp: list[str]) -> int:
+    """Levenshtein distance between two token lists."""
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        current = [i]
+        for j, h in enumerate(hyp, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1]
+
+
+def make_task(cfg: TrainConfig, splits: list[str]):
+    return FinetuningTask(cfg, splits) if cfg.fine_tuning else PretrainingTask(cfg, splits)

@@ -1,0 +1,101 @@
+"""CTC fine-tuning: fairseq's semantics (frozen encoder first, frozen CNN, letters from
+.ltr), any pretrained checkpoint, exact resume, and error rates at validation."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from hubertkit.config import load_config
+from hubertkit.data.text import prepare_text
+from hubertkit.errors import HubertkitError
+from hubertkit.model.config import preset
+from hubertkit.model.convert import export_hf
+from hubertkit.model.ctc import load_ctc
+from hubertkit.model.hubert import HubertModel
+from hubertkit.model.io import save_model
+from hubertkit.train.schedule import tri_stage
+from hubertkit.train.tasks import _edits
+from hubertkit.train.trainer import finetune
+
+
+@pytest.fixture(scope="module")
+def texts(prepared, demo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ltr")
+    prepare_text(prepared / "tsv", ["train", "valid"], out, demo_dir / "alignments.jsonl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pre") / "pretrained.pt"
+    save_model(HubertModel(preset("tiny", encoder_layers=2)), path)
+    return path
+
+
+def run(prepared, texts, w2v, save_dir, **extra):
+    base = {"task.data": prepared / "tsv", "task.label_dir": texts, "model.w2v_path": w2v, "checkpoint.save_dir": save_dir,
+            "dataset.num_workers": 0, "dataset.max_tokens": 150000, "optimization.max_update": 6,
+            "model.freeze_finetune_updates": 3, "dataset.validate_interval_updates": 3, "checkpoint.save_interval_updates": 2,
+            "lr_scheduler.warmup_steps": 2, "lr_scheduler.decay_steps": 4, "common.log_interval": 1}
+    base.update(extra)
+    return finetune("demo", [f"{k}={v}" for k, v in base.items()], progress=False)
+
+
+def test_finetune_freezes_then_trains_and_reports_error_rates(prepared, texts, pretrained, tmp_path):
+    run(prepared, texts, pretrained, tmp_path / "ck", **{"checkpoint.keep_interval_updates": -1})
+    before = torch.load(pretrained, weights_only=True)["model"]
+    at2 = torch.load(next((tmp_path / "ck").glob("checkpoint_*_2.pt")), weights_only=True)["model"]
+    last = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)["model"]
+    enc = "encoder.layers.0.fc1.weight"
+    assert torch.equal(at2[f"hubert.{enc}"], before[enc])  # frozen for the first 3 updates
+    assert not torch.equal(at2["proj.weight"], last["proj.weight"])
+    assert not torch.equal(last[f"hubert.{enc}"], before[enc])  # then fine-tuned
+    conv = "feature_extractor.conv_layers.0.conv.weight"
+    assert torch.equal(last[f"hubert.{conv}"], before[conv])  # feature_grad_mult 0: never trained
+    valid = [json.loads(l) for l in (tmp_path / "ck" / "train_log.jsonl").read_text().splitlines() if '"valid"' in l]
+    assert valid and {"wer", "uer"} <= set(valid[-1]) and valid[0]["update"] >= 3  # validate_after_updates
+    model = load_ctc(tmp_path / "ck" / "checkpoint_best.pt")
+    assert model.symbols == (texts / "dict.ltr.txt").read_text().split()[::2]
+
+
+def test_finetune_resumes_exactly(prepared, texts, pretrained, tmp_path):
+    run(prepared, texts, pretrained, tmp_path / "a")
+    run(prepared, texts, pretrained, tmp_path / "b", **{"optimization.max_update": 4})
+    run(prepared, texts, pretrained, tmp_path / "b")
+    a, b = (torch.load(tmp_path / d / "checkpoint_last.pt", weights_only=True)["model"] for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_any_checkpoint_kind_and_random_init(prepared, texts, pretrained, tmp_path):
+    export_hf(HubertModel(preset("tiny", encoder_layers=2)), tmp_path / "hf")
+    run(prepared, texts, tmp_path / "hf", tmp_path / "from_hf", **{"optimization.max_update": 2})
+    run(prepared, texts, pretrained, tmp_path / "scratch", **{"optimization.max_update": 2, "model.no_pretrained_weights": True})
+    before = torch.load(pretrained, weights_only=True)["model"]
+    scratch = torch.load(tmp_path / "scratch" / "checkpoint_last.pt", weights_only=True)["model"]
+    assert not torch.equal(scratch["hubert.encoder.layers.0.fc1.weight"], before["encoder.layers.0.fc1.weight"])
+
+
+def test_config_mistakes_are_caught(prepared, texts, tmp_path):
+    with pytest.raises(HubertkitError, match="model.w2v_path"):
+        load_config("base_10h", ["task.data=x", "task.label_dir=y", "model.w2v_path=null"], "configs/finetune")
+    with pytest.raises(HubertkitError, match="criterion._name=ctc"):
+        load_config("base_10h", ["task.data=x", "task.label_dir=y", "model.w2v_path=z", "criterion._name=hubert"],
+                    "configs/finetune")
+
+
+def test_tri_stage_schedule():
+    lr = [tri_stage(u, 1.0, 10, 5, 20, 0.01, 0.05) for u in (0, 5, 10, 14, 15, 25, 35, 100)]
+    assert lr[0] == pytest.approx(0.01) and lr[1] == pytest.approx(0.505) and lr[2] == lr[3] == lr[4] == 1.0
+    assert lr[5] == pytest.approx(0.05 ** 0.5) and lr[6] == pytest.approx(0.05) and lr[7] == pytest.approx(0.05)
+
+
+def test_edit_distance_matches_jiwer():
+    jiwer = pytest.importorskip("jiwer")
+    rng = random.Random(0)
+    for _ in range(50):
+        ref = [rng.choice("ABC") for _ in range(rng.randint(1, 8))]
+        hyp = [rng.choice("ABC") for _ in range(rng.randint(0, 8))]
+        assert _edits(ref, hyp) == round(jiwer.wer(" ".join(ref), " ".join(hyp)) * len(ref))
