@@ -125,3 +125,13 @@ def test_transcribe_and_export_commands(tmp_path, prepared, demo_dir):
     r = hubertkit("export", tmp_path / "ctc.pt", tmp_path / "hf")
     assert "HubertForCTC" in r.stdout and (tmp_path / "hf" / "vocab.json").is_file()
     assert hubertkit("export", tmp_path / "ctc.pt", tmp_path / "x.pt", "--format", "fairseq", check=False).returncode == 2
+
+
+def test_references_from_a_wrd_file_follow_the_manifest(tmp_path, prepared, demo_dir):
+    from hubertkit.data.text import prepare_text
+
+    prepare_text(prepared / "tsv", ["valid"], tmp_path, demo_dir / "alignments.jsonl")
+    save_ctc(tiny_ctc(), tmp_path / "ctc.pt")
+    out = transcribe(tmp_path / "ctc.pt", [str(prepared / "tsv" / "valid.tsv")], references=tmp_path / "valid.wrd",
+                     progress=False)
+    assert [t.reference for t in out] == (tmp_path / "valid.wrd").read_text().splitlines()

@@ -75,7 +75,7 @@ def transcribe(ckpt: str | os.PathLike, inputs: list[str], batch_size: int = 8, 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     sources = _sources(inputs)
-    table = read_texts(references) if references else None
+    refs = _references(references, sources) if references else None
     chunk = int(chunk_seconds * 16000)
     out = []
     with progress_bar(total=len(sources), unit="utt", desc="transcribe", disable=not progress) as bar:
@@ -102,12 +102,22 @@ def transcribe(ckpt: str | os.PathLike, inputs: list[str], batch_size: int = 8, 
                 for j, i in enumerate(short):
                     scores[i] = lp[j, : lengths[j]]
             for (u, key), s in zip(group, scores):
-                ref = None
-                if table is not None:
-                    ref = normalize_text(lookup_by_path(table, key, "reference", str(references)))
+                ref = refs[key] if refs is not None else None
                 out.append(Transcript(u.path, ids_to_text(greedy_ids(s.cpu()), model.vocab), ref))
             bar.update(len(group))
     return out
+
+
+def _references(path, sources: list[tuple[Utterance, str]]) -> dict[str, str]:
+    """References by key: a ``.wrd`` file follows the manifest line by line; any other
+    file is a transcript table (``utterance<TAB>text`` or JSON lines)."""
+    if str(path).endswith(".wrd"):
+        lines = Path(path).read_text().splitlines()
+        if len(lines) != len(sources):
+            raise HubertkitError(f"{path} has {len(lines)} lines for {len(sources)} inputs: a .wrd file must follow the manifest")
+        return {key: normalize_text(line) for (_, key), line in zip(sources, lines)}
+    table = read_texts(path)
+    return {key: normalize_text(lookup_by_path(table, key, "reference", str(path))) for _, key in sources}
 
 
 def error_rates(transcripts: list[Transcript]) -> dict[str, float]:
