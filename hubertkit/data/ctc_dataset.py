@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from hubertkit.data.audio import read_audio
-from hubertkit.data.dataset import NUM_SPECIAL, PAD_INDEX
+from hubertkit.data.dataset import NUM_SPECIAL, PAD_INDEX, select_by_length
 from hubertkit.data.labels import read_dict
 from hubertkit.data.manifest import read_manifest
 from hubertkit.errors import HubertkitError
@@ -43,15 +43,7 @@ class TranscribedDataset(torch.utils.data.Dataset):
         if unknown:
             raise HubertkitError(f"{path} has symbols not in dict.{label}.txt: {unknown[:10]}; make the dictionary from these transcripts")
         targets = [torch.tensor([index[c] for c in line.split()], dtype=torch.long) for line in lines]
-        sizes = np.array([u.num_samples for u in self.manifest.utterances])
-        keep = np.ones(len(sizes), dtype=bool)
-        if min_keep_size:
-            keep &= sizes >= min_keep_size
-        if max_keep_size:
-            keep &= sizes <= max_keep_size
-        self.index = np.flatnonzero(keep)
-        if len(self.index) == 0:
-            raise HubertkitError(f"no utterance of {self.manifest.path} is left after the length limits")
+        self.index, sizes = select_by_length(self.manifest, np.ones(len(self.manifest), dtype=bool), min_keep_size, max_keep_size)
         self.sizes = sizes[self.index]
         self.targets = [targets[i] for i in self.index]
 

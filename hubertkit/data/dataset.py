@@ -39,6 +39,23 @@ class LabelSet:
         return len(self.symbols) + NUM_SPECIAL
 
 
+def select_by_length(manifest, keep: np.ndarray, min_keep_size: int | None, max_keep_size: int | None):
+    """Indices of the utterances ``keep`` allows within the length limits (fairseq's
+    min/max_keep_size), and every utterance's size in samples."""
+    sizes = np.array([u.num_samples for u in manifest.utterances])
+    if min_keep_size:
+        keep = keep & (sizes >= min_keep_size)
+    if max_keep_size:
+        keep = keep & (sizes <= max_keep_size)
+    index = np.flatnonzero(keep)
+    if len(index) == 0:
+        raise HubertkitError(
+            f"no utterance of {manifest.path} is left after the length limits "
+            f"(min_sample_size={min_keep_size}, max_keep_size={max_keep_size})"
+        )
+    return index, sizes
+
+
 def load_label_sets(label_dir: str | os.PathLike, names: list[str], rate: float) -> list[LabelSet]:
     return [LabelSet(n, rate, read_dict(Path(label_dir) / f"dict.{n}.txt")) for n in names]
 
@@ -78,17 +95,7 @@ class HubertDataset(torch.utils.data.Dataset):
             speakers, self.speaker_names = read_speakers(feat_dir, split, len(self.manifest))
             timed.append((f"pitch in {feat_dir}", pitch, pitch_rate))
         keep = self._check_lengths(timed, skip_misaligned)
-        sizes = np.array([u.num_samples for u in self.manifest.utterances])
-        if min_keep_size:
-            keep &= sizes >= min_keep_size
-        if max_keep_size:
-            keep &= sizes <= max_keep_size
-        self.index = np.flatnonzero(keep)
-        if len(self.index) == 0:
-            raise HubertkitError(
-                f"no utterance of {self.manifest.path} is left after the length limits "
-                f"(min_sample_size={min_keep_size}, max_keep_size={max_keep_size})"
-            )
+        self.index, sizes = select_by_length(self.manifest, keep, min_keep_size, max_keep_size)
         dropped = len(keep) - len(self.index)
         if dropped:
             log.info("%s: kept %d utterances, dropped %d (length limits or misalignment)", split, len(self.index), dropped)

@@ -1,0 +1,73 @@
+"""Does pretraining help? CTC fine-tuning of a hubertkit-pretrained model against the
+same network from random initialisation, with the same budget, on the demo corpus.
+
+    python experiments/finetune_gain.py --pretrained runs/iteration_gain/iter1/checkpoints/checkpoint_last.pt \
+        --manifest runs/iteration_gain/manifest --out runs/finetune_gain
+
+Both arms run ``configs/finetune/demo.yaml`` (plus ``--updates``) on the manifest's
+train split, and are scored on its valid split: CER and WER of greedy decoding
+(``transcribe`` with ``jiwer``). Writes ``results.json``, ``table.md`` and
+``finetune_curves.png`` (valid letter error rate against updates) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from hubertkit.asr.transcribe import error_rates, transcribe
+from hubertkit.data.text import prepare_text
+from hubertkit.plots import pyplot, save_figure
+from hubertkit.train.trainer import finetune
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def arm(name: str, args, texts: Path, extra: list[str]) -> dict:
+    save = args.out / name
+    overrides = [f"task.data={args.manifest}", f"task.label_dir={texts}", f"model.w2v_path={args.pretrained}",
+                 f"checkpoint.save_dir={save}", f"optimization.max_update={args.updates}",
+                 f"lr_scheduler.decay_steps={args.updates - 60}", "dataset.validate_interval_updates=50", *extra]
+    start = time.time()
+    finetune("demo", overrides, progress=True)
+    minutes = (time.time() - start) / 60
+    out = transcribe(save / "checkpoint_best.pt", [str(args.manifest / "valid.tsv")], references=texts / "valid.wrd",
+                     progress=False)
+    log = [json.loads(l) for l in (save / "train_log.jsonl").read_text().splitlines()]
+    curve = [(r["update"], r["uer"]) for r in log if r["split"] == "valid"]
+    examples = [{"reference": t.reference, "hypothesis": t.text} for t in out[:3]]
+    return {**error_rates(out), "minutes": minutes, "valid_uer": curve, "examples": examples}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrained", type=Path, required=True, help="a pretrained hubertkit checkpoint")
+    parser.add_argument("--manifest", type=Path, required=True, help="directory of train.tsv and valid.tsv of the demo corpus")
+    parser.add_argument("--out", type=Path, default=Path("runs/finetune_gain"))
+    parser.add_argument("--updates", type=int, default=600)
+    args = parser.parse_args()
+    texts = args.out / "text"
+    prepare_text(args.manifest, ["train", "valid"], texts, ROOT / "data" / "demo" / "alignments.jsonl")
+    results = {"pretrained": arm("pretrained", args, texts, []),
+               "random_init": arm("random_init", args, texts, ["model.no_pretrained_weights=true"]),
+               "updates": args.updates, "checkpoint": str(args.pretrained)}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    rows = ["| initialisation | valid CER | valid WER | minutes |", "|---|---:|---:|---:|"]
+    rows += [f"| {k} | {results[k]['cer']:.3f} | {results[k]['wer']:.3f} | {results[k]['minutes']:.1f} |"
+             for k in ("pretrained", "random_init")]
+    (args.out / "table.md").write_text("\n".join(rows) + "\n")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in ("pretrained", "random_init"):
+        ax.plot(*zip(*results[k]["valid_uer"]), "o-", label=k)
+    ax.set(xlabel="fine-tuning updates", ylabel="valid letter error rate", title="CTC fine-tuning on the demo corpus")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, args.out / "finetune_curves.png")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
