@@ -1,7 +1,9 @@
-"""The pretraining loop: fairseq's ``hydra_train.py`` with the HuBERT task and criterion.
+"""The training loop: fairseq's ``hydra_train.py`` for HuBERT pretraining and CTC
+fine-tuning (the task, in ``tasks.py``, says which).
 
-One update = ``update_freq`` batches per process; gradients are summed over the frames
-scored and divided by their total (across processes), as fairseq's trainer does.
+One update = ``update_freq`` batches per process; gradients are summed over what the
+task scores (frames, or utterances with ``sentence_avg``) and divided by its total
+(across processes), as fairseq's trainer does.
 Everything a resumed run needs (weights, optimizer, grad scaler, RNG states, epoch and
 position in the epoch's batch order) is in ``checkpoint_last.pt``; batch order, crops
 and masks derive from ``(seed, epoch, batch)`` and ``(seed, update)``, so a resumed run
