@@ -63,7 +63,7 @@ def _cmd_probe(a):
 
     layers = [int(x) for x in a.layers.split(",")] if a.layers else None
     results = probe_layers(a.ckpt, a.tsv_dir, a.train_split, a.test_split, layers, a.alignments, a.speaker_map,
-                           trust_pickle=a.trust_pickle, progress=not a.quiet)
+                           max_utterances=a.max_utterances, trust_pickle=a.trust_pickle, progress=not a.quiet)
     if a.out:
         write_probes(results, a.out, name=os.path.basename(os.path.normpath(a.ckpt)))
     return probe_table(results).rstrip()
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speaker-map", default=None, help="'utterance<TAB>speaker' file (default: speakers from paths)")
     p.add_argument("--train-split", default="train", help="split the probes are fitted on (default: train)")
     p.add_argument("--test-split", default="valid", help="split they are scored on (default: valid)")
+    p.add_argument("--max-utterances", type=int, default=1000,
+                   help="per split, evenly spread over the manifest (every layer is kept in memory) (default: 1000)")
     p.add_argument("--out", default=None, help="also write probe.json, probe.md and probe.png here")
     p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
 

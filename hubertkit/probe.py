@@ -102,13 +102,21 @@ class _Split:
 
 
 @torch.inference_mode()
-def _encode(model, tsv: Path, alignments: dict | None, speaker_map: dict | None, progress: bool) -> _Split:
+def _encode(model, tsv: Path, alignments: dict | None, speaker_map: dict | None, max_utterances: int | None,
+            progress: bool) -> _Split:
+    """Every layer's frames of the split (at most ``max_utterances``, evenly spread over
+    the manifest: all layers are kept in memory)."""
     from hubertkit.features.pitch import track_pitch
 
     manifest = read_manifest(tsv)
+    chosen = np.arange(len(manifest))
+    if max_utterances and len(chosen) > max_utterances:
+        chosen = np.linspace(0, len(chosen) - 1, max_utterances).round().astype(int)
+    speakers = utterance_speakers(tsv, speaker_map)
     rate = 16000 / model.cfg.downsample
-    out = _Split([[] for _ in range(model.cfg.encoder_layers + 1)], utterance_speakers(tsv, speaker_map), [], [])
-    for utt in progress_bar(manifest.utterances, desc=f"probe {tsv.stem}", unit="utt", disable=not progress):
+    out = _Split([[] for _ in range(model.cfg.encoder_layers + 1)], [speakers[i] for i in chosen], [], [])
+    utts = [manifest.utterances[i] for i in chosen]
+    for utt in progress_bar(utts, desc=f"probe {tsv.stem}", unit="utt", disable=not progress):
         wav = read_audio(utt, where=str(tsv))
         x = torch.from_numpy(wav)[None]
         if model.normalize_waveform:
@@ -151,13 +159,15 @@ def probe_layers(
     alignments: str | os.PathLike | None = None,
     speaker_map: str | os.PathLike | None = None,
     max_frames: int | None = 100_000,
+    max_utterances: int | None = 1000,
     trust_pickle: bool = False,
     progress: bool = True,
     seed: int = 0,
 ) -> list[LayerProbe]:
     """Fit the phone and F0 probes on ``train_split``'s frozen features and score them on
     ``test_split``; the speaker probe is cross-validated over the utterances of both.
-    Phones need ``alignments``; speakers come from ``speaker_map`` or the paths."""
+    Phones need ``alignments``; speakers come from ``speaker_map`` or the paths. At most
+    ``max_utterances`` per split are encoded, and ``max_frames`` fit a frame probe."""
     from hubertkit.model.io import load_model
 
     model = load_model(ckpt, trust_pickle)
@@ -168,7 +178,7 @@ def probe_layers(
         raise HubertkitError(f"layers must be in 0..{n_layers} (0: the encoder's input), got {bad}")
     align = read_alignments(alignments) if alignments else None
     table = read_speaker_map(speaker_map) if speaker_map else None
-    tr, te = (_encode(model, manifest_path(tsv_dir, s), align, table, progress) for s in (train_split, test_split))
+    tr, te = (_encode(model, manifest_path(tsv_dir, s), align, table, max_utterances, progress) for s in (train_split, test_split))
     if len(set(tr.speakers)) < 2:
         raise HubertkitError(f"{train_split} has {len(set(tr.speakers))} speaker(s): a speaker probe needs at least 2")
     rng = np.random.default_rng(seed)

@@ -74,3 +74,13 @@ def test_probe_command_writes_table_json_and_plot(random_model, prepared, tmp_pa
     assert [p.layer for p in read_probes(tmp_path / "probe.json")] == [0, 2]
     assert (tmp_path / "probe.png").stat().st_size > 1000
     assert json.loads((tmp_path / "probe.json").read_text())[0]["phone_acc"] is None
+
+
+def test_at_most_max_utterances_are_encoded(random_model, prepared):
+    from hubertkit.model.io import load_model
+    from hubertkit.probe import _encode
+
+    split = _encode(load_model(random_model), prepared / "tsv" / "train.tsv", None, None, 4, progress=False)
+    rows = (prepared / "tsv" / "train.tsv").read_text().splitlines()[1:]
+    assert len(split.speakers) == len(split.layers[0]) == len(split.pitch) == 4
+    assert split.speakers[0] == rows[0].split("/")[0] and split.speakers[-1] == rows[-1].split("/")[0]
