@@ -221,7 +221,8 @@ def plot_probes(runs: dict[str, list[LayerProbe]], path: str | os.PathLike) -> N
             pts = [(r.layer, getattr(r, field)) for r in results if getattr(r, field) is not None]
             if pts:
                 ax.plot(*zip(*pts), "o-", label=name)
-        ax.set(xlabel="layer (0: encoder input)", ylabel=label, title=label)
+        ax.set(xlabel="layer (0: encoder input)", ylabel=label, title=label,
+               xticks=sorted({r.layer for results in runs.values() for r in results}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
