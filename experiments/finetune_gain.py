@@ -29,7 +29,7 @@ def arm(name: str, args, texts: Path, extra: list[str]) -> dict:
     save = args.out / name
     overrides = [f"task.data={args.manifest}", f"task.label_dir={texts}", f"model.w2v_path={args.pretrained}",
                  f"checkpoint.save_dir={save}", f"optimization.max_update={args.updates}",
-                 f"lr_scheduler.decay_steps={args.updates - 60}", "dataset.validate_interval_updates=50", *extra]
+                 "dataset.validate_interval_updates=100", *extra]
     start = time.time()
     finetune("demo", overrides, progress=True)
     minutes = (time.time() - start) / 60
@@ -46,7 +46,7 @@ def main():
     parser.add_argument("--pretrained", type=Path, required=True, help="a pretrained hubertkit checkpoint")
     parser.add_argument("--manifest", type=Path, required=True, help="directory of train.tsv and valid.tsv of the demo corpus")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune_gain"))
-    parser.add_argument("--updates", type=int, default=600)
+    parser.add_argument("--updates", type=int, default=2000)
     args = parser.parse_args()
     texts = args.out / "text"
     prepare_text(args.manifest, ["train", "valid"], texts, ROOT / "data" / "demo" / "alignments.jsonl")

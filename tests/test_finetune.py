@@ -39,7 +39,8 @@ def run(prepared, texts, w2v, save_dir, **extra):
     base = {"task.data": prepared / "tsv", "task.label_dir": texts, "model.w2v_path": w2v, "checkpoint.save_dir": save_dir,
             "dataset.num_workers": 0, "dataset.max_tokens": 150000, "optimization.max_update": 6,
             "model.freeze_finetune_updates": 3, "dataset.validate_interval_updates": 3, "checkpoint.save_interval_updates": 2,
-            "lr_scheduler.warmup_steps": 2, "lr_scheduler.decay_steps": 4, "common.log_interval": 1}
+            "lr_scheduler.warmup_steps": 2, "lr_scheduler.decay_steps": 4, "lr_scheduler.phase_ratio": "null",
+            "common.log_interval": 1}
     base.update(extra)
     return finetune("demo", [f"{k}={v}" for k, v in base.items()], progress=False)
 
@@ -55,7 +56,10 @@ def test_finetune_freezes_then_trains_and_reports_error_rates(prepared, texts, p
     assert not torch.equal(last[f"hubert.{enc}"], before[enc])  # then fine-tuned
     conv = "feature_extractor.conv_layers.0.conv.weight"
     assert torch.equal(last[f"hubert.{conv}"], before[conv])  # feature_grad_mult 0: never trained
-    valid = [json.loads(l) for l in (tmp_path / "ck" / "train_log.jsonl").read_text().splitlines() if '"valid"' in l]
+    records = [json.loads(l) for l in (tmp_path / "ck" / "train_log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["split"] == "train"]
+    assert lrs[:4] == pytest.approx([1e-5, 1e-5 + (1e-3 - 1e-5) / 2, 1e-3, 1e-3 * 0.05 ** 0.25])  # tri-stage, 2 + 0 + 4
+    valid = [r for r in records if r["split"] == "valid"]
     assert valid and {"wer", "uer"} <= set(valid[-1]) and valid[0]["update"] >= 3  # validate_after_updates
     model = load_ctc(tmp_path / "ck" / "checkpoint_best.pt")
     assert model.symbols == (texts / "dict.ltr.txt").read_text().split()[::2]
