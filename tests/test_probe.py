@@ -8,7 +8,7 @@ from hubertkit.errors import HubertkitError
 from hubertkit.model.config import preset
 from hubertkit.model.hubert import HubertModel
 from hubertkit.model.io import save_model
-from hubertkit.probe import linear_classifier_accuracy, linear_regression_corr, probe_layers, read_probes, write_probes
+from hubertkit.probe import linear_classifier_accuracy, linear_regression_corr, probe_layers, read_probes
 
 from test_cli import hubertkit
 
