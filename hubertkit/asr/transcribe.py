@@ -18,7 +18,7 @@ from hubertkit.data.audio import read_audio
 from hubertkit.data.manifest import Utterance, lookup_by_path, read_manifest
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.errors import HubertkitError
-from hubertkit.model.ctc import HubertCTC, load_ctc
+from hubertkit.model.ctc import HubertCTC, frame_lengths, load_ctc
 from hubertkit.progress import progress_bar
 
 CHUNK_SECONDS = 30.0
@@ -98,7 +98,7 @@ def transcribe(ckpt: str | os.PathLike, inputs: list[str], batch_size: int = 8, 
                     batch[j, : len(wavs[i])] = wavs[i]
                     pad[j, : len(wavs[i])] = False
                 lp, frame_pad = model(batch.to(device), pad.to(device) if pad.any() else None)
-                lengths = model.frame_lengths(frame_pad, len(short), lp.shape[1])
+                lengths = frame_lengths(lp, frame_pad)
                 for j, i in enumerate(short):
                     scores[i] = lp[j, : lengths[j]]
             for (u, key), s in zip(group, scores):

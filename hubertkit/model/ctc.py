@@ -58,10 +58,13 @@ class HubertCTC(nn.Module):
         logits = self.proj(self.final_dropout(x))
         return logits.float().log_softmax(-1), padding_mask
 
-    def frame_lengths(self, padding_mask: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
-        if padding_mask is None:
-            return torch.full((batch,), frames, dtype=torch.long)
-        return (~padding_mask).sum(1).long()
+
+
+def frame_lengths(log_probs: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """Unpadded frames per utterance of a ``[batch, frames, classes]`` output."""
+    if padding_mask is None:
+        return torch.full((log_probs.shape[0],), log_probs.shape[1], dtype=torch.long, device=log_probs.device)
+    return (~padding_mask).sum(1).long()
 
 
 # -- checkpoints ----------------------------------------------------------------------------

@@ -113,11 +113,12 @@ class FinetuningTask:
 
     def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, dict]:
         from hubertkit.asr.decode import greedy_ids
+        from hubertkit.model.ctc import frame_lengths
 
         pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
         log_probs, frame_pad = net(batch["source"].to(device), pad, mask=train and self.cfg.model.apply_mask, generator=generator)
-        b, t = log_probs.shape[:2]
-        input_lengths = (torch.full((b,), t, device=device) if frame_pad is None else (~frame_pad).sum(1)).long()
+        b = log_probs.shape[0]
+        input_lengths = frame_lengths(log_probs, frame_pad)
         target, target_lengths = batch["target"].to(device), batch["target_lengths"].to(device)
         loss = F.ctc_loss(log_probs.transpose(0, 1), target, input_lengths, target_lengths, blank=0, reduction="sum",
                           zero_infinity=self.cfg.criterion.zero_infinity)
