@@ -246,15 +246,17 @@ def hf_config(cfg: HubertConfig) -> dict:
     }
 
 
-def export_hf(model: HubertModel, out: str | os.PathLike) -> Path:
+def export_hf(model: HubertModel, out: str | os.PathLike, prefix: str = "", extra: dict | None = None) -> Path:
     """Write a folder that ``transformers.HubertModel.from_pretrained`` loads. The
     pretraining head (``final_proj``, ``label_embs_concat``) has no ``transformers``
     counterpart; it goes to ``hubertkit_head.pt`` beside it, and the full config to
-    ``config.json``'s ``hubertkit`` entry, so that ``import_hf`` restores everything."""
+    ``config.json``'s ``hubertkit`` entry, so that ``import_hf`` restores everything.
+    ``prefix`` and ``extra`` serve wrappers (``HubertForCTC``: ``hubert.`` and its head)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    tensors = {theirs: state[ours].contiguous() for ours, theirs in hf_names(model.cfg)}
+    tensors = {theirs: state[ours].contiguous() for ours, theirs in hf_names(model.cfg, prefix)}
+    tensors.update(extra or {})
     with atomic_path(out / "pytorch_model.bin") as tmp:
         torch.save(tensors, tmp)
     head = {k: state[k] for k in HEAD_KEYS if k in state}  # absent in fine-tuned encoders

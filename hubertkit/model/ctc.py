@@ -41,6 +41,13 @@ class HubertCTC(nn.Module):
         self.freeze_finetune_updates = 0
         self.num_updates = 0  # the trainer sets it; the encoder is frozen before freeze_finetune_updates
 
+    def load_encoder(self, pretrained: HubertModel) -> None:
+        """Take the pretrained model's encoder weights (not its pretraining head) and its
+        waveform normalisation."""
+        own = self.hubert.state_dict()
+        self.hubert.load_state_dict({k: v for k, v in pretrained.state_dict().items() if k in own})
+        self.hubert.normalize_waveform = pretrained.normalize_waveform
+
     @property
     def vocab(self) -> list[str]:
         return list(SPECIALS) + self.symbols
@@ -115,13 +122,8 @@ def export_hf_ctc(model: HubertCTC, out: str | os.PathLike) -> Path:
     from hubertkit.model.convert import export_hf, hf_config
 
     out = Path(out)
-    export_hf(model.hubert, out)
-    tensors = torch.load(out / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    tensors = {f"hubert.{k}": v for k, v in tensors.items()}
-    tensors["lm_head.weight"] = model.proj.weight.detach().contiguous()
-    tensors["lm_head.bias"] = model.proj.bias.detach().contiguous()
-    with atomic_path(out / "pytorch_model.bin") as tmp:
-        torch.save(tensors, tmp)
+    head = {"lm_head.weight": model.proj.weight.detach().contiguous(), "lm_head.bias": model.proj.bias.detach().contiguous()}
+    export_hf(model.hubert, out, prefix="hubert.", extra=head)
     config = hf_config(model.hubert.cfg)
     config.update({
         "architectures": ["HubertForCTC"], "vocab_size": len(model.vocab), "pad_token_id": BLANK,
@@ -155,8 +157,7 @@ def import_hf_ctc(folder: Path) -> HubertCTC:
         raise HubertkitError(f"{folder}: hubertkit reads CTC models whose blank is token 0 and whose first 4 tokens are specials")
     encoder = import_hf(folder)
     model = HubertCTC(encoder.cfg, [s for s, _ in by_index[len(SPECIALS):]], config.get("final_dropout", 0.0))
-    model.hubert.load_state_dict({k: v for k, v in encoder.state_dict().items() if k in model.hubert.state_dict()})
-    model.hubert.normalize_waveform = encoder.normalize_waveform
+    model.load_encoder(encoder)
     state = _hf_weights(folder)
     model.proj.weight.data.copy_(state["lm_head.weight"])
     model.proj.bias.data.copy_(state["lm_head.bias"])

@@ -101,9 +101,8 @@ class FinetuningTask:
         arch = dataclasses.replace(pretrained.cfg, **changes, encoder_layerdrop=m.layerdrop)
         model = HubertCTC(arch, self.datasets[0].symbols, m.final_dropout)
         if not m.no_pretrained_weights:
-            own = model.hubert.state_dict()
-            model.hubert.load_state_dict({k: v for k, v in pretrained.state_dict().items() if k in own})
-        model.hubert.normalize_waveform = pretrained.normalize_waveform
+            model.load_encoder(pretrained)
+        model.hubert.normalize_waveform = pretrained.normalize_waveform  # random init too: the data is the same
         model.freeze_finetune_updates = m.freeze_finetune_updates
         return model
 
