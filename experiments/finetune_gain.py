@@ -29,7 +29,7 @@ def arm(name: str, args, texts: Path, extra: list[str]) -> dict:
     save = args.out / name
     overrides = [f"task.data={args.manifest}", f"task.label_dir={texts}", f"model.w2v_path={args.pretrained}",
                  f"checkpoint.save_dir={save}", f"optimization.max_update={args.updates}",
-                 "dataset.validate_interval_updates=100", *extra]
+                 "dataset.validate_interval_updates=100", *args.set, *extra]
     start = time.time()
     finetune("demo", overrides, progress=True)
     minutes = (time.time() - start) / 60
@@ -47,12 +47,14 @@ def main():
     parser.add_argument("--manifest", type=Path, required=True, help="directory of train.tsv and valid.tsv of the demo corpus")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune_gain"))
     parser.add_argument("--updates", type=int, default=2000)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra fine-tuning override for both arms (e.g. dataset.num_workers=0); repeatable")
     args = parser.parse_args()
     texts = args.out / "text"
     prepare_text(args.manifest, ["train", "valid"], texts, ROOT / "data" / "demo" / "alignments.jsonl")
     results = {"pretrained": arm("pretrained", args, texts, []),
                "random_init": arm("random_init", args, texts, ["model.no_pretrained_weights=true"]),
-               "updates": args.updates, "checkpoint": str(args.pretrained)}
+               "updates": args.updates, "checkpoint": str(args.pretrained), "overrides": args.set}
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     rows = ["| initialisation | valid CER | valid WER | minutes |", "|---|---:|---:|---:|"]
     rows += [f"| {k} | {results[k]['cer']:.3f} | {results[k]['wer']:.3f} | {results[k]['minutes']:.1f} |"

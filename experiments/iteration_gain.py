@@ -110,21 +110,23 @@ def main():
     parser.add_argument("--k", type=int, default=100, help="clusters of the MFCC labels iteration 1 trains on")
     parser.add_argument("--measure-k", default="100,500",
                         help="comma-separated cluster counts at which layers (and MFCC, for reference) are scored")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra training override, after the defaults above (e.g. optimization.lr=[0.0007]); repeatable")
     parser.add_argument("--measure-only", action="store_true",
                         help="score the checkpoints an earlier (perhaps interrupted) run saved; train nothing")
     args = parser.parse_args()
     start = time.time()
     cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", {"out": str(args.out), "jobs": 2})
-    cfg.iterations = cfg.iterations[:1]
+    cfg.iterations, cfg.disentangle = cfg.iterations[:1], None
     cfg.iterations[0].n_clusters = args.k
-    cfg.iterations[0].train_overrides = model_overrides(args.updates, args.every)
+    cfg.iterations[0].train_overrides = model_overrides(args.updates, args.every) + args.set
     if not args.measure_only:
         run_pipeline(cfg)
     tsv, ck = args.out / "manifest", args.out / "iter1" / "checkpoints"
     ks = [int(k) for k in args.measure_k.split(",")]
     mfcc = {str(k): pnmi_at(args.out / "iter1" / "features", cfg.nshard, k, args.out / "mfcc", tsv, Path(cfg.alignments), 100)
             for k in ks}
-    results = {"mfcc_pnmi": mfcc, "layers": {}, "k": args.k, "updates": args.updates}
+    results = {"mfcc_pnmi": mfcc, "layers": {}, "k": args.k, "updates": args.updates, "overrides": args.set}
     for ckpt in sorted(ck.glob("checkpoint_*_*.pt"), key=lambda p: int(re.findall(r"_(\d+)\.pt$", p.name)[0])):
         step = int(re.findall(r"_(\d+)\.pt$", ckpt.name)[0])
         results["layers"][str(step)] = layer_pnmi(ckpt, 4, tsv, args.out / "layers", ks, Path(cfg.alignments))
