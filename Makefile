@@ -10,7 +10,7 @@ $(VENV)/bin/python:
 
 # Stamp files make re-runs cheap; they depend on pyproject.toml so a new dependency reinstalls.
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
-	$(PIP) -e .
+	$(PIP) -e '.[asr]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml constraints.txt

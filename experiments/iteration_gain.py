@@ -117,7 +117,7 @@ def main():
     args = parser.parse_args()
     start = time.time()
     cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", {"out": str(args.out), "jobs": 2})
-    cfg.iterations, cfg.disentangle = cfg.iterations[:1], None
+    cfg.iterations, cfg.disentangle, cfg.unit_asr = cfg.iterations[:1], None, None
     cfg.iterations[0].n_clusters = args.k
     cfg.iterations[0].train_overrides = model_overrides(args.updates, args.every) + args.set
     if not args.measure_only:

@@ -138,6 +138,29 @@ def _cmd_transcribe(a):
     return None
 
 
+def _cmd_unit_asr_train(a):
+    from hubertkit.asr.unit_asr import train_unit_asr
+
+    result = train_unit_asr(a.units, a.texts, a.valid_units, a.config_name, a.overrides, a.config_dir, a.save_dir,
+                            progress=not a.quiet)
+    return f"trained {result['num_updates']} updates; model: {result.get('model', result['save_dir'])}"
+
+
+def _cmd_unit_asr_transcribe(a):
+    import json
+
+    from hubertkit.asr.transcribe import error_rates, write_transcripts
+    from hubertkit.asr.unit_asr import transcribe_units
+
+    out = transcribe_units(a.model, a.units, a.audio, a.hubert, a.km, a.layer, a.beam, a.batch_size, a.references,
+                           a.max_chunk, a.trust_pickle, progress=not a.quiet)
+    sys.stdout.write(write_transcripts(out, a.format))
+    rates = error_rates(out)
+    if rates:
+        print(json.dumps(rates), file=sys.stderr)
+    return None
+
+
 def _cmd_train(a):
     from hubertkit.train.trainer import train
 
@@ -312,6 +335,33 @@ def build_parser() -> argparse.ArgumentParser:
                    "WER and CER go to stderr as JSON")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chunk-seconds", type=float, default=30.0, help="encode longer audio in chunks of this length, with context")
+
+    text = "unit-based ASR: text from discrete units (a BART model, or a CTC baseline)"
+    p = sub.add_parser("unit-asr", help=text, description=text)
+    unit_asr = p.add_subparsers(dest="unit_asr_command", metavar="{train,transcribe}", required=True)
+    q = unit_asr.add_parser("train", help="train on units JSONL and transcripts (configs/unit_asr)", parents=[common])
+    q.set_defaults(func=_cmd_unit_asr_train)
+    q.add_argument("units", metavar="UNITS_JSONL", help="train split's units (hubertkit units output)")
+    q.add_argument("texts", metavar="TEXTS", help="transcripts: 'utterance<TAB>text' lines or JSON lines with path and text")
+    q.add_argument("--valid-units", default=None, help="valid split's units JSONL: validation, and the best checkpoint")
+    q.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/unit_asr)")
+    q.add_argument("--config-name", default="bart_base", help="bart_base, bart_demo or ctc_demo (default: bart_base)")
+    q.add_argument("--save-dir", default=None, help="checkpoints and the saved model (default: checkpoint.save_dir)")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optimization.max_update=20000 model.beam=10")
+    q = unit_asr.add_parser("transcribe", help="text from units (or from audio, through HuBERT and k-means)", parents=[common])
+    q.set_defaults(func=_cmd_unit_asr_transcribe)
+    q.add_argument("model", metavar="MODEL", help="the model folder (SAVE_DIR/model) or a unit-asr checkpoint")
+    q.add_argument("units", nargs="?", default=None, metavar="UNITS_JSONL", help="units to transcribe")
+    q.add_argument("--audio", nargs="+", default=None, metavar="FILE", help="audio files or one manifest .tsv instead of units")
+    q.add_argument("--hubert", default=None, metavar="CKPT", help="with --audio: the HuBERT checkpoint the units come from")
+    q.add_argument("--km", default=None, metavar="KM_PATH", help="with --audio: its k-means model (fairseq joblib needs --trust-pickle)")
+    q.add_argument("--layer", type=int, default=None, help="with --audio: the layer the k-means model was fitted on")
+    q.add_argument("--max-chunk", type=int, default=1600000, help="with --audio: encode long audio in chunks of this many samples")
+    q.add_argument("--trust-pickle", action="store_true", help="allow pickled k-means models and fairseq checkpoints")
+    q.add_argument("--beam", type=int, default=None, help="beam width (default: the model's; CTC decodes greedily)")
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--references", default=None, help="transcripts: WER and CER go to stderr as JSON")
+    q.add_argument("--format", choices=["text", "jsonl"], default="text")
 
     p = add("train", _cmd_train, "pretrain HuBERT: fairseq's hydra_train.py command line (config groups and key=value overrides)")
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/)")

@@ -15,13 +15,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hubertkit.errors import HubertkitError
 from hubertkit.model.config import HubertConfig
 from hubertkit.train.loss import CriterionConfig
+
+if TYPE_CHECKING:
+    from hubertkit.asr.unit_vocab import UnitVocab
+    from hubertkit.model.unit_asr import UnitAsrArch
 
 
 @dataclass
@@ -56,6 +60,10 @@ class TaskConfig:
     # disentangling variant: pitch shards (dump-pitch) and speaker files (speakers)
     feat_dir: str | None = None
     fine_tuning: bool = False  # fairseq's flag; hubertkit fine-tunes when model._name is hubert_ctc
+    # unit_asr (model._name unit_bart or unit_ctc): data is the train split's units JSONL
+    valid_data: str | None = None  # the valid split's units JSONL
+    texts: str | None = None  # transcripts of both splits (utterance<TAB>text, JSONL or .wrd-free tables)
+    num_units: int | None = None  # the k-means K; default: the largest unit id of train + 1
 
 
 @dataclass
@@ -135,6 +143,7 @@ class DistributedTrainingConfig:
 class CriterionSection(CriterionConfig):
     _name: str = "hubert"  # or "ctc" (fine-tuning)
     zero_infinity: bool = False  # ctc: ignore utterances too short for their transcript
+    label_smoothing: float = 0.0  # label_smoothed_cross_entropy (unit_bart)
 
 
 @dataclass
@@ -148,6 +157,14 @@ class ModelSection(HubertConfig):
     layerdrop: float = 0.0
     final_dropout: float = 0.0
     freeze_finetune_updates: int = 0
+    # unit_bart / unit_ctc: the encoder_* keys above size the encoder; these the rest
+    decoder_layers: int = 6
+    decoder_ffn_embed_dim: int = 3072
+    decoder_attention_heads: int = 12
+    max_source_positions: int = 1024
+    max_target_positions: int = 1024
+    ctc_upsample: int = 2  # unit_ctc: output frames per (deduplicated) unit
+    beam: int = 5  # unit_bart: beam width saved as the model's decoding default
 
 
 @dataclass
@@ -171,9 +188,20 @@ class TrainConfig:
         d = {k: v for k, v in dataclasses.asdict(self.model).items() if k in names}
         return HubertConfig(**{**d, "num_classes": num_classes, "num_speakers": num_speakers}).validate()
 
+    def unit_asr_arch(self, vocab: UnitVocab) -> UnitAsrArch:
+        from hubertkit.model.unit_asr import UnitAsrArch
+
+        names = {f.name for f in dataclasses.fields(UnitAsrArch)} - {"arch", "symbols", "num_units"}
+        return UnitAsrArch(arch=self.model._name.removeprefix("unit_"), symbols=list(vocab.symbols),
+                           num_units=vocab.num_units, **{k: getattr(self.model, k) for k in names})
+
     @property
     def fine_tuning(self) -> bool:
         return self.model._name == "hubert_ctc"
+
+    @property
+    def unit_asr(self) -> bool:
+        return self.model._name in ("unit_bart", "unit_ctc")
 
     @property
     def adam_betas(self) -> tuple[float, float]:
@@ -186,12 +214,15 @@ class TrainConfig:
 # Groups of fairseq's YAMLs that only configure hydra or logging tools hubertkit does not use.
 IGNORED_GROUPS = ("hydra",)
 KNOWN_NAMES = {
-    "task": ("hubert_pretraining",),
-    "model": ("hubert", "hubert_ctc"),
-    "criterion": ("hubert", "ctc"),
+    "task": ("hubert_pretraining", "unit_asr"),
+    "model": ("hubert", "hubert_ctc", "unit_bart", "unit_ctc"),
+    "criterion": ("hubert", "ctc", "cross_entropy", "label_smoothed_cross_entropy"),
     "optimizer": ("adam",),
     "lr_scheduler": ("polynomial_decay", "tri_stage"),
 }
+
+CRITERIA = {"hubert": ("hubert",), "hubert_ctc": ("ctc",), "unit_ctc": ("ctc",),
+            "unit_bart": ("cross_entropy", "label_smoothed_cross_entropy")}
 
 
 def valid_keys() -> list[str]:
@@ -321,9 +352,15 @@ def build_config(tree: dict) -> TrainConfig:
             vals[k] = _coerce(f"{g}.{k}", v, types[k])
     cfg = TrainConfig(**{g: cls[g](**vals) for g, vals in defaults.items()})
     cfg.model.validate()
-    if cfg.fine_tuning != (cfg.criterion._name == "ctc"):
-        raise HubertkitError(f"model._name={cfg.model._name} needs criterion._name="
-                             f"{'ctc' if cfg.fine_tuning else 'hubert'}, got {cfg.criterion._name}")
+    criteria = CRITERIA[cfg.model._name]
+    if cfg.criterion._name not in criteria:
+        raise HubertkitError(f"model._name={cfg.model._name} needs criterion._name={' or '.join(criteria)}, "
+                             f"got {cfg.criterion._name}")
+    if cfg.unit_asr != (cfg.task._name == "unit_asr"):
+        raise HubertkitError(f"model._name={cfg.model._name} and task._name={cfg.task._name} do not go together: "
+                             "unit_bart and unit_ctc are the models of task unit_asr")
+    if cfg.unit_asr and not cfg.task.texts:
+        raise HubertkitError("task unit_asr needs task.texts=FILE: the transcripts of the utterances in the units files")
     if cfg.fine_tuning and not cfg.model.w2v_path:
         raise HubertkitError("fine-tuning needs model.w2v_path=CHECKPOINT: the pretrained model (its architecture, and "
                              "its weights unless model.no_pretrained_weights=true)")

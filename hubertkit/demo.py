@@ -4,6 +4,7 @@ training curves per iteration."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from hubertkit.errors import HubertkitError
@@ -29,9 +30,16 @@ def run_demo(
     corpus_dir = find_corpus(corpus).resolve()
     overrides = {"out": out, "jobs": jobs, "corpus": str(corpus_dir), "alignments": str(corpus_dir / "alignments.jsonl")}
     cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", overrides)
+    if cfg.unit_asr:
+        cfg.unit_asr.texts = overrides["alignments"]
+        if importlib.util.find_spec("transformers") is None:
+            print("unit-based ASR skipped: it needs transformers (pip install 'hubertkit[asr]')")
+            cfg.unit_asr = None
     if max_update:
         for it in cfg.iterations:
             it.train_overrides += [f"optimization.max_update={max_update}", f"lr_scheduler.total_num_update={max_update}"]
+        if cfg.unit_asr:
+            cfg.unit_asr.train_overrides += [f"optimization.max_update={max_update}", f"dataset.validate_interval_updates={max_update}"]
     result = run_pipeline(cfg, progress=progress)
     report = Path(result["report"])
     return report.read_text() + f"\n(report: {report}; figures beside it)"

@@ -31,35 +31,57 @@ def dedup(units: list[int]) -> tuple[list[int], list[int]]:
     return out, durations
 
 
-def units(ckpt, km_path, tsv, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False,
-          progress: bool = False) -> Iterator[dict]:
-    """For each utterance of the manifest ``tsv``: ``{"utt", "units", "dedup", "durations"}``."""
+def unit_labeller(ckpt, km_path, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False):
+    """``(waveform) -> list of unit ids``: layer ``layer`` of ``ckpt`` quantised by ``km_path``."""
     km = load_kmeans(km_path, trust_pickle)
     reader = HubertLayerFeatures(ckpt, layer, max_chunk, trust_pickle)
     if km.dim != reader.dim:
         raise HubertkitError(f"{km_path} was fitted on {km.dim}-dim features; layer {layer} of {ckpt} has {reader.dim} dims")
+    return lambda wav: km.predict(reader(wav)).tolist()
+
+
+def units(ckpt, km_path, tsv, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False,
+          progress: bool = False) -> Iterator[dict]:
+    """For each utterance of the manifest ``tsv``: ``{"utt", "units", "dedup", "durations"}``."""
+    labeller = unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)
     manifest = read_manifest(tsv)
     for utt in progress_bar(manifest.utterances, unit="utt", desc="units", disable=not progress):
-        labels = km.predict(reader(read_audio(utt, where=str(manifest.path)))).tolist()
+        labels = labeller(read_audio(utt, where=str(manifest.path)))
         short, durations = dedup(labels)
         yield {"utt": os.path.relpath(utt.path, manifest.root), "units": labels, "dedup": short, "durations": durations}
 
 
+def units_from_labels(tsv, label_file) -> Iterator[dict]:
+    """``{"utt", "units"}`` per utterance from a label file that follows the manifest
+    (``{split}.km``): MFCC k-means labels, or any iteration's, as units."""
+    manifest = read_manifest(tsv)
+    lines = Path(label_file).read_text().splitlines()
+    if len(lines) != len(manifest):
+        raise HubertkitError(f"{label_file} has {len(lines)} lines but {manifest.path} lists {len(manifest)} utterances")
+    for utt, line in zip(manifest.utterances, lines):
+        yield {"utt": os.path.relpath(utt.path, manifest.root), "units": [int(x) for x in line.split()]}
+
+
+def save_units(records, out: str | os.PathLike) -> int:
+    """Unit records as JSONL, written atomically; returns how many."""
+    n = 0
+    with atomic_open(Path(out)) as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+            n += 1
+    return n
+
+
 def write_units(ckpt, km_path, tsv, layer: int, out: str | None = None, dedup_only: bool = False, **kw) -> str:
     """``hubertkit units``: JSONL to ``out`` (atomically) or stdout."""
-    def lines():
+    def records():
         for record in units(ckpt, km_path, tsv, layer, progress=out is not None, **kw):
             if dedup_only:
                 record = {"utt": record["utt"], "units": record["dedup"], "durations": record["durations"]}
-            yield json.dumps(record) + "\n"
+            yield record
 
     if out is None:
-        for line in lines():
-            sys.stdout.write(line)
+        for record in records():
+            sys.stdout.write(json.dumps(record) + "\n")
         return ""
-    n = 0
-    with atomic_open(Path(out)) as f:
-        for line in lines():
-            f.write(line)
-            n += 1
-    return f"wrote {out}: {n} utterances"
+    return f"wrote {out}: {save_units(records(), out)} utterances"

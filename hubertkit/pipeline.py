@@ -57,6 +57,19 @@ class DisentangleConfig:
 
 
 @dataclass
+class UnitAsrConfig:
+    """Unit-based ASR on each iteration's labels as units: trained on train, scored
+    (CER, WER) on valid, so the report shows what better units buy (docs/unit_asr.md)."""
+
+    texts: str | None = None  # transcripts of the corpus (utterance<TAB>text or JSON lines)
+    iterations: list[str] | None = None  # default: all
+    train_config: str = "bart_demo"  # in configs/unit_asr (or train_config_dir)
+    train_config_dir: str | None = None
+    train_overrides: list[str] = field(default_factory=list)
+    beam: int = 5
+
+
+@dataclass
 class PipelineConfig:
     corpus: str  # audio directory
     out: str = "pipeline_out"
@@ -68,6 +81,7 @@ class PipelineConfig:
     alignments: str | None = None  # phone alignments JSONL, for label quality
     iterations: list[IterationConfig] = field(default_factory=list)
     disentangle: DisentangleConfig | None = None
+    unit_asr: UnitAsrConfig | None = None
 
 
 def _check_keys(values: dict, cls, where: str) -> None:
@@ -102,7 +116,18 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
         dis.iteration = dis.iteration or iterations[-1].name
         if dis.iteration not in {it.name for it in iterations}:
             raise HubertkitError(f"disentangle.iteration {dis.iteration!r} is not an iteration of this pipeline")
-    cfg = PipelineConfig(**{**tree, "iterations": iterations, "disentangle": dis})
+    units = tree.get("unit_asr")
+    if units is not None:
+        _check_keys(units, UnitAsrConfig, "unit_asr.")
+        units = UnitAsrConfig(**units)
+        if not units.texts:
+            raise HubertkitError("unit_asr needs 'texts': the transcripts of the corpus")
+        names = [it.name for it in iterations]
+        units.iterations = units.iterations or names
+        unknown = [n for n in units.iterations if n not in names]
+        if unknown:
+            raise HubertkitError(f"unit_asr.iterations {unknown} are not iterations of this pipeline")
+    cfg = PipelineConfig(**{**tree, "iterations": iterations, "disentangle": dis, "unit_asr": units})
 
     def rel(p):  # paths in the config are relative to the config file
         return None if p is None else str(p if Path(p).is_absolute() else (base_dir / p))
@@ -110,6 +135,8 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
     cfg.corpus, cfg.alignments = rel(cfg.corpus), rel(cfg.alignments)
     if cfg.disentangle:
         cfg.disentangle.speaker_map = rel(cfg.disentangle.speaker_map)
+    if cfg.unit_asr:
+        cfg.unit_asr.texts = rel(cfg.unit_asr.texts)
     return cfg
 
 
@@ -202,6 +229,31 @@ def _run_disentangle(cfg: PipelineConfig, stages: Stages, trained: dict, tsv: Pa
     stages.run("disentangle.probe", {"train": tdig, "alignments": cfg.alignments}, probe)
 
 
+def _run_unit_asr(cfg: PipelineConfig, stages: Stages, labelled: dict, tsv: Path, progress: bool) -> None:
+    """Per iteration: its labels as units → a unit-ASR model → valid CER and WER."""
+    from hubertkit.asr.transcribe import error_rates
+    from hubertkit.asr.unit_asr import train_unit_asr, transcribe_units
+    from hubertkit.discrete_units import save_units, units_from_labels
+
+    u, out = cfg.unit_asr, Path(cfg.out) / "unit_asr"
+    for name in u.iterations:
+        d = out / name
+
+        def run(name=name, d=d):
+            for split in SPLITS:
+                save_units(units_from_labels(tsv / f"{split}.tsv", Path(cfg.out) / name / "labels" / f"{split}.km"),
+                           d / f"{split}.jsonl")
+            result = train_unit_asr(d / "train.jsonl", u.texts, d / "valid.jsonl", u.train_config, u.train_overrides,
+                                    u.train_config_dir, d / "checkpoints", progress=progress)
+            rates = error_rates(transcribe_units(result["model"], d / "valid.jsonl", beam=u.beam, references=u.texts,
+                                                 progress=progress))
+            write_text(d / "scores.json", json.dumps({**rates, "updates": result["num_updates"]}, indent=1) + "\n")
+            return f"valid CER {rates['cer']:.3f}, WER {rates['wer']:.3f}"
+
+        stages.run(f"unit_asr.{name}", {"labels": labelled[name], "texts": u.texts, "config": u.train_config,
+                                        "overrides": u.train_overrides, "beam": u.beam}, run)
+
+
 def _layer_pnmi(ckpt: Path, layer: int, k: int, tsv: Path, work: Path, cfg: PipelineConfig, progress: bool) -> float:
     """Valid PNMI of k-means (fitted on train) on one layer of a model, at 50 Hz."""
     from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
@@ -221,6 +273,12 @@ STAGES_PER_ITERATION = ("features", "kmeans", "labels", "quality", "train")
 DISENTANGLE_STAGES = ("disentangle.pitch", "disentangle.train", "disentangle.probe")
 
 
+def _extra_stages(cfg: PipelineConfig) -> list[str]:
+    """The optional sections' stages, in the order they run."""
+    extra = list(DISENTANGLE_STAGES) if cfg.disentangle else []
+    return extra + ([f"unit_asr.{n}" for n in cfg.unit_asr.iterations] if cfg.unit_asr else [])
+
+
 def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool = True,
                  log: Callable[[str], None] = print) -> dict:
     from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
@@ -232,13 +290,14 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
     from hubertkit.train.trainer import train
 
     out = Path(cfg.out)
-    extra = DISENTANGLE_STAGES if cfg.disentangle else ()
-    valid_names = ["manifest"] + [f"{it.name}.{s}" for it in cfg.iterations for s in STAGES_PER_ITERATION] + list(extra)
+    extra = _extra_stages(cfg)
+    valid_names = ["manifest"] + [f"{it.name}.{s}" for it in cfg.iterations for s in STAGES_PER_ITERATION] + extra
     valid_names += [it.name for it in cfg.iterations]
     if until and until not in valid_names:
         raise HubertkitError(f"--until {until!r} is not a stage; stages: {', '.join(valid_names)}")
     stages = Stages(out, 1 + len(STAGES_PER_ITERATION) * len(cfg.iterations) + len(extra), until, log)
     trained: dict[str, tuple[str, list[str]]] = {}  # iteration -> (train digest, overrides)
+    labelled: dict[str, str] = {}  # iteration -> labels digest
     tsv = out / "manifest"
     results: dict = {"iterations": {}}
     try:
@@ -269,7 +328,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
                     merge_labels(lab, split, cfg.nshard)
                 return make_dict(lab)["path"]
 
-            ldig = stages.run(f"{it.name}.labels", {"kmeans": kdig}, labels)
+            ldig = labelled[it.name] = stages.run(f"{it.name}.labels", {"kmeans": kdig}, labels)
 
             def quality(it=it, lab=lab, d=d):
                 if not cfg.alignments:
@@ -290,6 +349,8 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
             trained[it.name] = (previous_train, overrides)
         if cfg.disentangle:
             _run_disentangle(cfg, stages, trained, tsv, progress)
+        if cfg.unit_asr:
+            _run_unit_asr(cfg, stages, labelled, tsv, progress)
     except _Stop:
         log(f"stopped after {until} (--until)")
         results["stopped"] = until

@@ -89,11 +89,31 @@ def write_report(cfg) -> Path:
         figures.insert(0, ("Label quality per iteration", quality_bars(qualities, out / "label_quality.png")))
     lines += ["", "Loss in bits per masked frame; accuracies are frame accuracies of the masked-prediction task.", ""]
     lines += disentangle_section(out / "disentangled" / "probe", figures)
+    lines += unit_asr_section(cfg, qualities)
     for caption, png in figures:
         lines += [f"## {caption}", "", f"![{caption}]({png.relative_to(out).as_posix()})", ""]
     report = out / "report.md"
     write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def unit_asr_section(cfg, qualities: dict) -> list[str]:
+    """Unit-based ASR per iteration's units, beside the units' PNMI (the pipeline's
+    unit_asr stages)."""
+    out = Path(cfg.out) / "unit_asr"
+    scores = {it.name: json.loads((out / it.name / "scores.json").read_text()) for it in cfg.iterations
+              if (out / it.name / "scores.json").is_file()}
+    if not scores:
+        return []
+    lines = ["## Unit-based ASR", "",
+             f"Each iteration's labels as units (repeats collapsed), a `{cfg.unit_asr.train_config}` unit-to-text model "
+             f"trained on the train split's, scored on valid (beam {cfg.unit_asr.beam}).", "",
+             "| units | valid PNMI | updates | valid CER | valid WER |", "|---|---:|---:|---:|---:|"]
+    for name, r in scores.items():
+        pnmi = qualities.get(name, {}).get("valid", {}).get("pnmi")
+        pnmi_text = f"{pnmi:.4f}" if pnmi is not None else "–"
+        lines.append(f"| {name} labels | {pnmi_text} | {r['updates']} | {r['cer']:.3f} | {r['wer']:.3f} |")
+    return lines + [""]
 
 
 def disentangle_section(probe_dir: Path, figures: list) -> list[str]:

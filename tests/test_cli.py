@@ -9,7 +9,8 @@ import pytest
 from hubertkit.cli import build_parser
 
 COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality",
-            "dump-hubert", "units", "export", "train", "pipeline", "demo", "dump-pitch", "speakers", "probe", "prepare-text", "transcribe", "finetune"]
+            "dump-hubert", "units", "export", "train", "pipeline", "demo", "dump-pitch", "speakers", "probe", "prepare-text", "transcribe", "finetune",
+            "unit-asr", "unit-asr train", "unit-asr transcribe"]
 
 
 def hubertkit(*args, check=True):
@@ -22,7 +23,7 @@ def hubertkit(*args, check=True):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
-        build_parser().parse_args([command, "--help"])
+        build_parser().parse_args([*command.split(), "--help"])
     assert e.value.code == 0
     assert "usage: hubertkit " + command in capsys.readouterr().out
 

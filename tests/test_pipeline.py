@@ -93,3 +93,24 @@ def test_disentangle_comparison_lands_in_the_report(small_corpus, demo_dir, tmp_
     assert any(o.startswith("task.label_dir=") and "iter1" in o for o in ck) and "optimization.max_update=4" in ck
     with pytest.raises(HubertkitError, match="not an iteration"):
         config(small_corpus, demo_dir, tmp_path / "x", disentangle={"iteration": "iter9"})
+
+
+def test_unit_asr_per_iteration_lands_in_the_report(small_corpus, demo_dir, tmp_path):
+    extra = {"unit_asr": {"texts": str(demo_dir / "alignments.jsonl"), "train_config": "ctc_demo",
+                          "train_overrides": ["optimization.max_update=3", "dataset.validate_interval_updates=3"]}}
+    cfg = config(small_corpus, demo_dir, tmp_path / "out", **extra)
+    result = run_pipeline(cfg, progress=False, log=lambda s: None)
+    assert result["ran"][-2:] == ["unit_asr.iter1", "unit_asr.iter2"]
+    out = tmp_path / "out"
+    for it in ("iter1", "iter2"):
+        scores = json.loads((out / "unit_asr" / it / "scores.json").read_text())
+        units = [json.loads(l) for l in (out / "unit_asr" / it / "valid.jsonl").read_text().splitlines()]
+        labels = (out / it / "labels" / "valid.km").read_text().splitlines()
+        assert scores["updates"] == 3 and scores["cer"] >= 0 and scores["utterances"] == len(labels)
+        assert [u["units"] for u in units] == [[int(x) for x in l.split()] for l in labels]
+    assert "## Unit-based ASR" in (out / "report.md").read_text()
+    assert run_pipeline(cfg, progress=False, log=lambda s: None)["ran"] == []
+    with pytest.raises(HubertkitError, match="not iterations"):
+        config(small_corpus, demo_dir, tmp_path / "x", unit_asr={"texts": "t", "iterations": ["iter9"]})
+    with pytest.raises(HubertkitError, match="needs 'texts'"):
+        config(small_corpus, demo_dir, tmp_path / "x", unit_asr={})

@@ -56,7 +56,7 @@ def chunked_log_probs(model: HubertCTC, wav: torch.Tensor, chunk: int, context: 
     return torch.cat(parts)
 
 
-def _sources(inputs: list[str]) -> list[tuple[Utterance, str]]:
+def audio_inputs(inputs: list[str]) -> list[tuple[Utterance, str]]:
     """Utterances with the keys their references are looked up by: manifest paths for a
     ``.tsv``, file names for audio files."""
     if len(inputs) == 1 and inputs[0].endswith(".tsv"):
@@ -74,7 +74,7 @@ def transcribe(ckpt: str | os.PathLike, inputs: list[str], batch_size: int = 8, 
     model = load_ctc(ckpt)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    sources = _sources(inputs)
+    sources = audio_inputs(inputs)
     refs = _references(references, sources) if references else None
     chunk = int(chunk_seconds * 16000)
     out = []

@@ -1,5 +1,6 @@
 """What the trainer trains: HuBERT pretraining (masked prediction of k-means labels, with
-the disentangling heads when configured) or CTC fine-tuning of a pretrained encoder.
+the disentangling heads when configured), CTC fine-tuning of a pretrained encoder, or
+unit-based ASR (units to letters).
 
 A task builds the datasets and the model, and turns a batch into a loss, a sample size
 (what gradients are divided by) and statistics. Everything else (updates, precision,
@@ -112,7 +113,7 @@ class FinetuningTask:
 
     def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, dict]:
         from hubertkit.asr.decode import greedy_ids
-        from hubertkit.model.ctc import frame_lengths
+        from hubertkit.model.ctc import SPECIALS, frame_lengths
 
         pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
         log_probs, frame_pad = net(batch["source"].to(device), pad, mask=train and self.cfg.model.apply_mask, generator=generator)
@@ -125,22 +126,89 @@ class FinetuningTask:
         sample_size = b if self.cfg.optimization.sentence_avg else ntokens
         log = {"loss": loss.item(), "sample_size": sample_size, "ntokens": ntokens, "nsentences": b}
         if not train:  # greedy decoding: letter and word errors, as fairseq's ctc criterion reports
-            vocab = (net.module if hasattr(net, "module") else net).vocab
+            vocab = _unwrap(net).vocab
             for i in range(b):
                 ref = target[i, : target_lengths[i]].tolist()
                 hyp = greedy_ids(log_probs[i, : input_lengths[i]].cpu())
-                ref_letters, hyp_letters = [vocab[j] for j in ref], [vocab[j] for j in hyp if j >= 4]
-                words = ["".join(x).replace("|", " ").split() for x in (ref_letters, hyp_letters)]
-                log["errors_u"] = log.get("errors_u", 0) + _edits(ref_letters, hyp_letters)
-                log["count_u"] = log.get("count_u", 0) + len(ref_letters)
-                log["errors_w"] = log.get("errors_w", 0) + _edits(words[0], words[1])
-                log["count_w"] = log.get("count_w", 0) + len(words[0])
+                _add_errors(log, [vocab[j] for j in ref], [vocab[j] for j in hyp if j >= len(SPECIALS)])
         return loss, sample_size, log
 
     @staticmethod
     def checkpoint_fields(model: nn.Module) -> dict:
         """What ``load_ctc`` needs besides the weights: the letters and the final dropout."""
         return {"symbols": model.symbols, "final_dropout": model.final_dropout.p}
+
+
+class UnitAsrTask:
+    """Units to letters (``unit-asr train``): BART with cross-entropy, or the CTC baseline."""
+
+    def __init__(self, cfg: TrainConfig, splits: list[str]):
+        from hubertkit.data.unit_dataset import UnitTextDataset
+
+        self.cfg = cfg
+        task, m = cfg.task, cfg.model
+        train = UnitTextDataset(task.data, task.texts, num_units=task.num_units)
+        self.datasets = [train] + [UnitTextDataset(task.valid_data, task.texts, train.vocab) for _ in splits[1:]]
+        for d, path in zip(self.datasets, (task.data, task.valid_data)):
+            longest, longest_text = int(d.sizes.max()), max(len(t) for t in d.targets)
+            if longest > m.max_source_positions or longest_text > m.max_target_positions:
+                raise HubertkitError(
+                    f"{path}: the longest utterance has {longest} units and {longest_text} letters, but "
+                    f"model.max_source_positions={m.max_source_positions} and "
+                    f"model.max_target_positions={m.max_target_positions}: raise them")
+
+    def build_model(self) -> nn.Module:
+        from hubertkit.model.unit_asr import build_unit_asr
+
+        return build_unit_asr(self.cfg.unit_asr_arch(self.datasets[0].vocab))
+
+    @staticmethod
+    def encoder(model: nn.Module) -> nn.Module:
+        return model
+
+    def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, dict]:
+        from hubertkit.asr.unit_vocab import PAD
+
+        source, pad = batch["source"].to(device), batch["padding_mask"].to(device)
+        target, target_lengths = batch["target"].to(device), batch["target_lengths"].to(device)
+        model = _unwrap(net)
+        if model.cfg.arch == "bart":
+            logits = net(source, pad, target)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=PAD, reduction="sum",
+                                   label_smoothing=self.cfg.criterion.label_smoothing)
+            ntokens = int(target_lengths.sum())
+        else:  # CTC: the letters without the closing </s>
+            log_probs, frame_pad = net(source, pad)
+            target_lengths = target_lengths - 1
+            loss = F.ctc_loss(log_probs.float().transpose(0, 1), target, (~frame_pad).sum(1), target_lengths, blank=0,
+                              reduction="sum", zero_infinity=self.cfg.criterion.zero_infinity)
+            ntokens = int(target_lengths.sum())
+        b = source.shape[0]
+        sample_size = b if self.cfg.optimization.sentence_avg else ntokens
+        log = {"loss": loss.item(), "sample_size": sample_size, "ntokens": ntokens, "nsentences": b}
+        if not train:  # greedy decoding (beam 1), letter and word errors
+            vocab = model.cfg.vocab
+            for ref, hyp in zip(target.tolist(), model.decode(source, pad, beam=1)):
+                _add_errors(log, vocab.letters_of(ref), vocab.letters_of(hyp))
+        return loss, sample_size, log
+
+    @staticmethod
+    def checkpoint_fields(model: nn.Module) -> dict:
+        return {}
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    return net.module if hasattr(net, "module") else net
+
+
+def _add_errors(log: dict, ref: list[str], hyp: list[str]) -> None:
+    """Letter (``u``) and word (``w``) edit counts of one utterance's ``.ltr`` symbols,
+    added to ``log``."""
+    words = ["".join(x).replace("|", " ").split() for x in (ref, hyp)]
+    log["errors_u"] = log.get("errors_u", 0) + _edits(ref, hyp)
+    log["count_u"] = log.get("count_u", 0) + len(ref)
+    log["errors_w"] = log.get("errors_w", 0) + _edits(words[0], words[1])
+    log["count_w"] = log.get("count_w", 0) + len(words[0])
 
 
 def _edits(ref: list[str], hyp: list[str]) -> int:
@@ -155,4 +223,13 @@ def _edits(ref: list[str], hyp: list[str]) -> int:
 
 
 def make_task(cfg: TrainConfig, splits: list[str]):
+    if cfg.unit_asr:
+        return UnitAsrTask(cfg, splits)
     return FinetuningTask(cfg, splits) if cfg.fine_tuning else PretrainingTask(cfg, splits)
+
+
+def has_split(cfg: TrainConfig, split: str) -> bool:
+    """Whether the data has ``split`` (the valid split is optional)."""
+    if cfg.unit_asr:
+        return split == cfg.dataset.train_subset or (split == cfg.dataset.valid_subset and bool(cfg.task.valid_data))
+    return manifest_path(cfg.task.data, split).is_file()

@@ -30,7 +30,6 @@ from hubertkit.progress import progress_bar
 from hubertkit.config import TrainConfig
 from hubertkit.data.batching import batches_by_size
 from hubertkit.data.dataset import HubertDataset
-from hubertkit.data.manifest import manifest_path
 from hubertkit.errors import HubertkitError
 from hubertkit.train.checkpoint import (
     BEST,
@@ -42,7 +41,7 @@ from hubertkit.train.checkpoint import (
     writable_dir,
 )
 from hubertkit.train.schedule import polynomial_decay, tri_stage
-from hubertkit.train.tasks import make_task
+from hubertkit.train.tasks import has_split, make_task
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         self.dist = init_distributed(cfg)
         splits = [cfg.dataset.train_subset]
-        self.has_valid = not cfg.dataset.disable_validation and manifest_path(cfg.task.data, cfg.dataset.valid_subset).is_file()
+        self.has_valid = not cfg.dataset.disable_validation and has_split(cfg, cfg.dataset.valid_subset)
         if self.has_valid:
             splits.append(cfg.dataset.valid_subset)
         self.task = make_task(cfg, splits)
