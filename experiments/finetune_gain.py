@@ -38,7 +38,9 @@ def arm(name: str, args, texts: Path, extra: list[str]) -> dict:
     log = [json.loads(l) for l in (save / "train_log.jsonl").read_text().splitlines()]
     curve = [(r["update"], r["uer"]) for r in log if r["split"] == "valid"]
     examples = [{"reference": t.reference, "hypothesis": t.text} for t in out[:3]]
-    return {**error_rates(out), "minutes": minutes, "valid_uer": curve, "examples": examples}
+    seen = set((texts / "train.wrd").read_text().splitlines())  # normalised, as the references are
+    return {**error_rates(out), "unseen_text": error_rates(out, exclude=seen), "minutes": minutes, "valid_uer": curve,
+            "examples": examples}
 
 
 def main():
@@ -56,8 +58,9 @@ def main():
                "random_init": arm("random_init", args, texts, ["model.no_pretrained_weights=true"]),
                "updates": args.updates, "checkpoint": str(args.pretrained), "overrides": args.set}
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    rows = ["| initialisation | valid CER | valid WER | minutes |", "|---|---:|---:|---:|"]
-    rows += [f"| {k} | {results[k]['cer']:.3f} | {results[k]['wer']:.3f} | {results[k]['minutes']:.1f} |"
+    rows = ["| initialisation | valid CER | valid WER | CER, texts not in train | minutes |", "|---|---:|---:|---:|---:|"]
+    rows += [f"| {k} | {results[k]['cer']:.3f} | {results[k]['wer']:.3f} | {results[k]['unseen_text']['cer']:.3f} "
+             f"| {results[k]['minutes']:.1f} |"
              for k in ("pretrained", "random_init")]
     (args.out / "table.md").write_text("\n".join(rows) + "\n")
     plt = pyplot()

@@ -27,6 +27,9 @@ from hubertkit.asr.unit_asr import train_unit_asr, transcribe_units
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
 from hubertkit.data.labels import merge_labels
+from hubertkit.data.manifest import lookup_by_path
+from hubertkit.data.text import normalize_text, read_texts
+from hubertkit.data.unit_dataset import read_units
 from hubertkit.discrete_units import save_units, units_from_labels
 from hubertkit.features.hubert import dump_hubert
 
@@ -46,6 +49,11 @@ def hubert_labels(spec: str, manifest: Path, work: Path) -> tuple[Path, int]:
     return work / "labels", 50
 
 
+def train_texts(train: Path) -> set[str]:
+    table = read_texts(ALIGNMENTS)
+    return {normalize_text(lookup_by_path(table, r["utt"], "text", str(ALIGNMENTS))) for r in read_units(train)}
+
+
 def arm(config: str, train: Path, valid: Path, save: Path, updates: int) -> dict:
     start = time.time()
     result = train_unit_asr(train, ALIGNMENTS, valid, config, [f"optimization.max_update={updates}"], save_dir=save)
@@ -53,7 +61,7 @@ def arm(config: str, train: Path, valid: Path, save: Path, updates: int) -> dict
     out = transcribe_units(result["model"], valid, references=ALIGNMENTS, beam=5, progress=False)
     log = [json.loads(l) for l in (save / "train_log.jsonl").read_text().splitlines()]
     curve = [(r["update"], r["uer"]) for r in log if r["split"] == "valid"]
-    return {**error_rates(out), "minutes": minutes, "valid_uer": curve,
+    return {**error_rates(out), "unseen_text": error_rates(out, exclude=train_texts(train)), "minutes": minutes, "valid_uer": curve,
             "examples": [{"reference": t.reference, "hypothesis": t.text} for t in out[:3]]}
 
 
@@ -93,13 +101,16 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"sources": results, "finetuned_ctc": finetuned,
                                                        "updates": args.updates}, indent=1) + "\n")
-    rows = ["| units | valid PNMI | unit-BART CER | unit-BART WER | unit-CTC CER | unit-CTC WER |",
-            "|---|---:|---:|---:|---:|---:|"]
-    rows += [f"| {n} ({r['rate']} Hz) | {r['pnmi']:.3f} | {r['bart']['cer']:.3f} | {r['bart']['wer']:.3f} | "
-             f"{r['ctc']['cer']:.3f} | {r['ctc']['wer']:.3f} |" for n, r in results.items()]
+    rows = ["| units | valid PNMI | unit-BART CER | WER | CER, unseen texts | unit-CTC CER | WER | CER, unseen texts |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows += [f"| {n} ({r['rate']} Hz) | {r['pnmi']:.3f} | " + " | ".join(
+        f"{r[a]['cer']:.3f} | {r[a]['wer']:.3f} | {r[a]['unseen_text']['cer']:.3f}" for a in ("bart", "ctc")) + " |"
+        for n, r in results.items()]
     if finetuned:
+        unseen = finetuned.get("unseen_text", {}).get("cer")
         rows.append(f"\nFrom audio, CTC fine-tuning of the pretrained model (experiments/finetune_gain.py): "
-                    f"CER {finetuned['cer']:.3f}, WER {finetuned['wer']:.3f}.")
+                    f"CER {finetuned['cer']:.3f}, WER {finetuned['wer']:.3f}"
+                    + (f", CER on unseen texts {unseen:.3f}." if unseen is not None else "."))
     (args.out / "table.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
 

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,26 +99,32 @@ def test_ctc_baseline_and_exact_resume(units, demo_dir, tmp_path):
 
 
 def test_audio_to_text_equals_units_to_text(prepared, demo_dir, tmp_path, capsys):
-    from hubertkit.cluster.kmeans import learn_kmeans
+    """A fairseq-layout HuBERT and a fairseq joblib k-means (the seed's kind of files)."""
+    import joblib
+    from sklearn.cluster import KMeans
+
+    from hubertkit.features.shards import read_shard
     from hubertkit.features.hubert import dump_hubert
     from hubertkit.model import HubertModel, preset
-    from hubertkit.model.io import save_model
+    from hubertkit.model.convert import save_fairseq_checkpoint
 
     torch.manual_seed(0)
-    save_model(HubertModel(preset("tiny", num_classes=[24], label_rate=100)).eval(), tmp_path / "m.pt")
+    save_fairseq_checkpoint(HubertModel(preset("tiny", num_classes=[24], label_rate=100)).eval(), tmp_path / "m.pt")
     dump_hubert(prepared / "tsv", "train", tmp_path / "m.pt", 2, 1, 0, tmp_path / "feat", progress=False)
-    learn_kmeans(tmp_path / "feat", "train", 1, tmp_path / "km.pt", 12, progress=False)
+    joblib.dump(KMeans(n_clusters=12, n_init=1, random_state=0).fit(np.asarray(read_shard(tmp_path / "feat", "train", 0, 1).feats)),
+                tmp_path / "km.bin")
+    hubert = [str(tmp_path / "m.pt"), str(tmp_path / "km.bin")]
     for split in ("train", "valid"):
-        main(["units", str(tmp_path / "m.pt"), str(tmp_path / "km.pt"), str(prepared / "tsv" / f"{split}.tsv"),
-              "--layer", "2", "--dedup", "--out", str(tmp_path / f"{split}.jsonl")])
+        main(["units", *hubert, str(prepared / "tsv" / f"{split}.tsv"), "--layer", "2", "--dedup", "--trust-pickle",
+              "--out", str(tmp_path / f"{split}.jsonl")])
     units = (tmp_path / "train.jsonl", tmp_path / "valid.jsonl")
     _train(units, demo_dir, tmp_path / "ctc", "ctc_demo", ["optimization.max_update=5", "task.num_units=12"])
     ckpt = str(tmp_path / "ctc" / "checkpoint_last.pt")
     capsys.readouterr()
     main(["unit-asr", "transcribe", ckpt, str(units[1]), "--format", "jsonl", "-q"])
     from_units = [json.loads(l)["text"] for l in capsys.readouterr().out.splitlines()]
-    main(["unit-asr", "transcribe", ckpt, "--audio", str(prepared / "tsv" / "valid.tsv"), "--hubert", str(tmp_path / "m.pt"),
-          "--km", str(tmp_path / "km.pt"), "--layer", "2", "--format", "jsonl", "-q"])
+    main(["unit-asr", "transcribe", ckpt, "--audio", str(prepared / "tsv" / "valid.tsv"), "--hubert", hubert[0],
+          "--km", hubert[1], "--layer", "2", "--trust-pickle", "--format", "jsonl", "-q"])
     from_audio = [json.loads(l)["text"] for l in capsys.readouterr().out.splitlines()]
     assert from_audio == from_units and len(from_units) == len(units[1].read_text().splitlines())
     with pytest.raises(SystemExit):

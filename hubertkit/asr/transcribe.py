@@ -120,10 +120,13 @@ def _references(path, sources: list[tuple[Utterance, str]]) -> dict[str, str]:
     return {key: normalize_text(lookup_by_path(table, key, "reference", str(path))) for _, key in sources}
 
 
-def error_rates(transcripts: list[Transcript]) -> dict[str, float]:
+def error_rates(transcripts: list[Transcript], exclude: set[str] = frozenset()) -> dict[str, float]:
+    """WER and CER over the transcripts with references, leaving out those whose reference
+    is in ``exclude`` (e.g. the train split's texts: a sequence-to-sequence model can
+    learn sentences by heart)."""
     import jiwer
 
-    pairs = [(t.reference, t.text) for t in transcripts if t.reference is not None]
+    pairs = [(t.reference, t.text) for t in transcripts if t.reference is not None and t.reference not in exclude]
     if not pairs:
         return {}
     refs, hyps = zip(*pairs)
