@@ -54,9 +54,10 @@ def train_texts(train: Path) -> set[str]:
     return {normalize_text(lookup_by_path(table, r["utt"], "text", str(ALIGNMENTS))) for r in read_units(train)}
 
 
-def arm(config: str, train: Path, valid: Path, save: Path, updates: int) -> dict:
+def arm(config: str, train: Path, valid: Path, save: Path, updates: int, rate: int) -> dict:
     start = time.time()
-    result = train_unit_asr(train, ALIGNMENTS, valid, config, [f"optimization.max_update={updates}"], save_dir=save)
+    result = train_unit_asr(train, ALIGNMENTS, valid, config, [f"optimization.max_update={updates}", f"task.label_rate={rate}"],
+                            save_dir=save)
     minutes = (time.time() - start) / 60
     out = transcribe_units(result["model"], valid, references=ALIGNMENTS, beam=5, progress=False)
     log = [json.loads(l) for l in (save / "train_log.jsonl").read_text().splitlines()]
@@ -94,8 +95,8 @@ def main():
         train, valid = work / "train.jsonl", work / "valid.jsonl"
         quality = label_quality(labels / "valid.km", ALIGNMENTS, rate, args.manifest / "valid.tsv")
         results[name] = {"pnmi": quality.pnmi, "rate": rate, "labels": str(labels),
-                         "bart": arm("bart_demo", train, valid, work / "bart", args.updates),
-                         "ctc": arm("ctc_demo", train, valid, work / "ctc", args.updates)}
+                         "bart": arm("bart_demo", train, valid, work / "bart", args.updates, rate),
+                         "ctc": arm("ctc_demo", train, valid, work / "ctc", args.updates, rate)}
         print(name, json.dumps({k: results[name][k]["cer"] for k in ("bart", "ctc")}), flush=True)
     finetuned = json.loads(args.finetune_results.read_text())["pretrained"] if args.finetune_results else None
     args.out.mkdir(parents=True, exist_ok=True)

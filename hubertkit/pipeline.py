@@ -236,6 +236,7 @@ def _run_unit_asr(cfg: PipelineConfig, stages: Stages, labelled: dict, tsv: Path
     from hubertkit.discrete_units import save_units, units_from_labels
 
     u, out = cfg.unit_asr, Path(cfg.out) / "unit_asr"
+    rates = {it.name: it.label_rate for it in cfg.iterations}
     for name in u.iterations:
         d = out / name
 
@@ -243,12 +244,13 @@ def _run_unit_asr(cfg: PipelineConfig, stages: Stages, labelled: dict, tsv: Path
             for split in SPLITS:
                 save_units(units_from_labels(tsv / f"{split}.tsv", Path(cfg.out) / name / "labels" / f"{split}.km"),
                            d / f"{split}.jsonl")
-            result = train_unit_asr(d / "train.jsonl", u.texts, d / "valid.jsonl", u.train_config, u.train_overrides,
+            overrides = [f"task.label_rate={rates[name]}", *u.train_overrides]
+            result = train_unit_asr(d / "train.jsonl", u.texts, d / "valid.jsonl", u.train_config, overrides,
                                     u.train_config_dir, d / "checkpoints", progress=progress)
-            rates = error_rates(transcribe_units(result["model"], d / "valid.jsonl", beam=u.beam, references=u.texts,
-                                                 progress=progress))
-            write_text(d / "scores.json", json.dumps({**rates, "updates": result["num_updates"]}, indent=1) + "\n")
-            return f"valid CER {rates['cer']:.3f}, WER {rates['wer']:.3f}"
+            scores = error_rates(transcribe_units(result["model"], d / "valid.jsonl", beam=u.beam, references=u.texts,
+                                                  progress=progress))
+            write_text(d / "scores.json", json.dumps({**scores, "updates": result["num_updates"]}, indent=1) + "\n")
+            return f"valid CER {scores['cer']:.3f}, WER {scores['wer']:.3f}"
 
         stages.run(f"unit_asr.{name}", {"labels": labelled[name], "texts": u.texts, "config": u.train_config,
                                         "overrides": u.train_overrides, "beam": u.beam}, run)

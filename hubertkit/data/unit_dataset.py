@@ -21,8 +21,6 @@ from hubertkit.data.text import letters, normalize_text, read_texts
 from hubertkit.discrete_units import dedup
 from hubertkit.errors import HubertkitError
 
-SAMPLES_PER_FRAME = 320  # units at 50 Hz of 16 kHz audio: for the trainer's audio-hours count
-
 
 def read_units(path: str | os.PathLike) -> list[dict]:
     """``[{"utt", "units" (repeats collapsed), "frames"}]`` of a units JSONL file."""
@@ -58,10 +56,12 @@ class UnitTextDataset(torch.utils.data.Dataset):
     """Item ``i``: ``{"id", "source": unit token ids, "target": letter ids + </s>}``.
 
     ``vocab`` None builds it from these transcripts and units (the train split);
-    a valid split takes the train split's."""
+    a valid split takes the train split's. ``samples_per_frame`` (audio samples per
+    unit frame: 320 for 50 Hz units of 16 kHz audio) only feeds the trainer's
+    audio-hours count."""
 
     def __init__(self, units_path: str | os.PathLike, texts_path: str | os.PathLike, vocab: UnitVocab | None = None,
-                 num_units: int | None = None):
+                 num_units: int | None = None, samples_per_frame: int = 320):
         records = read_units(units_path)
         table = read_texts(texts_path)
         words = [normalize_text(lookup_by_path(table, r["utt"], "transcript", str(texts_path))) for r in records]
@@ -75,6 +75,7 @@ class UnitTextDataset(torch.utils.data.Dataset):
         self.sources = [torch.tensor(vocab.encode_units(r["units"], f"{units_path} ({r['utt']})")) for r in records]
         self.targets = [torch.tensor(vocab.encode_text(w, f"{texts_path} ({r['utt']})") + [EOS]) for w, r in zip(words, records)]
         self.frames = np.array([r["frames"] for r in records])
+        self.samples_per_frame = samples_per_frame
         self.sizes = np.array([len(s) for s in self.sources])
 
     def __len__(self) -> int:
@@ -95,4 +96,4 @@ class UnitTextDataset(torch.utils.data.Dataset):
         return {"id": torch.tensor([it["id"] for it in items]), "source": source, "padding_mask": source == PAD,
                 "target": pad([it["target"] for it in items]),
                 "target_lengths": torch.tensor([len(it["target"]) for it in items]),
-                "samples": int(sum(self.frames[it["id"]] for it in items)) * SAMPLES_PER_FRAME}
+                "samples": int(sum(self.frames[it["id"]] for it in items)) * self.samples_per_frame}

@@ -8,6 +8,7 @@ upsampled so that a transcript longer than its deduplicated units still fits.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -55,12 +56,15 @@ class UnitAsrArch:
 
 
 class UnitBart(nn.Module):
-    def __init__(self, cfg: UnitAsrArch):
+    def __init__(self, cfg: UnitAsrArch, bart: nn.Module | None = None):
+        """A new BART sized by ``cfg``, or ``bart`` (a loaded one) with ``cfg``'s vocabulary."""
         super().__init__()
+        self.cfg = cfg
+        if bart is not None:
+            self.bart = bart
+            return
         BartConfig, BartForConditionalGeneration, GenerationConfig = require_transformers(
             "BartConfig", "BartForConditionalGeneration", "GenerationConfig")
-
-        self.cfg = cfg
         config = BartConfig(
             vocab_size=cfg.vocab.size, d_model=cfg.encoder_embed_dim,
             encoder_layers=cfg.encoder_layers, encoder_ffn_dim=cfg.encoder_ffn_embed_dim,
@@ -135,9 +139,24 @@ def build_unit_asr(cfg: UnitAsrArch) -> nn.Module:
     return UnitBart(cfg) if cfg.arch == "bart" else UnitCTC(cfg)
 
 
+@contextlib.contextmanager
+def _no_transformers_progress():
+    """transformers draws its own progress bars when saving and loading; hubertkit's
+    commands have theirs (and ``-q``)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def save_unit_bart(model: UnitBart, out: str | os.PathLike) -> Path:
     """A folder that ``BartForConditionalGeneration`` and ``AutoTokenizer`` load as they are."""
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp, _no_transformers_progress():
         model.bart.save_pretrained(tmp)
         hf_tokenizer(model.cfg.vocab).save_pretrained(tmp)
     return Path(out)
@@ -153,9 +172,9 @@ def load_unit_asr(path: str | os.PathLike) -> nn.Module:
         if not config.is_file() or CONFIG_KEY not in json.loads(config.read_text()):
             raise HubertkitError(f"{path} is not a unit-ASR folder written by hubertkit unit-asr train")
         BartForConditionalGeneration, = require_transformers("BartForConditionalGeneration")
-        model = UnitBart(UnitAsrArch(**json.loads(config.read_text())[CONFIG_KEY]))
-        model.bart = BartForConditionalGeneration.from_pretrained(path)
-        return model.eval()
+        arch = UnitAsrArch(**json.loads(config.read_text())[CONFIG_KEY])
+        with _no_transformers_progress():
+            return UnitBart(arch, BartForConditionalGeneration.from_pretrained(path)).eval()
     state = load_checkpoint(path)
     arch = state.get("cfg", {}).get("model", {})
     if "arch" not in arch or "num_units" not in arch:

@@ -147,8 +147,10 @@ class UnitAsrTask:
 
         self.cfg = cfg
         task, m = cfg.task, cfg.model
-        train = UnitTextDataset(task.data, task.texts, num_units=task.num_units)
-        self.datasets = [train] + [UnitTextDataset(task.valid_data, task.texts, train.vocab) for _ in splits[1:]]
+        hop = round(task.sample_rate / float(task.label_rate))  # task.label_rate: the units' frame rate
+        train = UnitTextDataset(task.data, task.texts, num_units=task.num_units, samples_per_frame=hop)
+        self.datasets = [train] + [UnitTextDataset(task.valid_data, task.texts, train.vocab, samples_per_frame=hop)
+                                   for _ in splits[1:]]
         for d, path in zip(self.datasets, (task.data, task.valid_data)):
             longest, longest_text = int(d.sizes.max()), max(len(t) for t in d.targets)
             if longest > m.max_source_positions or longest_text > m.max_target_positions:
