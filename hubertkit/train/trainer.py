@@ -385,7 +385,8 @@ class Trainer:
                         window[k] = window.get(k, 0) + v
                     window["updates"] = window.get("updates", 0) + 1
                     summary = summarize(out)
-                    bar.set_postfix(loss=f"{summary['loss']:.3f}", acc_m=f"{summary.get('acc_m_0', 0):.3f}",
+                    shown = {"acc_m": f"{summary['acc_m_0']:.3f}"} if "acc_m_0" in summary else {}  # pretraining
+                    bar.set_postfix(loss=f"{summary['loss']:.3f}", **shown,
                                     lr=f"{out['lr']:.2e}", h=f"{self.samples_seen / cfg.task.sample_rate / 3600:.2f}",
                                     refresh=False)  # update() redraws, at most every mininterval
                     bar.update(1)
