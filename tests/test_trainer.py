@@ -48,7 +48,8 @@ def test_train_runs_and_writes_checkpoints(labelled, tmp_path):
     assert "checkpoint_best.pt" in names and "checkpoint_last.pt" in names
     losses = [r["loss"] for r in log_records(ck)]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5, losses
-    assert log_records(ck, "valid")  # validated at the end
+    valid = log_records(ck, "valid")  # validated at the end
+    assert valid and 0.05 < valid[-1]["mean_within_var"] <= 1  # a healthy model: no collapse warning
     model = load_model(ck / "checkpoint_last.pt")  # a training checkpoint is a model checkpoint too
     assert model.cfg.num_classes == [24] and model.cfg.encoder_layers == 2
 
@@ -142,3 +143,20 @@ def test_progress_in_a_log_file_is_not_redrawn_every_update(labelled, tmp_path, 
     train("demo", overrides(labelled, tmp_path / "ck"), progress=True)
     bar = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("train:")]
     assert 1 <= len(bar) <= 3  # the first draw and the last, not one per update (8 here)
+
+
+def test_within_utterance_variance_flags_collapse():
+    from hubertkit.train.loss import within_utterance_variance
+
+    g = torch.Generator().manual_seed(0)
+    healthy = torch.randn(3, 50, 8, generator=g)
+    collapsed = torch.randn(3, 1, 8, generator=g).expand(3, 50, 8) + 1e-4 * torch.randn(3, 50, 8, generator=g)
+    pad = torch.zeros(3, 50, dtype=torch.bool)
+    pad[0, 30:] = True
+    within, total = within_utterance_variance(healthy, pad)
+    frames = healthy[~pad]
+    assert abs(total - ((frames - frames.mean(0)) ** 2).sum().item()) < 1e-3
+    ref = sum(((healthy[i][~pad[i]] - healthy[i][~pad[i]].mean(0)) ** 2).sum().item() for i in range(3))
+    assert abs(within - ref) < 1e-3 and 0.9 < within / total <= 1
+    within, total = within_utterance_variance(collapsed, None)
+    assert within / total < 1e-6

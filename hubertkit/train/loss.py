@@ -60,6 +60,22 @@ def hubert_loss(
     return loss, sample_size, log
 
 
+def within_utterance_variance(x: torch.Tensor, padding_mask: torch.Tensor | None) -> tuple[float, float]:
+    """Squared deviations of ``x``'s frames ``[batch, frames, dim]`` from their
+    utterance's mean, and from the batch's mean. Their ratio is the share of the
+    variance that changes within utterances: near 1 in healthy models, near 0 when the
+    output has collapsed to one vector per utterance (docs/iteration_gain.md)."""
+    x = x.detach().float()
+    valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if padding_mask is None else ~padding_mask
+    w = valid[..., None].float()
+    counts = w.sum(1).clamp(min=1)
+    utt_mean = (x * w).sum(1, keepdim=True) / counts[:, None]
+    within = (((x - utt_mean) ** 2) * w).sum()
+    frames = x[valid]
+    total = ((frames - frames.mean(0)) ** 2).sum()
+    return within.item(), total.item()
+
+
 def _speaker_loss(logits: torch.Tensor, speaker: torch.Tensor, log: dict) -> torch.Tensor:
     """Mean cross-entropy over utterances of speakers the classifier knows (-100: unknown)."""
     known = speaker != -100

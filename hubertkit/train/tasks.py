@@ -55,12 +55,15 @@ class PretrainingTask:
         return model
 
     def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, dict]:
-        from hubertkit.train.loss import hubert_loss
+        from hubertkit.train.loss import hubert_loss, within_utterance_variance
 
         pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
         out = net(batch["source"].to(device), [t.to(device) for t in batch["target_list"]], padding_mask=pad, generator=generator)
         extras = {k: batch[k].to(device) for k in ("speaker", "pitch") if k in batch}
-        return hubert_loss(out, self.cfg.criterion, **extras)
+        loss, sample_size, log = hubert_loss(out, self.cfg.criterion, **extras)
+        if not train:  # a collapse alarm: logged as mean_within_var
+            log["sum_within_var"], log["count_within_var"] = within_utterance_variance(out["x"], out["padding_mask"])
+        return loss, sample_size, log
 
     @staticmethod
     def checkpoint_fields(model: nn.Module) -> dict:

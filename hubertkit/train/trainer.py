@@ -44,6 +44,7 @@ from hubertkit.train.schedule import polynomial_decay, tri_stage
 from hubertkit.train.tasks import has_split, make_task
 
 log = logging.getLogger(__name__)
+COLLAPSE_SHARE = 0.05  # below this share of within-utterance variance at validation, warn
 
 
 class BatchDataset(torch.utils.data.Dataset):
@@ -402,6 +403,10 @@ class Trainer:
                     valid = self.validate() if validate_now or (self.has_valid and self.num_updates == max_update) else None
                     if valid:
                         logger.log("valid", self.num_updates, valid)
+                        if valid.get("mean_within_var", 1.0) < COLLAPSE_SHARE:
+                            log.warning("update %d: only %.1f%% of the top layer's variance is within utterances: the "
+                                        "representation is collapsing (lower optimization.lr or lengthen the warm-up)",
+                                        self.num_updates, 100 * valid["mean_within_var"])
                     if (cfg.checkpoint.save_interval_updates and self.num_updates % cfg.checkpoint.save_interval_updates == 0) \
                             or self.num_updates == max_update:
                         self.save(self._best_metric(valid))
