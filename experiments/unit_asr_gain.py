@@ -24,14 +24,12 @@ from pathlib import Path
 
 from hubertkit.asr.transcribe import error_rates
 from hubertkit.asr.unit_asr import train_unit_asr, transcribe_units
-from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
-from hubertkit.data.labels import merge_labels
 from hubertkit.data.manifest import lookup_by_path
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.data.unit_dataset import read_units
 from hubertkit.discrete_units import save_units, units_from_labels
-from hubertkit.features.hubert import dump_hubert
+from hubertkit.pipeline import layer_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 ALIGNMENTS = ROOT / "data" / "demo" / "alignments.jsonl"
@@ -40,13 +38,7 @@ ALIGNMENTS = ROOT / "data" / "demo" / "alignments.jsonl"
 def hubert_labels(spec: str, manifest: Path, work: Path) -> tuple[Path, int]:
     """``CKPT:LAYER:K`` → a label directory of k-means (fitted on train) of that layer, at 50 Hz."""
     ckpt, layer, k = spec.rsplit(":", 2)
-    for split in ("train", "valid"):
-        dump_hubert(manifest, split, ckpt, int(layer), 1, 0, work / "feat", jobs=2, progress=False)
-    learn_kmeans(work / "feat", "train", 1, work / "km.pt", int(k), progress=False)
-    for split in ("train", "valid"):
-        dump_labels(work / "feat", split, work / "km.pt", 1, "all", work / "labels", progress=False)
-        merge_labels(work / "labels", split, 1)
-    return work / "labels", 50
+    return layer_labels(ckpt, int(layer), int(k), manifest, work, label_splits=("train", "valid"), jobs=2), 50
 
 
 def train_texts(train: Path) -> set[str]:

@@ -256,19 +256,30 @@ def _run_unit_asr(cfg: PipelineConfig, stages: Stages, labelled: dict, tsv: Path
                                         "overrides": u.train_overrides, "beam": u.beam}, run)
 
 
-def _layer_pnmi(ckpt: Path, layer: int, k: int, tsv: Path, work: Path, cfg: PipelineConfig, progress: bool) -> float:
-    """Valid PNMI of k-means (fitted on train) on one layer of a model, at 50 Hz."""
+def layer_labels(ckpt, layer: int, k: int, tsv: Path, work: Path, label_splits=("valid",), nshard: int = 1, jobs: int = 1,
+                 seed: int = 0, progress: bool = False) -> Path:
+    """Labels (``WORK/labels/{split}.km``, 50 Hz) of k-means with ``k`` clusters, fitted
+    on the train split's features of one layer of ``ckpt``: an iteration's labelling,
+    outside a pipeline."""
     from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
-    from hubertkit.cluster.quality import label_quality
     from hubertkit.data.labels import merge_labels
     from hubertkit.features.hubert import dump_hubert
 
     for split in SPLITS:
-        dump_hubert(tsv, split, ckpt, layer, cfg.nshard, "all", work / "features", jobs=cfg.jobs, progress=progress)
-    learn_kmeans(work / "features", "train", cfg.nshard, work / "kmeans.pt", k, seed=cfg.seed, progress=progress)
-    dump_labels(work / "features", "valid", work / "kmeans.pt", cfg.nshard, "all", work / "labels", jobs=cfg.jobs, progress=progress)
-    merge_labels(work / "labels", "valid", cfg.nshard)
-    return label_quality(work / "labels" / "valid.km", cfg.alignments, 50, tsv / "valid.tsv").pnmi
+        dump_hubert(tsv, split, ckpt, layer, nshard, "all", work / "features", jobs=jobs, progress=progress)
+    learn_kmeans(work / "features", "train", nshard, work / "kmeans.pt", k, seed=seed, progress=progress)
+    for split in label_splits:
+        dump_labels(work / "features", split, work / "kmeans.pt", nshard, "all", work / "labels", jobs=jobs, progress=progress)
+        merge_labels(work / "labels", split, nshard)
+    return work / "labels"
+
+
+def _layer_pnmi(ckpt: Path, layer: int, k: int, tsv: Path, work: Path, cfg: PipelineConfig, progress: bool) -> float:
+    """Valid PNMI of k-means (fitted on train) on one layer of a model, at 50 Hz."""
+    from hubertkit.cluster.quality import label_quality
+
+    labels = layer_labels(ckpt, layer, k, tsv, work, nshard=cfg.nshard, jobs=cfg.jobs, seed=cfg.seed, progress=progress)
+    return label_quality(labels / "valid.km", cfg.alignments, 50, tsv / "valid.tsv").pnmi
 
 
 STAGES_PER_ITERATION = ("features", "kmeans", "labels", "quality", "train")
