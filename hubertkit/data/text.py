@@ -34,6 +34,13 @@ def letters(words: str) -> str:
     return " ".join(words.replace(" ", WORD_BOUNDARY)) + f" {WORD_BOUNDARY}"
 
 
+def letter_counts(texts: list[str]) -> list[tuple[str, int]]:
+    """The letters of normalised texts (``|`` included) by frequency, most frequent
+    first: the order and counts of ``dict.ltr.txt``."""
+    counts = Counter(c for t in texts for c in letters(t).split())
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def read_texts(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
@@ -75,8 +82,7 @@ def prepare_text(tsv_dir, splits: list[str], out_dir=None, texts: str | os.PathL
     out = Path(out_dir or tsv_dir)
     table = read_texts(texts) if texts else None
     cache: dict = {}
-    counts: Counter[str] = Counter()
-    written = {}
+    written, train_words = {}, []
     for i, split in enumerate(splits):
         manifest = read_manifest(manifest_path(tsv_dir, split))
         words = []
@@ -87,11 +93,10 @@ def prepare_text(tsv_dir, splits: list[str], out_dir=None, texts: str | os.PathL
             else:
                 raw = lookup_by_path(_librispeech_texts(Path(utt.path), cache), Path(rel).name, "transcript", str(utt.path))
             words.append(normalize_text(raw))
-        ltr = [letters(w) for w in words]
         if i == 0:
-            counts.update(c for line in ltr for c in line.split())
+            train_words = words
         write_text(out / f"{split}.wrd", "".join(f"{w}\n" for w in words))
-        write_text(out / f"{split}.ltr", "".join(f"{l}\n" for l in ltr))
+        write_text(out / f"{split}.ltr", "".join(f"{letters(w)}\n" for w in words))
         written[split] = len(words)
-    write_text(out / "dict.ltr.txt", "".join(f"{c} {n}\n" for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
+    write_text(out / "dict.ltr.txt", "".join(f"{c} {n}\n" for c, n in letter_counts(train_words)))
     return written

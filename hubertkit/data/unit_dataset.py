@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from hubertkit.asr.unit_vocab import EOS, PAD, UnitVocab
 from hubertkit.data.manifest import lookup_by_path
-from hubertkit.data.text import letters, normalize_text, read_texts
+from hubertkit.data.text import letter_counts, normalize_text, read_texts
 from hubertkit.discrete_units import dedup
 from hubertkit.errors import HubertkitError
 
@@ -46,12 +45,6 @@ def read_units(path: str | os.PathLike) -> list[dict]:
     return out
 
 
-def letter_symbols(texts: list[str]) -> tuple[str, ...]:
-    """Letters by frequency, as ``dict.ltr.txt`` orders them."""
-    counts = Counter(c for t in texts for c in letters(t).split())
-    return tuple(c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
 class UnitTextDataset(torch.utils.data.Dataset):
     """Item ``i``: ``{"id", "source": unit token ids, "target": letter ids + </s>}``.
 
@@ -69,7 +62,7 @@ class UnitTextDataset(torch.utils.data.Dataset):
             highest = max(max(r["units"]) for r in records)
             if num_units is not None and highest >= num_units:
                 raise HubertkitError(f"{units_path}: unit id {highest} but task.num_units={num_units}")
-            vocab = UnitVocab(letter_symbols(words), num_units or highest + 1)
+            vocab = UnitVocab(tuple(c for c, _ in letter_counts(words)), num_units or highest + 1)
         self.vocab = vocab
         self.ids = [r["utt"] for r in records]
         self.sources = [torch.tensor(vocab.encode_units(r["units"], f"{units_path} ({r['utt']})")) for r in records]
