@@ -124,18 +124,23 @@ def _cmd_export(a):
     return export(a.ckpt, a.out, a.format, trust_pickle=a.trust_pickle)
 
 
-def _cmd_transcribe(a):
+def _print_transcripts(out, fmt: str) -> None:
+    """Transcripts to stdout; WER and CER (when there are references) to stderr as JSON."""
     import json
 
-    from hubertkit.asr.transcribe import error_rates, transcribe, write_transcripts
+    from hubertkit.asr.transcribe import error_rates, write_transcripts
 
-    out = transcribe(a.ckpt, a.inputs, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds,
-                     references=a.references, progress=not a.quiet)
-    sys.stdout.write(write_transcripts(out, a.format))
+    sys.stdout.write(write_transcripts(out, fmt))
     rates = error_rates(out)
     if rates:
         print(json.dumps(rates), file=sys.stderr)
-    return None
+
+
+def _cmd_transcribe(a):
+    from hubertkit.asr.transcribe import transcribe
+
+    _print_transcripts(transcribe(a.ckpt, a.inputs, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds,
+                                  references=a.references, progress=not a.quiet), a.format)
 
 
 def _cmd_unit_asr_train(a):
@@ -147,18 +152,10 @@ def _cmd_unit_asr_train(a):
 
 
 def _cmd_unit_asr_transcribe(a):
-    import json
-
-    from hubertkit.asr.transcribe import error_rates, write_transcripts
     from hubertkit.asr.unit_asr import transcribe_units
 
-    out = transcribe_units(a.model, a.units, a.audio, a.hubert, a.km, a.layer, a.beam, a.batch_size, a.references,
-                           a.max_chunk, a.trust_pickle, progress=not a.quiet)
-    sys.stdout.write(write_transcripts(out, a.format))
-    rates = error_rates(out)
-    if rates:
-        print(json.dumps(rates), file=sys.stderr)
-    return None
+    _print_transcripts(transcribe_units(a.model, a.units, a.audio, a.hubert, a.km, a.layer, a.beam, a.batch_size,
+                                        a.references, a.max_chunk, a.trust_pickle, progress=not a.quiet), a.format)
 
 
 def _cmd_train(a):
