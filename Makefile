@@ -1,5 +1,8 @@
 VENV ?= .venv
 PYTHON ?= python3
+# The CPU build of PyTorch comes from PyTorch's own index (PyPI's Linux wheel is the CUDA
+# build, several GB); `make test TORCH_INDEX=...` points elsewhere.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP = $(VENV)/bin/pip install -q -c constraints.txt
 
 .PHONY: demo test clean
@@ -8,12 +11,17 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 
+# torch alone first, from TORCH_INDEX; its dependencies come with hubertkit's from PyPI.
+$(VENV)/.torch: $(VENV)/bin/python constraints.txt
+	$(PIP) --no-deps --extra-index-url $(TORCH_INDEX) torch
+	touch $@
+
 # Stamp files make re-runs cheap; they depend on pyproject.toml so a new dependency reinstalls.
-$(VENV)/.installed: $(VENV)/bin/python pyproject.toml constraints.txt
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
 	$(PIP) -e '.[asr]'
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml constraints.txt
+$(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(PIP) -e '.[test]'
 	touch $@ $(VENV)/.installed
 

@@ -68,7 +68,7 @@ def main():
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    make_manifest(ROOT / "data/demo", tmp / "one", valid_percent=0)
+    make_manifest(ROOT / "hubertkit/corpora/demo", tmp / "one", valid_percent=0)
     lines = (tmp / "one/train.tsv").read_text().splitlines()
     (tmp / "train.tsv").write_text("\n".join([lines[0]] + lines[1:] * args.repeat) + "\n")
     manifest = read_manifest(tmp / "train.tsv")

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_waves():
-    return [sf.read(f, dtype="float32")[0] for f in sorted((ROOT / "data/demo").glob("*/*.flac"))]
+    return [sf.read(f, dtype="float32")[0] for f in sorted((ROOT / "hubertkit/corpora/demo").glob("*/*.flac"))]
 
 
 def perturbed_mfcc(copies: int, seed: int = 0):

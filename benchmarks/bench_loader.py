@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def prepare(tmp: Path) -> None:
-    make_manifest(ROOT / "data/demo", tmp, valid_percent=0)
+    make_manifest(ROOT / "hubertkit/corpora/demo", tmp, valid_percent=0)
     dump_mfcc(tmp, "train", 1, 0, tmp / "feat", jobs=2, progress=False)
     learn_kmeans(tmp / "feat", "train", 1, tmp / "km.pt", 100, progress=False)
     dump_labels(tmp / "feat", "train", tmp / "km.pt", 1, 0, tmp, progress=False)

@@ -57,7 +57,7 @@ def main():
     import torch
 
     torch.set_num_threads(1)
-    wavs = [sf.read(p)[0] for p in sorted((ROOT / "data" / "demo").glob("*/*.flac"))]
+    wavs = [sf.read(p)[0] for p in sorted((ROOT / "hubertkit" / "corpora" / "demo").glob("*/*.flac"))]
     seconds = sum(len(w) for w in wavs) / SR
     print(header("Pitch trackers (dump-pitch)"))
     print("| tracker | worst median relative F0 error | speed (x real time, 1 thread) |")

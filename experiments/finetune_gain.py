@@ -4,7 +4,7 @@ same network from random initialisation, with the same budget, on the demo corpu
     python experiments/finetune_gain.py --pretrained runs/iteration_gain/iter1/checkpoints/checkpoint_last.pt \
         --manifest runs/iteration_gain/manifest --out runs/finetune_gain
 
-Both arms run ``configs/finetune/demo.yaml`` (plus ``--updates``) on the manifest's
+Both arms run ``hubertkit/configs/finetune/demo.yaml`` (plus ``--updates``) on the manifest's
 train split, and are scored on its valid split: CER and WER of greedy decoding
 (``transcribe`` with ``jiwer``). Writes ``results.json``, ``table.md`` and
 ``finetune_curves.png`` (valid letter error rate against updates) to ``--out``.
@@ -53,7 +53,7 @@ def main():
                         help="extra fine-tuning override for both arms (e.g. dataset.num_workers=0); repeatable")
     args = parser.parse_args()
     texts = args.out / "text"
-    prepare_text(args.manifest, ["train", "valid"], texts, ROOT / "data" / "demo" / "alignments.jsonl")
+    prepare_text(args.manifest, ["train", "valid"], texts, ROOT / "hubertkit" / "corpora" / "demo" / "alignments.jsonl")
     results = {"pretrained": arm("pretrained", args, texts, []),
                "random_init": arm("random_init", args, texts, ["model.no_pretrained_weights=true"]),
                "updates": args.updates, "checkpoint": str(args.pretrained), "overrides": args.set}

@@ -4,7 +4,7 @@ different discrete units of the demo corpus, scored on its valid split.
 Each unit source is a label directory (``{split}.km`` in manifest order, e.g. a
 pipeline's ``iter1/labels`` from MFCC k-means or ``iter2/labels`` from a HuBERT layer),
 or a HuBERT checkpoint with a layer and K (k-means fitted here on the train split). For
-each source: its PNMI against the phone alignments, then ``configs/unit_asr/bart_demo``
+each source: its PNMI against the phone alignments, then ``hubertkit/configs/unit_asr/bart_demo``
 and the ``ctc_demo`` baseline trained on its deduplicated units with the same budget,
 and the valid CER/WER of beam-5 (BART) or greedy (CTC) decoding.
 
@@ -32,7 +32,7 @@ from hubertkit.discrete_units import save_units, units_from_labels
 from hubertkit.pipeline import layer_labels
 
 ROOT = Path(__file__).resolve().parents[1]
-ALIGNMENTS = ROOT / "data" / "demo" / "alignments.jsonl"
+ALIGNMENTS = ROOT / "hubertkit" / "corpora" / "demo" / "alignments.jsonl"
 
 
 def hubert_labels(spec: str, manifest: Path, work: Path) -> tuple[Path, int]:

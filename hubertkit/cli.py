@@ -13,6 +13,21 @@ from hubertkit.errors import HubertkitError
 log = logging.getLogger("hubertkit")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every ``--multi-word`` option also answers to fairseq's ``--multi_word`` spelling, so
+    the recipe's command lines (``--max_iter``, ``--batch_size``, ``--max_chunk``) work
+    unchanged; help lists the hyphenated name only."""
+
+    def add_argument(self, *names, **kwargs):
+        action = super().add_argument(*names, **kwargs)
+        for name in names:
+            if name.startswith("--") and "-" in name[2:]:
+                alias = "--" + name[2:].replace("-", "_")
+                if alias not in self._option_string_actions:
+                    self._option_string_actions[alias] = action
+        return action
+
+
 def _rank(value: str):
     return value if value in ("all", "auto") else int(value)
 
@@ -81,7 +96,8 @@ def _cmd_learn_kmeans(a):
 
     return learn_kmeans(
         a.feat_dir, a.split, a.nshard, a.km_path, a.n_clusters, percent=a.percent, seed=a.seed,
-        algo=a.algo, max_iter=a.max_iter, tol=a.tol, progress=not a.quiet,
+        algo=a.algo, max_iter=a.max_iter, tol=a.tol, progress=not a.quiet, init=a.init, batch_size=a.batch_size,
+        n_init=a.n_init, max_no_improvement=a.max_no_improvement, reassignment_ratio=a.reassignment_ratio,
     )
 
 
@@ -183,23 +199,23 @@ def _cmd_pipeline(a):
 def _cmd_demo(a):
     from hubertkit.demo import run_demo
 
-    return run_demo(a.out, corpus=a.corpus, jobs=a.jobs, progress=not a.quiet, max_update=a.max_update)
+    return run_demo(a.out, corpus=a.corpus, jobs=a.jobs, progress=not a.quiet, max_update=a.max_update, until=a.until)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hubertkit",
         description="HuBERT pretraining end to end; the fairseq recipe's steps with the same arguments and files.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('hubertkit').__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help):
         p = sub.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, parser=p)
         return p
 
     p = add("manifest", _cmd_manifest, "write train.tsv/valid.tsv for the audio files under AUDIO_DIR")
@@ -288,7 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=["lloyd", "minibatch"], default="lloyd",
                    help="lloyd: streamed full-batch k-means (default); minibatch: fairseq's exact scikit-learn recipe")
     p.add_argument("--max-iter", type=int, default=100, help="maximum passes (epochs for minibatch) (default: 100)")
-    p.add_argument("--tol", type=float, default=1e-4, help="lloyd: stop when a pass improves inertia by less than this fraction")
+    p.add_argument("--tol", type=float, default=None, help="lloyd: stop when a pass improves inertia by less than this "
+                   "fraction (default: 1e-4); minibatch: scikit-learn's tol (default: 0, as fairseq)")
+    for flag, kind in (("--init", str), ("--batch-size", int), ("--n-init", int), ("--max-no-improvement", int),
+                       ("--reassignment-ratio", float)):
+        p.add_argument(flag, type=kind, default=None, help="minibatch: MiniBatchKMeans' option of that name "
+                       "(default: fairseq learn_kmeans.py's)")
 
     p = add("dump-labels", _cmd_dump_labels, "label feature shards with the nearest k-means centroid")
     p.add_argument("feat_dir", metavar="FEAT_DIR")
@@ -337,16 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unit-asr", help=text, description=text)
     unit_asr = p.add_subparsers(dest="unit_asr_command", metavar="{train,transcribe}", required=True)
     q = unit_asr.add_parser("train", help="train on units JSONL and transcripts (configs/unit_asr)", parents=[common])
-    q.set_defaults(func=_cmd_unit_asr_train)
+    q.set_defaults(func=_cmd_unit_asr_train, parser=q)
     q.add_argument("units", metavar="UNITS_JSONL", help="train split's units (hubertkit units output)")
     q.add_argument("texts", metavar="TEXTS", help="transcripts: 'utterance<TAB>text' lines or JSON lines with path and text")
     q.add_argument("--valid-units", default=None, help="valid split's units JSONL: validation, and the best checkpoint")
-    q.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/unit_asr)")
+    q.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/unit_asr)")
     q.add_argument("--config-name", default="bart_base", help="bart_base, bart_demo or ctc_demo (default: bart_base)")
     q.add_argument("--save-dir", default=None, help="checkpoints and the saved model (default: checkpoint.save_dir)")
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optimization.max_update=20000 model.beam=10")
     q = unit_asr.add_parser("transcribe", help="text from units (or from audio, through HuBERT and k-means)", parents=[common])
-    q.set_defaults(func=_cmd_unit_asr_transcribe)
+    q.set_defaults(func=_cmd_unit_asr_transcribe, parser=q)
     q.add_argument("model", metavar="MODEL", help="the model folder (SAVE_DIR/model) or a unit-asr checkpoint")
     q.add_argument("units", nargs="?", default=None, metavar="UNITS_JSONL", help="units to transcribe")
     q.add_argument("--audio", nargs="+", default=None, metavar="FILE", help="audio files or one manifest .tsv instead of units")
@@ -361,12 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["text", "jsonl"], default="text")
 
     p = add("train", _cmd_train, "pretrain HuBERT: fairseq's hydra_train.py command line (config groups and key=value overrides)")
-    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/)")
+    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/, e.g. hubert_base_librispeech, demo)")
     p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100")
 
     p = add("finetune", _cmd_finetune, "CTC fine-tuning of a pretrained model on letter transcripts (fairseq's finetune configs)")
-    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: the repository's configs/finetune)")
+    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/finetune)")
     p.add_argument("--config-name", required=True, help="e.g. base_10h")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. task.data=DIR task.label_dir=DIR model.w2v_path=CKPT task.normalize=false")
@@ -379,14 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", _cmd_demo, "run the recipe on the demo corpus shipped with hubertkit")
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--corpus", default=None, help="demo corpus directory (default: the repository's data/demo)")
+    p.add_argument("--corpus", default=None, help="corpus directory with alignments.jsonl (default: the one shipped in the package)")
     p.add_argument("--jobs", type=int, default=2, help="threads for feature dumps (default: 2)")
     p.add_argument("--max-update", type=int, default=None, help="pretraining updates (default: configs/demo.yaml's 400)")
+    p.add_argument("--until", default=None, help="stop after this stage (e.g. manifest, iter1.kmeans); a re-run resumes")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not the top level's
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -368,8 +368,9 @@ def build_config(tree: dict) -> TrainConfig:
 
 
 def config_dir_default() -> Path:
-    """The repository's ``configs/`` (fairseq's ``examples/hubert/config/pretrain``)."""
-    return Path(__file__).resolve().parents[1] / "configs"
+    """The configs shipped inside the package (fairseq's ``examples/hubert/config/pretrain``
+    and ours), so an installed wheel finds them as a clone does."""
+    return Path(__file__).resolve().parent / "configs"
 
 
 def _read_yaml(path: Path, seen: tuple = ()) -> dict:

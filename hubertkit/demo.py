@@ -1,5 +1,5 @@
 """``hubertkit demo``: the two-iteration pipeline (``configs/pipeline_demo.yaml``) on the
-small corpus shipped in ``data/demo``, ending with a report of label quality and
+small corpus shipped in the package (``hubertkit/corpora/demo``), ending with a report of label quality and
 training curves per iteration."""
 
 from __future__ import annotations
@@ -9,20 +9,19 @@ from pathlib import Path
 
 from hubertkit.errors import HubertkitError
 
+DEMO_CORPUS = Path(__file__).resolve().parent / "corpora" / "demo"
+
 
 def find_corpus(corpus: str | None = None) -> Path:
-    candidates = [Path(corpus)] if corpus else [Path.cwd() / "data/demo", Path(__file__).resolve().parents[1] / "data/demo"]
-    for c in candidates:
-        if (c / "alignments.jsonl").is_file():
-            return c
-    raise HubertkitError(
-        f"demo corpus not found (looked in {', '.join(map(str, candidates))}); "
-        "run from a clone of the hubertkit repository or pass --corpus data/demo"
-    )
+    c = Path(corpus) if corpus else DEMO_CORPUS
+    if not (c / "alignments.jsonl").is_file():
+        raise HubertkitError(f"demo corpus not found: {c} has no alignments.jsonl")
+    return c
 
 
 def run_demo(
-    out: str = "demo_out", corpus: str | None = None, jobs: int = 2, progress: bool = True, max_update: int | None = None
+    out: str = "demo_out", corpus: str | None = None, jobs: int = 2, progress: bool = True, max_update: int | None = None,
+    until: str | None = None,
 ) -> str:
     from hubertkit.config import config_dir_default
     from hubertkit.pipeline import load_pipeline, run_pipeline
@@ -40,6 +39,8 @@ def run_demo(
             it.train_overrides += [f"optimization.max_update={max_update}", f"lr_scheduler.total_num_update={max_update}"]
         if cfg.unit_asr:
             cfg.unit_asr.train_overrides += [f"optimization.max_update={max_update}", f"dataset.validate_interval_updates={max_update}"]
-    result = run_pipeline(cfg, progress=progress)
+    result = run_pipeline(cfg, until=until, progress=progress)
+    if "report" not in result:
+        return f"stopped after {result['stopped']}; outputs in {out}"
     report = Path(result["report"])
     return report.read_text() + f"\n(report: {report}; figures beside it)"

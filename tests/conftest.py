@@ -1,4 +1,4 @@
-"""Shared fixtures: everything runs on the demo corpus in data/demo."""
+"""Shared fixtures: everything runs on the demo corpus in hubertkit/corpora/demo."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "hubertkit" / "corpora" / "demo"
 
 
 @pytest.fixture(scope="session")

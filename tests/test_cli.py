@@ -71,3 +71,14 @@ def test_demo_runs(tmp_path):
     assert "PNMI" in r.stdout and (tmp_path / "demo" / "iter1" / "labels" / "dict.km.txt").is_file()
     assert "| iter2 |" in r.stdout and (tmp_path / "demo" / "iter2" / "checkpoints" / "checkpoint_last.pt").is_file()
     assert (tmp_path / "demo" / "report.md").is_file() and (tmp_path / "demo" / "training_iter1.png").is_file()
+
+
+def test_usage_error_shows_the_subcommands_usage():
+    r = hubertkit("dump-hubert", "tsv", "train", "ck.pt", 6, 1, 0, "feat", "--no-such-flag", check=False)
+    assert r.returncode == 2 and r.stderr.startswith("usage: hubertkit dump-hubert"), r.stderr
+    assert "unrecognized arguments: --no-such-flag" in r.stderr
+
+
+def test_underscore_spellings_are_aliases():
+    args = build_parser().parse_args(["dump-hubert", "tsv", "train", "ck.pt", "6", "1", "0", "feat", "--max_chunk", "800"])
+    assert args.max_chunk == 800

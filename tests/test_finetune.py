@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from hubertkit.config import load_config
+from hubertkit.config import config_dir_default, load_config
 from hubertkit.data.text import prepare_text
 from hubertkit.errors import HubertkitError
 from hubertkit.model.config import preset
@@ -84,10 +84,10 @@ def test_any_checkpoint_kind_and_random_init(prepared, texts, pretrained, tmp_pa
 
 def test_config_mistakes_are_caught(prepared, texts, tmp_path):
     with pytest.raises(HubertkitError, match="model.w2v_path"):
-        load_config("base_10h", ["task.data=x", "task.label_dir=y", "model.w2v_path=null"], "configs/finetune")
+        load_config("base_10h", ["task.data=x", "task.label_dir=y", "model.w2v_path=null"], str(config_dir_default() / "finetune"))
     with pytest.raises(HubertkitError, match="criterion._name=ctc"):
         load_config("base_10h", ["task.data=x", "task.label_dir=y", "model.w2v_path=z", "criterion._name=hubert"],
-                    "configs/finetune")
+                    str(config_dir_default() / "finetune"))
 
 
 def test_tri_stage_schedule():

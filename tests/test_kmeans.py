@@ -4,15 +4,16 @@ import pytest
 import torch
 from sklearn.cluster import MiniBatchKMeans
 
+from hubertkit.cli import main
 from hubertkit.cluster.kmeans import KMeansModel, learn_kmeans, load_kmeans, sample_frames
 from hubertkit.errors import HubertkitError
 
 
-def fairseq_minibatch(feats, k):
+def fairseq_minibatch(feats, k, max_iter=100, batch_size=10000, n_init=20):
     """fairseq learn_kmeans.py's model, settings as in DESIGN.md."""
     return MiniBatchKMeans(
-        n_clusters=k, init="k-means++", max_iter=100, batch_size=10000, tol=0.0, max_no_improvement=100,
-        n_init=20, reassignment_ratio=0.0, compute_labels=False, init_size=None,
+        n_clusters=k, init="k-means++", max_iter=max_iter, batch_size=batch_size, tol=0.0, max_no_improvement=100,
+        n_init=n_init, reassignment_ratio=0.0, compute_labels=False, init_size=None,
     )
 
 
@@ -88,3 +89,15 @@ def test_fewer_frames_than_clusters(prepared, tmp_path):
     with pytest.raises(HubertkitError, match="fewer than 100000 clusters"):
         learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km.pt", 100000, progress=False)
     assert not (tmp_path / "km.pt").exists()
+
+
+def test_fairseq_flags_reach_minibatch(prepared, tmp_path, capsys):
+    """learn_kmeans.py's own command line (underscore flags) gives scikit-learn's model with those settings."""
+    main(["learn-kmeans", str(prepared / "feat"), "train", "2", str(tmp_path / "km.pt"), "10", "--algo", "minibatch",
+          "--max_iter", "20", "--batch_size", "700", "--n_init", "2", "--seed", "5", "-q"])
+    np.random.seed(5)
+    feats = all_frames(prepared)
+    ref = fairseq_minibatch(feats, 10, max_iter=20, batch_size=700, n_init=2).fit(feats)
+    np.testing.assert_allclose(load_kmeans(tmp_path / "km.pt").centroids, ref.cluster_centers_, rtol=1e-5, atol=1e-4)
+    with pytest.raises(HubertkitError, match="--algo minibatch"):  # lloyd has no batches: refused, not ignored
+        learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km2.pt", 10, batch_size=700)

@@ -160,3 +160,11 @@ def test_within_utterance_variance_flags_collapse():
     assert abs(within - ref) < 1e-3 and 0.9 < within / total <= 1
     within, total = within_utterance_variance(collapsed, None)
     assert within / total < 1e-6
+
+
+@pytest.mark.parametrize("key,module", [("common.tensorboard_logdir", "torch.utils.tensorboard"), ("common.wandb_project", "wandb")])
+def test_missing_logger_warns_and_trains(labelled, tmp_path, monkeypatch, caplog, key, module):
+    monkeypatch.setitem(sys.modules, module, None)  # the import fails as if it were not installed
+    r = train("demo", overrides(labelled, tmp_path / "ck", **{key: "tblog", "optimization.max_update": 2}), progress=False)
+    assert r["num_updates"] == 2 and log_records(tmp_path / "ck")
+    assert any(f"{key}=null" in m for m in caplog.messages), caplog.messages

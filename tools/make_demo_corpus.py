@@ -1,10 +1,10 @@
-"""Regenerate ``data/demo``: synthesized English speech with phone alignments.
+"""Regenerate ``hubertkit/corpora/demo``: synthesized English speech with phone alignments.
 
 Needs espeak-ng (``apt-get install espeak-ng``) and scipy; neither is needed to use
 the corpus.  The speech comes from espeak-ng's library through ctypes so that its
 phoneme events (sample positions of every phone) give an exact time alignment.
 
-    python tools/make_demo_corpus.py data/demo
+    python tools/make_demo_corpus.py hubertkit/corpora/demo
 """
 
 from __future__ import annotations

@@ -313,26 +313,20 @@ def lloyd(
     return centroids.numpy(), mean, it + 1
 
 
-def minibatch(frames: FrameSet, n_clusters: int, max_iter: int = 100) -> tuple[np.ndarray, float]:
+# fairseq's learn_kmeans.py defaults; its flags of the same names override them.
+MINIBATCH_DEFAULTS = {"init": "k-means++", "batch_size": 10000, "tol": 0.0, "max_no_improvement": 100, "n_init": 20,
+                      "reassignment_ratio": 0.0}
+
+
+def minibatch(frames: FrameSet, n_clusters: int, max_iter: int = 100, **options) -> tuple[np.ndarray, float]:
     """fairseq's MiniBatchKMeans, with the global numpy RNG already seeded by the caller."""
     try:
         from sklearn.cluster import MiniBatchKMeans
     except ImportError:
         raise HubertkitError("--algo minibatch needs scikit-learn: pip install 'hubertkit[sklearn]'") from None
     feats = frames.load()
-    km = MiniBatchKMeans(
-        n_clusters=n_clusters,
-        init="k-means++",
-        max_iter=max_iter,
-        batch_size=10000,
-        verbose=0,
-        compute_labels=False,
-        tol=0.0,
-        max_no_improvement=100,
-        init_size=None,
-        n_init=20,
-        reassignment_ratio=0.0,
-    )
+    km = MiniBatchKMeans(n_clusters=n_clusters, max_iter=max_iter, verbose=0, compute_labels=False, init_size=None,
+                         **{**MINIBATCH_DEFAULTS, **options})
     km.fit(feats)
     return km.cluster_centers_.astype(np.float32), -km.score(feats) / len(feats)
 
@@ -362,13 +356,22 @@ def learn_kmeans(
     seed: int = 0,
     algo: str = "lloyd",
     max_iter: int = 100,
-    tol: float = 1e-4,
+    tol: float | None = None,
     progress: bool = True,
+    **minibatch_options,
 ) -> LearnSummary:
-    """fairseq's ``learn_kmeans.py FEAT_DIR SPLIT NSHARD KM_PATH N_CLUSTERS``."""
+    """fairseq's ``learn_kmeans.py FEAT_DIR SPLIT NSHARD KM_PATH N_CLUSTERS``; its
+    MiniBatchKMeans options (``batch_size``, ``n_init``, ...) apply to ``algo="minibatch"``."""
     start = time.time()
     if n_clusters < 1:
         raise HubertkitError(f"N_CLUSTERS must be at least 1, got {n_clusters}")
+    unknown = sorted(set(minibatch_options) - set(MINIBATCH_DEFAULTS))
+    if unknown:
+        raise HubertkitError(f"unknown k-means option(s) {', '.join(unknown)}; known: {', '.join(MINIBATCH_DEFAULTS)}")
+    minibatch_options = {k: v for k, v in minibatch_options.items() if v is not None}
+    if algo == "lloyd" and minibatch_options:
+        raise HubertkitError(f"option(s) {', '.join(sorted(minibatch_options))} belong to fairseq's MiniBatchKMeans: add --algo minibatch "
+                             "(lloyd runs one k-means++ start over all sampled frames)")
     np.random.seed(seed)  # fairseq seeds the global RNG; its sampling and sklearn draw from it
     frames = sample_frames(feat_dir, split, nshard, percent, np.random.mtrand._rand)
     n = frames.num_frames
@@ -379,9 +382,9 @@ def learn_kmeans(
         )
     log.info("learning %d clusters from %d frames of dim %d (%s)", n_clusters, n, frames.dim, algo)
     if algo == "lloyd":
-        centroids, inertia, passes = lloyd(frames, n_clusters, seed, max_iter, tol, progress=progress)
+        centroids, inertia, passes = lloyd(frames, n_clusters, seed, max_iter, 1e-4 if tol is None else tol, progress=progress)
     elif algo == "minibatch":
-        centroids, inertia = minibatch(frames, n_clusters, max_iter)
+        centroids, inertia = minibatch(frames, n_clusters, max_iter, **minibatch_options, **({} if tol is None else {"tol": tol}))
         passes = None
     else:
         raise HubertkitError(f"unknown --algo {algo!r}; choose 'lloyd' or 'minibatch'")

@@ -450,18 +450,24 @@ class MetricsLogger:
         self.tb = self.wandb = None
         if not self.enabled:
             return
+        # Logging never stops a run: a missing logger is a warning that says how to silence it.
         if cfg.common.tensorboard_logdir:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise HubertkitError("common.tensorboard_logdir needs tensorboard: pip install tensorboard (or unset it)") from None
-            self.tb = SummaryWriter(str(Path(save_dir) / cfg.common.tensorboard_logdir))
+                log.warning("common.tensorboard_logdir=%s is set but tensorboard is not installed; logging to "
+                            "train_log.jsonl only (pip install tensorboard, or common.tensorboard_logdir=null)",
+                            cfg.common.tensorboard_logdir)
+            else:
+                self.tb = SummaryWriter(str(Path(save_dir) / cfg.common.tensorboard_logdir))
         if cfg.common.wandb_project:
             try:
                 import wandb
             except ImportError:
-                raise HubertkitError("common.wandb_project needs wandb: pip install wandb (WANDB_MODE=offline works without network)") from None
-            self.wandb = wandb.init(project=cfg.common.wandb_project, config=cfg.to_dict(), dir=str(save_dir))
+                log.warning("common.wandb_project=%s is set but wandb is not installed; logging to train_log.jsonl only "
+                            "(pip install wandb, or common.wandb_project=null)", cfg.common.wandb_project)
+            else:
+                self.wandb = wandb.init(project=cfg.common.wandb_project, config=cfg.to_dict(), dir=str(save_dir))
 
     def log(self, split: str, update: int, values: dict) -> None:
         if not self.enabled:
