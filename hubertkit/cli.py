@@ -88,7 +88,7 @@ def _cmd_units(a):
     from hubertkit.discrete_units import write_units
 
     return write_units(a.ckpt, a.km_path, a.tsv, a.layer, a.out, dedup_only=a.dedup, max_chunk=a.max_chunk,
-                       trust_pickle=a.trust_pickle) or None
+                       trust_pickle=a.trust_pickle, nshard=a.nshard, rank=a.rank) or None
 
 
 def _cmd_learn_kmeans(a):
@@ -184,7 +184,7 @@ def _cmd_train(a):
 def _cmd_finetune(a):
     from hubertkit.train.trainer import finetune
 
-    r = finetune(a.config_name, a.overrides, a.config_dir, progress=not a.quiet)
+    r = finetune(a.config_name, a.overrides, a.config_dir, progress=not a.quiet, trust_pickle=a.trust_pickle)
     return f"fine-tuned to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
 
 
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tsv_dir", metavar="TSV_DIR")
     p.add_argument("--texts", default=None, help="'utterance<TAB>text' file or JSONL with path and text "
                    "(default: LibriSpeech's *.trans.txt beside the audio)")
-    p.add_argument("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; the first defines the letters")
+    p.add_argument("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; dict.ltr.txt orders the first's letters by frequency, then adds any the others use")
     p.add_argument("--out", default=None, help="output directory (default: TSV_DIR)")
 
     p = add("dump-pitch", _cmd_dump_pitch, "F0 and voicing (Praat) at the model's frame rate, for the disentangling variant")
@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tsv", metavar="TSV", help="manifest file")
     p.add_argument("--layer", type=int, required=True, help="transformer layer, 1-based")
     p.add_argument("--dedup", action="store_true", help="write only the units with repeats removed, and their durations")
-    p.add_argument("--out", default=None, help="output file (default: stdout)")
+    p.add_argument("--out", default=None, help="output file (default: stdout); with --nshard N, FILE_{rank}_{N} per shard")
+    p.add_argument("--nshard", type=int, default=1, help="split the manifest into this many shards, as the dumps (default: 1)")
+    p.add_argument("--rank", type=_rank, default=0, help=rank_help + " (default: 0)")
     p.add_argument("--max-chunk", type=int, default=1600000)
     p.add_argument("--trust-pickle", action="store_true", help="allow pickled (fairseq/joblib) k-means or checkpoints")
 
@@ -391,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-name", required=True, help="e.g. base_10h")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. task.data=DIR task.label_dir=DIR model.w2v_path=CKPT task.normalize=false")
+    p.add_argument("--trust-pickle", action="store_true", help="allow a model.w2v_path fairseq checkpoint that pickles config objects")
 
     p = add("pipeline", _cmd_pipeline, "run the whole iterative recipe from one YAML, resumably")
     p.add_argument("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_demo.yaml)")

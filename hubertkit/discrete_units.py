@@ -41,11 +41,13 @@ def unit_labeller(ckpt, km_path, layer: int, max_chunk: int = 1600000, trust_pic
 
 
 def units(ckpt, km_path, tsv, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False,
-          progress: bool = False) -> Iterator[dict]:
-    """For each utterance of the manifest ``tsv``: ``{"utt", "units", "dedup", "durations"}``."""
-    labeller = unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)
+          progress: bool = False, nshard: int = 1, rank: int = 0) -> Iterator[dict]:
+    """For each utterance of shard ``rank`` of ``nshard`` of the manifest ``tsv`` (fairseq's
+    contiguous shards, as the dumps): ``{"utt", "units", "dedup", "durations"}``."""
     manifest = read_manifest(tsv)
-    for utt in progress_bar(manifest.utterances, unit="utt", desc="units", disable=not progress):
+    shard = manifest.shard(nshard, rank)
+    labeller = unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)
+    for utt in progress_bar(shard, unit="utt", desc=f"units {rank}/{nshard}", disable=not progress):
         labels = labeller(read_audio(utt, where=str(manifest.path)))
         short, durations = dedup(labels)
         yield {"utt": os.path.relpath(utt.path, manifest.root), "units": labels, "dedup": short, "durations": durations}
@@ -72,16 +74,31 @@ def save_units(records, out: str | os.PathLike) -> int:
     return n
 
 
-def write_units(ckpt, km_path, tsv, layer: int, out: str | None = None, dedup_only: bool = False, **kw) -> str:
-    """``hubertkit units``: JSONL to ``out`` (atomically) or stdout."""
-    def records():
-        for record in units(ckpt, km_path, tsv, layer, progress=out is not None, **kw):
+def shard_file(out: str | os.PathLike, rank: int, nshard: int) -> Path:
+    """``units.jsonl`` → ``units_{rank}_{nshard}.jsonl``, the dumps' naming; concatenated in
+    rank order the shards are the whole manifest's units."""
+    out = Path(out)
+    return out if nshard == 1 else out.with_name(f"{out.stem}_{rank}_{nshard}{out.suffix}")
+
+
+def write_units(ckpt, km_path, tsv, layer: int, out: str | None = None, dedup_only: bool = False,
+                nshard: int = 1, rank: int | str = 0, **kw) -> str:
+    """``hubertkit units``: JSONL to ``out`` (atomically; one file per shard) or stdout."""
+    from hubertkit.features.dump import resolve_ranks
+
+    ranks = resolve_ranks(rank, nshard)
+    if out is None and nshard > 1:
+        raise HubertkitError("with NSHARD > 1 give --out FILE: each shard writes FILE_{rank}_{nshard}")
+
+    def records(r):
+        for record in units(ckpt, km_path, tsv, layer, progress=out is not None, nshard=nshard, rank=r, **kw):
             if dedup_only:
                 record = {"utt": record["utt"], "units": record["dedup"], "durations": record["durations"]}
             yield record
 
     if out is None:
-        for record in records():
+        for record in records(0):
             sys.stdout.write(json.dumps(record) + "\n")
         return ""
-    return f"wrote {out}: {save_units(records(), out)} utterances"
+    return "; ".join(f"wrote {shard_file(out, r, nshard)}: {save_units(records(r), shard_file(out, r, nshard))} utterances"
+                     for r in ranks)

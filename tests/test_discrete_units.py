@@ -40,3 +40,8 @@ def test_units_are_kmeans_of_layer_features(prepared, tmp_path, capsys):
     assert [l["units"] for l in lines] == [r["dedup"] for r in records]
     main(["units", str(tmp_path / "m.pt"), str(tmp_path / "km.pt"), str(tsv), "--layer", "2", "--out", str(tmp_path / "u.jsonl")])
     assert [json.loads(l)["units"] for l in (tmp_path / "u.jsonl").read_text().splitlines()] == [r["units"] for r in records]
+    # sharded like the dumps: each rank writes u_{rank}_3.jsonl; in rank order they are the whole
+    main(["units", str(tmp_path / "m.pt"), str(tmp_path / "km.pt"), str(tsv), "--layer", "2", "--out", str(tmp_path / "u.jsonl"),
+          "--nshard", "3", "--rank", "all", "-q"])
+    shards = [json.loads(l)["units"] for r in range(3) for l in (tmp_path / f"u_{r}_3.jsonl").read_text().splitlines()]
+    assert shards == [r["units"] for r in records]

@@ -103,3 +103,23 @@ def test_edit_distance_matches_jiwer():
         ref = [rng.choice("ABC") for _ in range(rng.randint(1, 8))]
         hyp = [rng.choice("ABC") for _ in range(rng.randint(0, 8))]
         assert _edits(ref, hyp) == round(jiwer.wer(" ".join(ref), " ".join(hyp)) * len(ref))
+
+
+def test_pickled_fairseq_checkpoint_needs_and_takes_trust_pickle(prepared, texts, tmp_path):
+    import argparse
+
+    from hubertkit.model.convert import to_fairseq
+
+    ckpt = to_fairseq(HubertModel(preset("tiny", encoder_layers=2)))
+    ckpt["args"] = argparse.Namespace(**ckpt.pop("cfg")["model"])  # fairseq's older checkpoints pickle a Namespace
+    torch.save(ckpt, tmp_path / "fairseq.pt")
+    with pytest.raises(HubertkitError, match="--trust-pickle"):
+        run(prepared, texts, tmp_path / "fairseq.pt", tmp_path / "refused", **{"optimization.max_update": 1})
+    from hubertkit.cli import build_parser
+
+    args = build_parser().parse_args(["finetune", "--config-name", "demo", "--trust-pickle"])
+    assert args.trust_pickle  # the flag the message names exists on this command
+    r = finetune("demo", [f"task.data={prepared / 'tsv'}", f"task.label_dir={texts}", f"model.w2v_path={tmp_path / 'fairseq.pt'}",
+                          f"checkpoint.save_dir={tmp_path / 'ck'}", "dataset.num_workers=0", "optimization.max_update=1",
+                          "dataset.max_tokens=150000"], progress=False, trust_pickle=True)
+    assert r["num_updates"] == 1

@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -34,9 +35,23 @@ def test_manifest_excludes_unreadable_files(small_corpus, tmp_path, caplog):
     corpus = tmp_path / "corpus"
     shutil.copytree(small_corpus, corpus)
     (corpus / "broken.flac").write_bytes(b"not audio at all")
+    wav = np.random.default_rng(0).uniform(-0.5, 0.5, 32000).astype(np.float32)
+    sf.write(corpus / "8k.flac", wav[:16000], 8000)
+    sf.write(corpus / "cut.flac", wav, 16000)
+    data = (corpus / "cut.flac").read_bytes()
+    (corpus / "cut.flac").write_bytes(data[: len(data) // 2])  # header still says 32000 samples
     counts = make_manifest(corpus, tmp_path / "out", valid_percent=0)
     assert counts == {"train": 24}
-    assert "broken.flac" in caplog.text
+    listed = (tmp_path / "out" / "train.tsv").read_text()
+    for name, why in (("broken", "unreadable"), ("8k", "not 16 kHz: 8000 Hz"), ("cut", "truncated")):
+        assert f"{name}.flac" not in listed and f"{name}.flac: " in caplog.text and why in caplog.text, name
+    assert "left out 3 of 27 file(s)" in caplog.text
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    sf.write(wavs / "empty.wav", wav[:0], 16000)  # FLAC cannot hold no samples; WAV can
+    sf.write(wavs / "ok.wav", wav, 16000)
+    assert make_manifest(wavs, tmp_path / "out2", ext="wav", valid_percent=0) == {"train": 1}
+    assert "empty.wav: empty" in caplog.text
 
 
 def test_manifest_errors(tmp_path):

@@ -68,3 +68,16 @@ def test_label_quality_on_demo(prepared, demo_dir, tmp_path):
     assert q.pnmi == pytest.approx(1.0) and q.utterances == len(manifest)
     assert q.frames + q.frame_diff >= int(lengths.sum())
     assert json.loads(json.dumps(q.as_dict()))["pnmi"] == pytest.approx(1.0)
+
+
+def test_wrong_label_rate_is_refused_with_the_right_one(labelled, demo_dir):
+    """100 Hz MFCC labels scored at 50 Hz would meet the wrong phones (PNMI about halves)."""
+    from hubertkit.errors import HubertkitError
+
+    args = (labelled / "labels" / "valid.km", demo_dir / "alignments.jsonl")
+    right = label_quality(*args, 100, labelled / "tsv" / "valid.tsv")
+    assert right.pnmi > 0.2
+    with pytest.raises(HubertkitError, match="made at 100 Hz; pass --label-rate 100"):
+        label_quality(*args, 50, labelled / "tsv" / "valid.tsv")
+    with pytest.raises(HubertkitError, match="made at 100 Hz; pass --label-rate 100"):
+        label_quality(*args, 200, labelled / "tsv" / "valid.tsv")

@@ -46,3 +46,19 @@ def test_prepare_text_from_librispeech_trans_files(tmp_path):
     (chapter / "103-1240.trans.txt").write_text("103-1240-0000 ONLY ONE\n")
     with pytest.raises(HubertkitError, match="no transcript for"):
         prepare_text(tmp_path / "tsv", ["train"])
+
+
+def test_dict_covers_letters_only_valid_uses(tmp_path):
+    """A valid transcript's apostrophe (absent from train) must not make fine-tuning refuse it."""
+    import numpy as np
+    import soundfile as sf
+
+    for split, name in (("train", "a"), ("valid", "b")):
+        sf.write(tmp_path / f"{name}.flac", np.zeros(8000, dtype=np.float32), 16000)
+        (tmp_path / f"{split}.tsv").write_text(f"{tmp_path}\n{name}.flac\t8000\n")
+    (tmp_path / "texts.tsv").write_text("a\tSEE THE SEA\nb\tIT'S QUIET\n")
+    prepare_text(tmp_path, ["train", "valid"], tmp_path / "out", tmp_path / "texts.tsv")
+    symbols = read_dict(tmp_path / "out" / "dict.ltr.txt")
+    # train's letters by count (E 4, | 3, S 2, then ties by name), then the letters only valid uses
+    assert symbols == ["E", "|", "S", "A", "H", "T", "I", "'", "Q", "U"]
+    assert set((tmp_path / "out" / "valid.ltr").read_text().split()) <= set(symbols)

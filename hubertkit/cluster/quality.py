@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from hubertkit.data.alignments import frame_phones, read_alignments, utterance_key
-from hubertkit.data.labels import read_labels
+from hubertkit.data.audio import SAMPLE_RATE
+from hubertkit.data.labels import made_at_rate, read_labels
 from hubertkit.data.manifest import read_manifest
 from hubertkit.errors import HubertkitError
 
@@ -76,6 +77,11 @@ def paired_frames(lab_file, alignments, tsv, label_rate: float):
     manifest = read_manifest(tsv)
     if len(labels) != len(manifest):
         raise HubertkitError(f"{lab_file} has {len(labels)} lines but {tsv} lists {len(manifest)} utterances")
+    seconds = [u.num_samples / SAMPLE_RATE for u in manifest.utterances]
+    actual = made_at_rate([len(l) for l in labels], seconds, label_rate)
+    if actual:  # scored at the wrong rate, every label would meet the wrong phone
+        raise HubertkitError(f"{lab_file}'s labels are {actual / label_rate:g}x as many as the audio has frames at "
+                             f"{label_rate:g} Hz: they were made at {actual:g} Hz; pass --label-rate {actual:g}")
     align = read_alignments(alignments)
     phones_out, labels_out, diff = [], [], 0
     for utt, labs in zip(manifest.utterances, labels):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from hubertkit.data.audio import read_audio
-from hubertkit.data.labels import read_dict, read_labels, read_sidecar
+from hubertkit.data.labels import made_at_rate, read_dict, read_labels, read_sidecar
 from hubertkit.data.manifest import Utterance, read_manifest
 from hubertkit.data.speakers import read_speakers
 from hubertkit.errors import HubertkitError
@@ -148,13 +148,12 @@ class HubertDataset(torch.utils.data.Dataset):
         audio_s = np.array([u.num_samples / self.sample_rate for u in self.manifest.utterances])
         for what, seqs, rate in timed:
             seq_s = np.array([len(t) / rate for t in seqs])
-            ratio = np.median(seq_s / np.maximum(audio_s, 1e-9))
-            for factor, actual in ((2.0, rate * 2), (0.5, rate / 2)):
-                if abs(ratio - factor) < 0.1 * factor:
-                    raise HubertkitError(
-                        f"{what} are {factor:g}x longer than the audio at {rate:g} Hz: they were made at {actual:g} Hz; "
-                        + (f"set model.label_rate={actual:g}" if "labels" in what else f"dump the pitch with --rate {rate:g}")
-                    )
+            actual = made_at_rate([len(t) for t in seqs], audio_s, rate)
+            if actual:
+                raise HubertkitError(
+                    f"{what} are {actual / rate:g}x longer than the audio at {rate:g} Hz: they were made at {actual:g} Hz; "
+                    + (f"set model.label_rate={actual:g}" if "labels" in what else f"dump the pitch with --rate {rate:g}")
+                )
             bad = np.flatnonzero(np.abs(audio_s - seq_s) > LENGTH_TOLERANCE_S)
             if len(bad) and not skip:
                 names = ", ".join(f"{self.manifest.utterances[i].path} (audio {audio_s[i]:.2f} s, {seq_s[i]:.2f} s)" for i in bad[:5])

@@ -9,6 +9,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_open, write_text
 
@@ -33,6 +35,16 @@ def read_sidecar(label_path: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise HubertkitError(f"{path} is not valid JSON: {e}") from None
+
+
+def made_at_rate(frames: list[int], seconds: list[float], rate: float) -> float | None:
+    """The rate sequences were really made at, when they are systematically 2x or 0.5x as
+    long as ``rate`` implies (labels made at 50 Hz read at 100 Hz, or the reverse); else None."""
+    ratio = float(np.median(np.asarray(frames, dtype=float) / rate / np.maximum(np.asarray(seconds, dtype=float), 1e-9)))
+    for factor in (2.0, 0.5):
+        if abs(ratio - factor) < 0.1 * factor:
+            return rate * factor
+    return None
 
 
 def read_labels(path: str | os.PathLike) -> list[list[int]]:

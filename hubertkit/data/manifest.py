@@ -84,8 +84,9 @@ def make_manifest(
     ``wav2vec_manifest.py`` does: one ``random()`` draw per file decides its split.
 
     Files are visited in sorted order (fairseq uses directory order, which differs
-    between machines), so the split is reproducible. Unreadable files are reported
-    and left out. Returns the number of utterances per split.
+    between machines), so the split is reproducible. Files a dump would refuse
+    (unreadable, truncated, empty, not 16 kHz) are named and left out. Returns the number
+    of utterances per split.
     """
     root = Path(os.path.realpath(audio_dir))
     if not root.is_dir():
@@ -100,18 +101,18 @@ def make_manifest(
         raise HubertkitError(f"no *.{ext} files under {root}")
     rand = random.Random(seed)
     splits: dict[str, list[str]] = {"train": [], "valid": []}
-    skipped = []
+    left_out: dict[str, list[Path]] = {}
     for path in files:
-        try:
-            frames = sf.info(str(path)).frames
-        except (sf.LibsndfileError, RuntimeError) as e:
-            skipped.append(path)
-            log.warning("skipping unreadable %s: %s", path, e)
+        frames, problem = _inspect(path)
+        if problem:
+            left_out.setdefault(problem.split(":")[0], []).append(path)
+            log.warning("leaving out %s: %s", path, problem)
             continue
         split = "train" if rand.random() > valid_percent else "valid"
         splits[split].append(f"{os.path.relpath(os.path.realpath(path), root)}\t{frames}")
-    if skipped:
-        log.warning("left out %d unreadable file(s)", len(skipped))
+    if left_out:
+        log.warning("left out %d of %d file(s): %s", sum(map(len, left_out.values())), len(files),
+                    ", ".join(f"{len(v)} {k}" for k, v in left_out.items()))
     counts = {}
     for split, rows in splits.items():
         if split == "valid" and valid_percent <= 0:
@@ -120,6 +121,24 @@ def make_manifest(
             f.write("\n".join([str(root), *rows]) + "\n")
         counts[split] = len(rows)
     return counts
+
+
+def _inspect(path: Path) -> tuple[int, str | None]:
+    """Frames of an audio file, and why it cannot be used (unreadable, not 16 kHz, empty,
+    truncated: its last sample cannot be read), found now rather than at the first dump."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            frames, rate = f.frames, f.samplerate
+            if rate != 16000:
+                return frames, f"not 16 kHz: {rate} Hz (resample it)"
+            if frames == 0:
+                return frames, "empty: no samples"
+            f.seek(frames - 1)
+            if len(f.read(1)) != 1:
+                raise RuntimeError("its last sample cannot be read")
+    except (sf.LibsndfileError, RuntimeError) as e:
+        return 0, f"unreadable or truncated: {e}"
+    return frames, None
 
 
 def lookup_by_path(table: dict, path: str, what: str, where: str):

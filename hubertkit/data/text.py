@@ -1,7 +1,8 @@
 """Transcripts for CTC fine-tuning, in fairseq's files: ``{split}.wrd`` (the words),
 ``{split}.ltr`` (letters separated by spaces, ``|`` after every word, as
-``examples/wav2vec/libri_labels.py`` writes them) and ``dict.ltr.txt`` (letters of the
-train split by frequency).
+``examples/wav2vec/libri_labels.py`` writes them) and ``dict.ltr.txt`` (the letters of
+the first split by frequency, then any letter only the other splits use, so that no
+valid transcript holds a letter the model cannot write).
 
 Texts come from LibriSpeech's ``*.trans.txt`` beside the audio, or from a file:
 ``utterance<TAB>text`` lines, or JSON lines with ``path`` (or ``utt``) and ``text`` (the
@@ -77,13 +78,12 @@ def _librispeech_texts(audio: Path, cache: dict) -> dict[str, str]:
 
 def prepare_text(tsv_dir, splits: list[str], out_dir=None, texts: str | os.PathLike | None = None) -> dict[str, int]:
     """Write ``{split}.wrd``, ``{split}.ltr`` (in manifest order) and ``dict.ltr.txt``
-    (from the first split) into ``out_dir`` (default: ``tsv_dir``). Returns utterances
-    per split."""
+    into ``out_dir`` (default: ``tsv_dir``). Returns utterances per split."""
     out = Path(out_dir or tsv_dir)
     table = read_texts(texts) if texts else None
     cache: dict = {}
-    written, train_words = {}, []
-    for i, split in enumerate(splits):
+    written, texts_per_split = {}, []
+    for split in splits:
         manifest = read_manifest(manifest_path(tsv_dir, split))
         words = []
         for utt in manifest.utterances:
@@ -93,10 +93,12 @@ def prepare_text(tsv_dir, splits: list[str], out_dir=None, texts: str | os.PathL
             else:
                 raw = lookup_by_path(_librispeech_texts(Path(utt.path), cache), Path(rel).name, "transcript", str(utt.path))
             words.append(normalize_text(raw))
-        if i == 0:
-            train_words = words
+        texts_per_split.append(words)
         write_text(out / f"{split}.wrd", "".join(f"{w}\n" for w in words))
         write_text(out / f"{split}.ltr", "".join(f"{letters(w)}\n" for w in words))
         written[split] = len(words)
-    write_text(out / "dict.ltr.txt", "".join(f"{c} {n}\n" for c, n in letter_counts(train_words)))
+    first = letter_counts(texts_per_split[0])
+    known = {c for c, _ in first}
+    rest = [(c, n) for c, n in letter_counts([w for words in texts_per_split[1:] for w in words]) if c not in known]
+    write_text(out / "dict.ltr.txt", "".join(f"{c} {n}\n" for c, n in first + rest))
     return written

@@ -79,10 +79,10 @@ class FinetuningTask:
                  "mask_channel_length", "mask_channel_prob", "mask_channel_selection", "mask_channel_other",
                  "no_mask_channel_overlap")
 
-    def __init__(self, cfg: TrainConfig, splits: list[str]):
+    def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False):
         from hubertkit.data.ctc_dataset import TranscribedDataset
 
-        self.cfg = cfg
+        self.cfg, self.trust_pickle = cfg, trust_pickle
         task = cfg.task
         label_dir = task.label_dir or task.data
         if len(task.labels) != 1:
@@ -97,7 +97,7 @@ class FinetuningTask:
         from hubertkit.model.io import load_model
 
         m = self.cfg.model
-        pretrained = load_model(m.w2v_path)
+        pretrained = load_model(m.w2v_path, self.trust_pickle)
         if pretrained.normalize_waveform != self.cfg.task.normalize:
             raise HubertkitError(f"{m.w2v_path} was pretrained with task.normalize={pretrained.normalize_waveform}; "
                                  f"fine-tune with the same (task.normalize={pretrained.normalize_waveform})")
@@ -227,10 +227,11 @@ def _edits(ref: list[str], hyp: list[str]) -> int:
     return previous[-1]
 
 
-def make_task(cfg: TrainConfig, splits: list[str]):
+def make_task(cfg: TrainConfig, splits: list[str], trust_pickle: bool = False):
+    """``trust_pickle``: fine-tuning may start from a fairseq checkpoint that pickles its config."""
     if cfg.unit_asr:
         return UnitAsrTask(cfg, splits)
-    return FinetuningTask(cfg, splits) if cfg.fine_tuning else PretrainingTask(cfg, splits)
+    return FinetuningTask(cfg, splits, trust_pickle) if cfg.fine_tuning else PretrainingTask(cfg, splits)
 
 
 def has_split(cfg: TrainConfig, split: str) -> bool:

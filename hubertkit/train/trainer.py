@@ -115,14 +115,14 @@ def _mask_generator(seed: int, update: int, micro: int) -> torch.Generator:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, progress: bool = True, trust_pickle: bool = False):
         self.cfg, self.progress = cfg, progress
         self.dist = init_distributed(cfg)
         splits = [cfg.dataset.train_subset]
         self.has_valid = not cfg.dataset.disable_validation and has_split(cfg, cfg.dataset.valid_subset)
         if self.has_valid:
             splits.append(cfg.dataset.valid_subset)
-        self.task = make_task(cfg, splits)
+        self.task = make_task(cfg, splits, trust_pickle)
         self.train_data = self.task.datasets[0]
         self.valid_data = self.task.datasets[1] if self.has_valid else None
         torch.manual_seed(cfg.common.seed)
@@ -493,13 +493,14 @@ class MetricsLogger:
             self.wandb.finish()
 
 
-def train(config_name: str, overrides: list[str] = (), config_dir: str | None = None, progress: bool = True) -> dict:
+def train(config_name: str, overrides: list[str] = (), config_dir: str | None = None, progress: bool = True,
+          trust_pickle: bool = False) -> dict:
     """``hubertkit train [--config-dir D] --config-name NAME key=value ...``."""
     from hubertkit.config import load_config
 
     cfg = load_config(config_name, overrides, config_dir)
     try:
-        result = Trainer(cfg, progress).run()
+        result = Trainer(cfg, progress, trust_pickle).run()
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
         return result
@@ -508,9 +509,11 @@ def train(config_name: str, overrides: list[str] = (), config_dir: str | None = 
             torch.distributed.destroy_process_group()
 
 
-def finetune(config_name: str, overrides: list[str] = (), config_dir: str | None = None, progress: bool = True) -> dict:
+def finetune(config_name: str, overrides: list[str] = (), config_dir: str | None = None, progress: bool = True,
+             trust_pickle: bool = False) -> dict:
     """``hubertkit finetune --config-name base_10h ...``: ``train`` with fairseq's
-    ``config/finetune`` directory (here ``configs/finetune``) as the default."""
+    ``config/finetune`` directory (here ``configs/finetune``) as the default;
+    ``trust_pickle`` lets ``model.w2v_path`` be a fairseq checkpoint that pickles its config."""
     from hubertkit.config import config_dir_default
 
-    return train(config_name, overrides, config_dir or str(config_dir_default() / "finetune"), progress)
+    return train(config_name, overrides, config_dir or str(config_dir_default() / "finetune"), progress, trust_pickle)
