@@ -134,6 +134,12 @@ def _cmd_label_quality(a):
     return json.dumps(q.as_dict(), indent=1) if a.json else str(q)
 
 
+def _cmd_export_kmeans(a):
+    from hubertkit.cluster.kmeans import export_kmeans
+
+    return export_kmeans(a.km_path, a.out, trust_pickle=a.trust_pickle)
+
+
 def _cmd_export(a):
     from hubertkit.model.io import export
 
@@ -346,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="output folder (hf) or .pt file (fairseq)")
     p.add_argument("--format", choices=["hf", "fairseq"], default="hf", help="hf: transformers HubertModel folder; fairseq: HuBERT .pt")
     p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
+
+    p = add("export-kmeans", _cmd_export_kmeans, "write a k-means model as the scikit-learn joblib file fairseq's dump_km_label.py reads")
+    p.add_argument("km_path", metavar="KM_PATH", help="a hubertkit k-means model (learn-kmeans)")
+    p.add_argument("out", metavar="OUT", help="output file, e.g. km.bin")
+    p.add_argument("--trust-pickle", action="store_true", help="allow KM_PATH to be a joblib file itself")
 
     p = add("transcribe", _cmd_transcribe, "greedy CTC transcription with a fine-tuned model (hubertkit or transformers HubertForCTC)")
     p.add_argument("ckpt", metavar="CKPT")

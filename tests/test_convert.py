@@ -1,6 +1,7 @@
 """Interchange with transformers and fairseq, checked against transformers' own model."""
 
 import argparse
+import types
 
 import pytest
 import torch
@@ -210,3 +211,72 @@ def test_export_command_all_directions(tmp_path):
     loaded = transformers.HubertModel.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(wav).last_hidden_state, model.extract_features(wav)[0], atol=1e-5, rtol=1e-5)
+
+
+class FairseqDictionaryStandIn:
+    """What fairseq's unpickler builds: fairseq.data.dictionary.Dictionary, by its fields."""
+
+
+def load_as_fairseq_does(path):
+    """fairseq's checkpoint_utils.load_checkpoint_to_cpu + _upgrade_state_dict +
+    load_model_ensemble_and_task, as far as they read the file (fairseq itself not installed):
+    torch.load (full unpickling, fairseq's classes importable), OmegaConf.create of cfg, the
+    optimizer_history / extra_state upgrades, task setup (cfg.task.data must not be MISSING,
+    task_state's dictionaries are merged in) and HubertModel's class counts."""
+    import pickle
+
+    from omegaconf import OmegaConf
+
+    class FairseqUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("fairseq.data.dictionary", "Dictionary"):
+                return FairseqDictionaryStandIn
+            return super().find_class(module, name)
+
+    pickle_module = types.SimpleNamespace(__name__="pickle", Unpickler=FairseqUnpickler, load=pickle.load)
+    state = torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
+    cfg = OmegaConf.create(state["cfg"], flags={"allow_objects": True})
+    last = state["optimizer_history"][-1]  # _upgrade_state_dict: KeyError 'best_loss' without it
+    assert {"criterion_name", "optimizer_name", "lr_scheduler_state", "num_updates"} <= set(last)
+    assert "train_iterator" in state["extra_state"]
+    assert cfg.task._name == "hubert_pretraining" and cfg.model._name == "hubert"
+    assert not OmegaConf.is_missing(cfg.task, "data") and cfg.task.sample_rate == 16000
+    dictionaries = state["task_state"]["dictionaries"]
+    for d in dictionaries:
+        assert isinstance(d, FairseqDictionaryStandIn)
+        assert d.symbols[:4] == ["<s>", "<pad>", "</s>", "<unk>"] and (d.bos_index, d.pad_index, d.eos_index, d.unk_index) == (0, 1, 2, 3)
+        assert d.nspecial == 4 and len(d.count) == len(d.symbols) and d.indices == {s: i for i, s in enumerate(d.symbols)}
+    num_classes = [len(d.symbols) for d in dictionaries]  # HubertModel: [len(d) for d in dictionaries]
+    assert state["model"]["label_embs_concat"].shape[0] == sum(num_classes)
+    return state, cfg, num_classes
+
+
+def test_fairseq_export_opens_in_fairseqs_loader(labelled, tmp_path):
+    from hubertkit.cli import main
+    from hubertkit.train.trainer import train
+
+    train("demo", [f"task.data={labelled / 'tsv'}", f"task.label_dir={labelled / 'labels'}", f"checkpoint.save_dir={tmp_path / 'ck'}",
+                   "dataset.num_workers=0", "optimization.max_update=2", "model.encoder_layers=2", "dataset.max_tokens=150000"],
+          progress=False)
+    main(["export", str(tmp_path / "ck" / "checkpoint_last.pt"), str(tmp_path / "fs.pt"), "--format", "fairseq"])
+    state, cfg, num_classes = load_as_fairseq_does(tmp_path / "fs.pt")
+    symbols = (labelled / "labels" / "dict.km.txt").read_text().split()[::2]
+    assert state["task_state"]["dictionaries"][0].symbols[4:] == symbols and num_classes == [len(symbols) + 4]
+    assert cfg.task.data == str(labelled / "tsv") and list(cfg.task.labels) == ["km"]
+    assert state["optimizer_history"][-1]["num_updates"] == 2
+    # and hubertkit reads its own export back without --trust-pickle
+    from hubertkit.model.io import load_model
+
+    back, ours = load_model(tmp_path / "fs.pt"), load_model(tmp_path / "ck" / "checkpoint_last.pt")
+    wav = torch.randn(1, 8000)
+    torch.testing.assert_close(back.extract_features(wav)[0], ours.extract_features(wav)[0], atol=0, rtol=0)
+
+
+def test_label_sets_of_different_sizes_come_from_the_dictionaries(tmp_path):
+    torch.manual_seed(0)
+    model = HubertModel(preset("tiny", num_classes=[104, 54], label_rate=100, untie_final_proj=True)).eval()
+    save_fairseq_checkpoint(model, tmp_path / "fs.pt")
+    ckpt, _, num_classes = load_as_fairseq_does(tmp_path / "fs.pt")
+    assert num_classes == [104, 54]
+    del ckpt["hubertkit"]  # as a file fairseq itself wrote: only task_state says how the rows split
+    assert from_fairseq(ckpt).cfg.num_classes == [104, 54]

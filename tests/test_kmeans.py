@@ -101,3 +101,20 @@ def test_fairseq_flags_reach_minibatch(prepared, tmp_path, capsys):
     np.testing.assert_allclose(load_kmeans(tmp_path / "km.pt").centroids, ref.cluster_centers_, rtol=1e-5, atol=1e-4)
     with pytest.raises(HubertkitError, match="--algo minibatch"):  # lloyd has no batches: refused, not ignored
         learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km2.pt", 10, batch_size=700)
+
+
+def test_export_kmeans_is_what_fairseqs_dump_km_label_reads(prepared, tmp_path):
+    """fairseq's ApplyKmeans: joblib.load, then argmin of ‖x‖² − 2x·C + ‖C‖²; and sklearn's own predict."""
+    learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km.pt", 15, progress=False)
+    main(["export-kmeans", str(tmp_path / "km.pt"), str(tmp_path / "km.bin")])
+    km = joblib.load(tmp_path / "km.bin")
+    assert isinstance(km, MiniBatchKMeans)
+    C = km.cluster_centers_.transpose()
+    Cnorm = (C**2).sum(0, keepdims=True)
+    x = all_frames(prepared)
+    fairseq_labels = np.argmin((x**2).sum(1, keepdims=True) - 2 * np.matmul(x, C) + Cnorm, axis=1)
+    ours = load_kmeans(tmp_path / "km.pt").predict(x)
+    np.testing.assert_array_equal(fairseq_labels, ours)
+    np.testing.assert_array_equal(km.predict(x), ours)
+    back = load_kmeans(tmp_path / "km.bin", trust_pickle=True)
+    np.testing.assert_array_equal(back.centroids, load_kmeans(tmp_path / "km.pt").centroids)

@@ -108,6 +108,30 @@ def load_kmeans(path: str | os.PathLike, trust_pickle: bool = False) -> KMeansMo
     return KMeansModel(np.asarray(km.cluster_centers_, dtype=np.float32), {"source": "joblib", "path": str(path)})
 
 
+def export_kmeans(km_path: str | os.PathLike, out: str | os.PathLike, trust_pickle: bool = False) -> str:
+    """``hubertkit export-kmeans KM_PATH OUT``: the centroids as a fitted scikit-learn
+    ``MiniBatchKMeans`` in a joblib file, what fairseq's ``dump_km_label.py`` (and its
+    HuBERT unit scripts) load; their labels are then ours."""
+    try:
+        import joblib
+        from sklearn.cluster import MiniBatchKMeans
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+    except ImportError:
+        raise HubertkitError("export-kmeans writes a scikit-learn model: pip install 'hubertkit[sklearn]'") from None
+    km = load_kmeans(km_path, trust_pickle)
+    model = MiniBatchKMeans(n_clusters=km.n_clusters, init="k-means++", max_iter=100, batch_size=10000, tol=0.0,
+                            max_no_improvement=100, n_init=20, reassignment_ratio=0.0, compute_labels=False)
+    # the attributes fit() leaves, so predict() and transform() work as on a fitted model
+    model.cluster_centers_ = km.centroids.astype(np.float32)
+    model.n_features_in_ = km.dim
+    model.inertia_ = float(km.meta.get("inertia", np.nan)) * float(km.meta.get("frames", np.nan))
+    model.n_iter_ = model.n_steps_ = 0
+    model._n_threads = _openmp_effective_n_threads()
+    with atomic_path(out) as tmp:
+        joblib.dump(model, tmp)
+    return f"wrote {out}: scikit-learn MiniBatchKMeans, {km.n_clusters} clusters of dim {km.dim} (joblib)"
+
+
 def assign(x: torch.Tensor, centroids: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centroid and squared distance: argmin of ‖x‖² − 2x·C + ‖C‖², as fairseq."""
     c, c_norm = centroids

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from hubertkit.data.dictionary import FAIRSEQ_PICKLE, NUM_SPECIAL, FairseqDictionary, reading_fairseq_dictionaries
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_path, write_text
 from hubertkit.model.config import HubertConfig, parse_conv_layers
@@ -48,19 +49,44 @@ def fairseq_names(cfg: HubertConfig) -> list[tuple[str, str]]:
     return pairs + [(n, n) for n in same]
 
 
-def to_fairseq(model: HubertModel, task: dict | None = None) -> dict:
-    """A fairseq-layout checkpoint dict: ``{"cfg": {"model": ..., "task": ...}, "model": state}``."""
+def to_fairseq(model: HubertModel, task: dict | None = None, dictionaries: list[list[str]] | None = None,
+               num_updates: int = 0) -> dict:
+    """A checkpoint dict in fairseq's layout, complete enough for fairseq's
+    ``checkpoint_utils.load_model_ensemble_and_task`` (and so ``dump_hubert_feature.py``):
+    ``cfg`` with a ``task.data``, the training bookkeeping its upgrade step reads, and
+    ``task_state`` holding the label dictionaries, so no ``dict.km.txt`` need be on disk.
+    ``dictionaries``: each label set's symbols (default ``0..K-1``, as fairseq's recipe writes)."""
     state = model.state_dict()
     cfg = model.cfg.without_heads().to_dict()  # the disentangling heads have no fairseq counterpart
-    cfg.pop("num_classes")
+    num_classes = cfg.pop("num_classes")
+    if dictionaries is None:
+        dictionaries = [[str(i) for i in range(n - NUM_SPECIAL)] for n in num_classes]
+    sizes = [len(d) + NUM_SPECIAL for d in dictionaries]
+    if sizes != list(num_classes):
+        raise HubertkitError(f"dictionaries of {sizes} classes do not fit the model's {list(num_classes)}")
     model_cfg = {"_name": "hubert", **cfg}
-    task = {"_name": "hubert_pretraining", "label_rate": model.cfg.label_rate, "sample_rate": 16000,
-            "normalize": model.normalize_waveform, **(task or {})}
+    task = {"_name": "hubert_pretraining", "data": ".", "labels": ["km"] * len(dictionaries), "label_rate": model.cfg.label_rate,
+            "sample_rate": 16000, "normalize": model.normalize_waveform, "fine_tuning": False, **(task or {})}
     return {
-        "cfg": {"model": model_cfg, "task": task},
+        "args": None,
+        "cfg": {"_name": None, "model": model_cfg, "task": task},
         "model": {theirs: state[ours] for ours, theirs in fairseq_names(model.cfg)},
-        "hubertkit": {"num_classes": list(model.cfg.num_classes)},
+        "task_state": {"dictionaries": [FairseqDictionary(d) for d in dictionaries]},
+        "optimizer_history": [{"criterion_name": "HubertCriterion", "optimizer_name": "FairseqAdam",
+                               "lr_scheduler_state": {"best": None}, "num_updates": num_updates}],
+        "extra_state": {"epoch": 1, "train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True}, "val_loss": None},
+        "last_optimizer_state": None,
+        "hubertkit": {"num_classes": list(num_classes)},
     }
+
+
+def _dictionary_sizes(task_state) -> list[int] | None:
+    """Class counts of the label sets a fairseq checkpoint's ``task_state`` holds (its
+    ``Dictionary`` objects, read as :class:`FairseqDictionary` or, trusted, as dicts)."""
+    dictionaries = (task_state or {}).get("dictionaries") if isinstance(task_state, dict) else None
+    if not dictionaries:
+        return None
+    return [len(d["symbols"] if isinstance(d, dict) else d.symbols) for d in dictionaries]
 
 
 def from_fairseq(ckpt: dict) -> HubertModel:
@@ -75,8 +101,8 @@ def from_fairseq(ckpt: dict) -> HubertModel:
         raise HubertkitError(f"checkpoint holds a {model_cfg.get('_name')!r} model, not HuBERT")
     if "label_embs_concat" not in state:
         raise HubertkitError("checkpoint has no label_embs_concat: is it a fine-tuned (CTC) model? Those are not supported here")
-    num_classes = (ckpt.get("hubertkit") or {}).get("num_classes")
-    if num_classes is None:
+    num_classes = (ckpt.get("hubertkit") or {}).get("num_classes") or _dictionary_sizes(ckpt.get("task_state"))
+    if num_classes is None:  # no dictionaries: the label sets are assumed equal in size
         rows = state["label_embs_concat"].shape[0]
         dim = state["label_embs_concat"].shape[1]
         n_sets = state["final_proj.weight"].shape[0] // dim if model_cfg.get("untie_final_proj") else 1
@@ -152,7 +178,8 @@ def load_fairseq_checkpoint(path: str | os.PathLike, trust_pickle: bool = False)
     config objects, which need ``trust_pickle`` (they are then read with stubs, so
     neither fairseq nor omegaconf has to be installed)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with reading_fairseq_dictionaries():
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not trust_pickle:
             raise HubertkitError(
@@ -164,9 +191,10 @@ def load_fairseq_checkpoint(path: str | os.PathLike, trust_pickle: bool = False)
     return from_fairseq(ckpt)
 
 
-def save_fairseq_checkpoint(model: HubertModel, path: str | os.PathLike) -> None:
+def save_fairseq_checkpoint(model: HubertModel, path: str | os.PathLike, **fields) -> None:
+    """``fields``: :func:`to_fairseq`'s ``task``, ``dictionaries`` and ``num_updates``."""
     with atomic_path(path) as tmp:
-        torch.save(to_fairseq(model), tmp)
+        torch.save(to_fairseq(model, **fields), tmp, pickle_module=FAIRSEQ_PICKLE)
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
 
+from hubertkit.data.dictionary import reading_fairseq_dictionaries
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_path
 from hubertkit.model.config import HubertConfig
@@ -42,16 +44,29 @@ def model_from_checkpoint(ckpt: dict) -> HubertModel:
     return from_fairseq(ckpt)
 
 
-def load_model(path: str | os.PathLike, trust_pickle: bool = False) -> HubertModel:
-    """A model in eval mode from a hubertkit/fairseq checkpoint or a transformers folder."""
+def _safe_state(path: Path):
+    """The checkpoint read with ``weights_only=True`` (fairseq ``Dictionary`` objects as
+    plain fields), or None when it pickles other objects (fairseq's config classes)."""
+    try:
+        with reading_fairseq_dictionaries():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise HubertkitError(f"{path} cannot be read as a checkpoint (empty, truncated or not a PyTorch file): "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=None) -> HubertModel:
+    """A model in eval mode from a hubertkit/fairseq checkpoint or a transformers folder
+    (``state``: the file's contents, when already read)."""
     path = Path(path)
     if path.is_dir():
         return import_hf(path).eval()
     if not path.is_file():
         raise HubertkitError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # fairseq's pickled config objects; that loader explains the options
+    ckpt = state if state is not None else _safe_state(path)
+    if ckpt is None:  # fairseq's pickled config objects; that loader explains the options
         return load_fairseq_checkpoint(path, trust_pickle).eval()
     if not isinstance(ckpt, dict):
         raise HubertkitError(f"{path} is not a HuBERT checkpoint")
@@ -63,25 +78,28 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
     becomes a ``transformers`` ``HubertForCTC`` folder."""
     from hubertkit.model.ctc import FORMAT as CTC_FORMAT, export_hf_ctc, load_ctc
 
-    if Path(ckpt).is_file() and _is_ctc(ckpt, CTC_FORMAT):
+    if fmt not in ("hf", "fairseq"):
+        raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
+    state = _safe_state(Path(ckpt)) if Path(ckpt).is_file() else None  # read once
+    if isinstance(state, dict) and (state.get("format") == CTC_FORMAT or "symbols" in state):  # fine-tuned, or fine-tuning
         if fmt != "hf":
             raise HubertkitError("a fine-tuned (CTC) model exports to --format hf (transformers' HubertForCTC) only")
         export_hf_ctc(load_ctc(ckpt), out)
         return f"wrote {out}/ (load with transformers.HubertForCTC.from_pretrained({str(out)!r}))"
-    model = load_model(ckpt, trust_pickle)
+    model = load_model(ckpt, trust_pickle, state)
     if fmt == "hf":
         export_hf(model, out)
         return f"wrote {out}/ (load with transformers.HubertModel.from_pretrained({str(out)!r}))"
-    if fmt == "fairseq":
-        save_fairseq_checkpoint(model, out)
-        return f"wrote {out} (fairseq HuBERT checkpoint layout)"
-    raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
+    save_fairseq_checkpoint(model, out, **_training_record(state))
+    return f"wrote {out} (fairseq checkpoint: checkpoint_utils.load_model_ensemble_and_task loads it)"
 
 
-def _is_ctc(path: str | os.PathLike, ctc_format: str) -> bool:
-    """A saved fine-tuned model, or a fine-tuning checkpoint (it names its letters)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a pickled fairseq checkpoint: not ours
-        return False
-    return isinstance(state, dict) and (state.get("format") == ctc_format or "symbols" in state)
+def _training_record(state) -> dict:
+    """From a hubertkit training checkpoint, what a fairseq export carries besides the
+    weights: the label dictionaries, the task's data and labels, the update count."""
+    if not isinstance(state, dict) or "dictionaries" not in state:
+        return {}
+    task = state.get("cfg", {}).get("train", {}).get("task", {})
+    fields = {k: task[k] for k in ("data", "label_dir", "labels") if task.get(k) is not None}
+    return {"dictionaries": state["dictionaries"], "num_updates": state.get("trainer", {}).get("num_updates", 0),
+            **({"task": fields} if fields else {})}

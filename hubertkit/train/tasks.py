@@ -65,9 +65,10 @@ class PretrainingTask:
             log["sum_within_var"], log["count_within_var"] = within_utterance_variance(out["x"], out["padding_mask"])
         return loss, sample_size, log
 
-    @staticmethod
-    def checkpoint_fields(model: nn.Module) -> dict:
-        return {}
+    def checkpoint_fields(self, model: nn.Module) -> dict:
+        """The label dictionaries (symbols of each ``dict.*.txt``), for an export that
+        carries them as fairseq's checkpoints do."""
+        return {"dictionaries": [ls.symbols for ls in self.label_sets]}
 
 
 class FinetuningTask:
