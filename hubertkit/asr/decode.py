@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from hubertkit.data.dictionary import SPECIALS
 from hubertkit.data.text import WORD_BOUNDARY
-from hubertkit.model.ctc import BLANK, SPECIALS
+from hubertkit.model.ctc import BLANK
 
 
 def greedy_ids(log_probs: torch.Tensor, length: int | None = None) -> list[int]:

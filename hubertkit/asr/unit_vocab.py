@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hubertkit.data.text import WORD_BOUNDARY, letters
 from hubertkit.errors import HubertkitError
-from hubertkit.model.ctc import SPECIALS
+from hubertkit.data.dictionary import SPECIALS
 
 BOS, PAD, EOS, UNK = range(len(SPECIALS))  # fairseq's <s> <pad> </s> <unk>
 

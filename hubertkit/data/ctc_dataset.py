@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from hubertkit.data.audio import read_audio
-from hubertkit.data.dataset import NUM_SPECIAL, PAD_INDEX, select_by_length
+from hubertkit.data.dataset import select_by_length
+from hubertkit.data.dictionary import NUM_SPECIAL, PAD_INDEX
 from hubertkit.data.labels import read_dict
 from hubertkit.data.manifest import read_manifest
 from hubertkit.errors import HubertkitError

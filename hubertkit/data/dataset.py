@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from hubertkit.data.audio import read_audio
+from hubertkit.data.dictionary import NUM_SPECIAL, PAD_INDEX
 from hubertkit.data.labels import made_at_rate, read_dict, read_labels, read_sidecar
 from hubertkit.data.manifest import Utterance, read_manifest
 from hubertkit.data.speakers import read_speakers
@@ -21,9 +22,6 @@ from hubertkit.features.shards import read_utterances
 
 log = logging.getLogger(__name__)
 
-# fairseq's Dictionary puts <s>, <pad>, </s>, <unk> before the symbols of dict.km.txt.
-NUM_SPECIAL = 4
-PAD_INDEX = 1
 LENGTH_TOLERANCE_S = 0.1
 
 

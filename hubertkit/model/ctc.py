@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hubertkit.data.dictionary import SPECIALS  # fairseq's Dictionary; <s> is the CTC blank
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_path, write_text
 from hubertkit.model.config import HubertConfig
 from hubertkit.model.hubert import HubertModel
 
 FORMAT = "hubertkit.ctc"
-SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq's Dictionary; <s> is the CTC blank
 HF_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # transformers' names for the same indices
 BLANK = 0
 

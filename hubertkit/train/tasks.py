@@ -117,7 +117,8 @@ class FinetuningTask:
 
     def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, dict]:
         from hubertkit.asr.decode import greedy_ids
-        from hubertkit.model.ctc import SPECIALS, frame_lengths
+        from hubertkit.data.dictionary import SPECIALS
+        from hubertkit.model.ctc import frame_lengths
 
         pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
         log_probs, frame_pad = net(batch["source"].to(device), pad, mask=train and self.cfg.model.apply_mask, generator=generator)
