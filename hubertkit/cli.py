@@ -60,6 +60,12 @@ def _cmd_prepare_text(a):
     return ", ".join(f"{split}.ltr/.wrd: {n} utterances" for split, n in counts.items()) + f", dict.ltr.txt in {out}"
 
 
+def _cmd_align(a):
+    from hubertkit.data.forced_align import align
+
+    return align(a.tsv_dir, a.split, a.texts, a.out, lexicon=a.lexicon, progress=not a.quiet)
+
+
 def _cmd_dump_pitch(a):
     from hubertkit.features.pitch import dump_pitch
 
@@ -259,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: LibriSpeech's *.trans.txt beside the audio)")
     p.add_argument("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; dict.ltr.txt orders the first's letters by frequency, then adds any the others use")
     p.add_argument("--out", default=None, help="output directory (default: TSV_DIR)")
+
+    p = add("align", _cmd_align, "word and phone alignments of a transcribed English corpus (PocketSphinx), "
+            "the ALIGNMENTS that label-quality and probe read")
+    p.add_argument("tsv_dir", metavar="TSV_DIR")
+    p.add_argument("split", metavar="SPLIT")
+    p.add_argument("--texts", required=True, help="transcripts: 'utterance<TAB>text' lines or JSON lines with path and text")
+    p.add_argument("--out", required=True, help="alignments JSONL to write (one line per aligned utterance)")
+    p.add_argument("--lexicon", default=None, help="'WORD PH1 PH2 ...' (ARPAbet) for words the CMU dictionary lacks")
 
     p = add("dump-pitch", _cmd_dump_pitch, "F0 and voicing (Praat) at the model's frame rate, for the disentangling variant")
     p.add_argument("tsv_dir", metavar="TSV_DIR")

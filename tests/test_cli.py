@@ -10,7 +10,7 @@ from hubertkit.cli import build_parser
 
 COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality",
             "dump-hubert", "units", "export", "train", "pipeline", "demo", "dump-pitch", "speakers", "probe", "prepare-text", "transcribe", "finetune",
-            "unit-asr", "unit-asr train", "unit-asr transcribe", "export-kmeans"]
+            "unit-asr", "unit-asr train", "unit-asr transcribe", "export-kmeans", "align"]
 
 
 def hubertkit(*args, check=True):
