@@ -1,12 +1,15 @@
-"""Does iteration 2 have better labels than MFCC? HuBERT's claim, on the demo corpus.
+"""Does iteration 2 have better labels than MFCC? HuBERT's claim, on any corpus with
+phone alignments (default: the demo corpus).
 
 Trains iteration 1 (MFCC k-means targets) and, at every saved checkpoint, clusters every
 Transformer layer (k-means on train, at each ``--measure-k``) and measures the PNMI of the
-valid split's clusters against the phone alignments; MFCC is scored at the same K.
-Writes ``results.json``, ``table.md`` and two plots (PNMI against updates per layer;
-PNMI against layer at the last checkpoint) to ``--out``.
+valid split's clusters against the phone alignments; MFCC is scored the same way, on the
+same utterances. Writes ``results.json``, ``table.md`` and two plots (PNMI against
+updates per layer; PNMI against layer at the last checkpoint) to ``--out``.
 
     python experiments/iteration_gain.py --out runs/iteration_gain --updates 4500
+    python experiments/iteration_gain.py --out runs/real_s0 --corpus SO762 --manifest SO_PREP \
+        --alignments SO_PREP/valid.alignments.jsonl --ext WAV --score-train 400 --seed 0
 
 The model, batch and learning rate follow the trial in the issue: 4 layers × 192 dims,
 batches of 16 × 2 s, lr 1e-3.
@@ -102,6 +105,22 @@ def table(results: dict) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
+def score_manifest(tsv: Path, out: Path, n_train: int | None) -> Path:
+    """The manifests layers are scored on: valid whole, train thinned to ``n_train``
+    utterances spread evenly (k-means needs frames, not all of them)."""
+    from hubertkit.data.manifest import read_manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "valid.tsv").write_text((tsv / "valid.tsv").read_text())
+    lines = (tsv / "train.tsv").read_text().splitlines()
+    rows = lines[1:]
+    if n_train and n_train < len(rows):
+        rows = [rows[round(i * len(rows) / n_train)] for i in range(n_train)]
+    (out / "train.tsv").write_text("\n".join([lines[0], *rows]) + "\n")
+    read_manifest(out / "train.tsv")
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/iteration_gain"))
@@ -112,21 +131,37 @@ def main():
                         help="comma-separated cluster counts at which layers (and MFCC, for reference) are scored")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra training override, after the defaults above (e.g. optimization.lr=[0.0007]); repeatable")
+    parser.add_argument("--corpus", default=None, help="audio folder (default: the demo corpus)")
+    parser.add_argument("--manifest", default=None, help="folder with train.tsv and valid.tsv to use instead of a random split")
+    parser.add_argument("--alignments", default=None, help="phone alignments of the valid utterances (JSONL)")
+    parser.add_argument("--ext", default=None, help="audio extension (default: the demo's flac)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (common.seed)")
+    parser.add_argument("--score-train", type=int, default=None,
+                        help="fit the scoring k-means on this many train utterances, spread evenly (default: all)")
     parser.add_argument("--measure-only", action="store_true",
                         help="score the checkpoints an earlier (perhaps interrupted) run saved; train nothing")
     args = parser.parse_args()
     start = time.time()
-    cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", {"out": str(args.out), "jobs": 2})
+    given = {k: v for k, v in (("corpus", args.corpus), ("manifest", args.manifest), ("alignments", args.alignments),
+                                ("ext", args.ext)) if v is not None}
+    given = {k: str(Path(v).resolve()) if k != "ext" else v for k, v in given.items()}
+    cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", {"out": str(args.out), "jobs": 2, **given})
     cfg.iterations, cfg.disentangle, cfg.unit_asr = cfg.iterations[:1], None, None
     cfg.iterations[0].n_clusters = args.k
-    cfg.iterations[0].train_overrides = model_overrides(args.updates, args.every) + args.set
+    seed = [f"common.seed={args.seed}"] if args.seed is not None else []
+    cfg.iterations[0].train_overrides = model_overrides(args.updates, args.every) + seed + args.set
     if not args.measure_only:
         run_pipeline(cfg)
-    tsv, ck = args.out / "manifest", args.out / "iter1" / "checkpoints"
+    ck = args.out / "iter1" / "checkpoints"
+    tsv = score_manifest(args.out / "manifest", args.out / "score_manifest", args.score_train)
     ks = [int(k) for k in args.measure_k.split(",")]
-    mfcc = {str(k): pnmi_at(args.out / "iter1" / "features", cfg.nshard, k, args.out / "mfcc", tsv, Path(cfg.alignments), 100)
-            for k in ks}
-    results = {"mfcc_pnmi": mfcc, "layers": {}, "k": args.k, "updates": args.updates, "overrides": args.set}
+    from hubertkit.features.dump import dump_mfcc
+
+    for split in ("train", "valid"):
+        dump_mfcc(tsv, split, 1, 0, args.out / "mfcc" / "features", jobs=2, progress=False)
+    mfcc = {str(k): pnmi_at(args.out / "mfcc" / "features", 1, k, args.out / "mfcc", tsv, Path(cfg.alignments), 100) for k in ks}
+    results = {"mfcc_pnmi": mfcc, "layers": {}, "k": args.k, "updates": args.updates, "seed": args.seed,
+               "overrides": args.set, "score_train": args.score_train, **given}
     for ckpt in sorted(ck.glob("checkpoint_*_*.pt"), key=lambda p: int(re.findall(r"_(\d+)\.pt$", p.name)[0])):
         step = int(re.findall(r"_(\d+)\.pt$", ckpt.name)[0])
         results["layers"][str(step)] = layer_pnmi(ckpt, 4, tsv, args.out / "layers", ks, Path(cfg.alignments))

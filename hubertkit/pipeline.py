@@ -79,6 +79,7 @@ class PipelineConfig:
     nshard: int = 1
     jobs: int = 1
     alignments: str | None = None  # phone alignments JSONL, for label quality
+    manifest: str | None = None  # a folder with train.tsv and valid.tsv to use (e.g. held-out speakers) instead of a random split
     iterations: list[IterationConfig] = field(default_factory=list)
     disentangle: DisentangleConfig | None = None
     unit_asr: UnitAsrConfig | None = None
@@ -132,7 +133,7 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
     def rel(p):  # paths in the config are relative to the config file
         return None if p is None else str(p if Path(p).is_absolute() else (base_dir / p))
 
-    cfg.corpus, cfg.alignments = rel(cfg.corpus), rel(cfg.alignments)
+    cfg.corpus, cfg.alignments, cfg.manifest = rel(cfg.corpus), rel(cfg.alignments), rel(cfg.manifest)
     if cfg.disentangle:
         cfg.disentangle.speaker_map = rel(cfg.disentangle.speaker_map)
     if cfg.unit_asr:
@@ -182,6 +183,21 @@ class Stages:
 
 class _Stop(Exception):
     pass
+
+
+def _file_digest(path: Path) -> str:
+    if not path.is_file():
+        raise HubertkitError(f"manifest {path} does not exist (the pipeline's 'manifest' folder needs train.tsv and valid.tsv)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _copy_manifest(path: Path, tsv: Path) -> int:
+    """Copy a manifest into the pipeline's folder, after reading it (bad lines fail here)."""
+    from hubertkit.data.manifest import read_manifest
+
+    n = len(read_manifest(path))
+    write_text(tsv / path.name, path.read_text())
+    return n
 
 
 def _final_checkpoint(ck: Path) -> Path:
@@ -297,7 +313,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
     from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
     from hubertkit.cluster.quality import label_quality
     from hubertkit.data.labels import make_dict, merge_labels
-    from hubertkit.data.manifest import make_manifest
+    from hubertkit.data.manifest import make_manifest, manifest_path
     from hubertkit.features.dump import dump_mfcc
     from hubertkit.features.hubert import dump_hubert
     from hubertkit.train.trainer import train
@@ -314,8 +330,13 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
     tsv = out / "manifest"
     results: dict = {"iterations": {}}
     try:
-        prev = stages.run("manifest", {"corpus": cfg.corpus, "ext": cfg.ext, "valid_percent": cfg.valid_percent, "seed": cfg.seed},
-                          lambda: make_manifest(cfg.corpus, tsv, cfg.ext, cfg.valid_percent, cfg.seed))
+        if cfg.manifest:  # the user's split, copied (its content is the stage's input)
+            given = {s: manifest_path(cfg.manifest, s) for s in SPLITS}
+            prev = stages.run("manifest", {s: _file_digest(p) for s, p in given.items()},
+                              lambda: {s: _copy_manifest(p, tsv) for s, p in given.items()})
+        else:
+            prev = stages.run("manifest", {"corpus": cfg.corpus, "ext": cfg.ext, "valid_percent": cfg.valid_percent, "seed": cfg.seed},
+                              lambda: make_manifest(cfg.corpus, tsv, cfg.ext, cfg.valid_percent, cfg.seed))
         previous_ckpt, previous_train = None, None
         for it in cfg.iterations:
             d = out / it.name

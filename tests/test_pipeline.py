@@ -114,3 +114,23 @@ def test_unit_asr_per_iteration_lands_in_the_report(small_corpus, demo_dir, tmp_
         config(small_corpus, demo_dir, tmp_path / "x", unit_asr={"texts": "t", "iterations": ["iter9"]})
     with pytest.raises(HubertkitError, match="needs 'texts'"):
         config(small_corpus, demo_dir, tmp_path / "x", unit_asr={})
+
+
+def test_a_given_manifest_replaces_the_random_split(prepared, small_corpus, demo_dir, tmp_path):
+    """manifest: DIR (e.g. held-out speakers) is copied; a changed manifest re-runs the stages after it."""
+    given = tmp_path / "given"
+    given.mkdir()
+    for split in ("train", "valid"):
+        (given / f"{split}.tsv").write_text((prepared / "tsv" / f"{split}.tsv").read_text())
+    cfg = config(small_corpus, demo_dir, tmp_path / "out", manifest=str(given))
+    cfg.iterations = cfg.iterations[:1]
+    run_pipeline(cfg, until="iter1.features", progress=False, log=lambda s: None)
+    for split in ("train", "valid"):
+        assert (tmp_path / "out" / "manifest" / f"{split}.tsv").read_text() == (given / f"{split}.tsv").read_text()
+    rows = (given / "valid.tsv").read_text().splitlines()
+    (given / "valid.tsv").write_text("\n".join(rows[:-1]) + "\n")  # one utterance fewer
+    result = run_pipeline(cfg, until="iter1.features", progress=False, log=lambda s: None)
+    assert result["ran"] == ["manifest", "iter1.features"]
+    (given / "train.tsv").unlink()
+    with pytest.raises(HubertkitError, match="needs train.tsv and valid.tsv"):
+        run_pipeline(cfg, progress=False, log=lambda s: None)
