@@ -55,3 +55,12 @@ def test_truncated_flac_file_is_an_error(tmp_path, demo_dir):
     (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
     with pytest.raises(HubertkitError, match="cut.flac"):
         read_audio(utt(tmp_path / "cut.flac", n))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_samples_are_refused(tmp_path, bad):
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)
+    x[8000] = bad
+    sf.write(tmp_path / "f.wav", x, 16000, subtype="FLOAT")
+    with pytest.raises(HubertkitError, match=r"f.wav has 1 NaN or infinite sample\(s\), the first at 0.500 s"):
+        read_audio(utt(tmp_path / "f.wav", 16000))

@@ -35,6 +35,10 @@ def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") 
         log.warning("%s%s has %d channels; averaging to mono", where, utt.path, wav.shape[1])
         wav = wav.mean(axis=1, dtype=np.float32)[:, None]
     wav = wav[:, 0]
+    if not np.isfinite(wav).all():  # float files can hold them; every feature of the frame would follow
+        bad = np.flatnonzero(~np.isfinite(wav))
+        raise HubertkitError(f"{where}{utt.path} has {len(bad)} NaN or infinite sample(s), the first at "
+                             f"{bad[0] / sample_rate:.3f} s; repair or drop the file")
     if abs(len(wav) - utt.num_samples) > LENGTH_TOLERANCE:
         raise HubertkitError(
             f"{where}{utt.path} has {len(wav)} samples but the manifest says {utt.num_samples} "

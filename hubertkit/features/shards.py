@@ -116,6 +116,7 @@ class FeatureShard:
             os.close(fd)
         if got != out.nbytes:
             raise HubertkitError(f"{self.path} is shorter than its header says (truncated file?)")
+        self._check_finite(out, np.arange(start, stop))
         return out
 
     def take_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -130,7 +131,17 @@ class FeatureShard:
                     raise HubertkitError(f"{self.path} is shorter than its header says (truncated file?)")
         finally:
             os.close(fd)
+        self._check_finite(out, rows)
         return out
+
+    def _check_finite(self, block: np.ndarray, rows: np.ndarray) -> None:
+        """NaN or inf would win or lose every distance silently (label 0, a broken k-means)."""
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = int(rows[np.argmin(finite)])
+            utt = int(np.searchsorted(self.offsets, row, side="right") - 1)
+            raise HubertkitError(f"{self.path}: utterance {utt} (line {utt + 1} of its .len) has NaN or infinite "
+                                 "features; re-run the dump (dump-mfcc refuses audio with such samples)")
 
 
 def read_shard(feat_dir: str | os.PathLike, split: str, rank: int, nshard: int) -> FeatureShard:
@@ -140,14 +151,26 @@ def read_shard(feat_dir: str | os.PathLike, split: str, rank: int, nshard: int) 
             raise HubertkitError(f"missing feature shard file {p} (did the dump for rank {rank} finish?)")
     try:
         feats = np.load(npy, mmap_mode="r")
-    except ValueError as e:
-        raise HubertkitError(f"{npy} is not a valid .npy file: {e}") from None
+    except (ValueError, EOFError, OSError) as e:
+        raise HubertkitError(f"{npy} is not a valid .npy file (empty or truncated?): {e or type(e).__name__}") from None
     if feats.ndim != 2:
         raise HubertkitError(f"{npy} should hold [frames, dim] features, has shape {feats.shape}")
+    if feats.dtype != np.dtype("<f4") or (np.isfortran(feats) and feats.shape[0] > 1):
+        # np.load would read these, but every reader here (and fairseq's) streams rows of float32
+        layout = f"{feats.dtype.str} ({feats.dtype.name}{', big-endian' if feats.dtype.byteorder == '>' else ''})"
+        raise HubertkitError(
+            f"{npy} holds {layout}{' in Fortran order' if np.isfortran(feats) else ''} features; shards are float32, "
+            "little-endian, C order (as fairseq's dumps write them): re-save with "
+            "np.save(path, np.ascontiguousarray(x, dtype='<f4'))"
+        )
     try:
         lengths = np.loadtxt(lens, dtype=np.int64, ndmin=1)
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:
         raise HubertkitError(f"{lens} should hold one integer per line: {e}") from None
+    bad = np.flatnonzero((lengths < 0) | (lengths > feats.shape[0]))
+    if len(bad):
+        raise HubertkitError(f"{lens}:{bad[0] + 1}: frame count {lengths[bad[0]]} is impossible for a shard of "
+                             f"{feats.shape[0]} frames; re-run the dump for this rank")
     if lengths.sum() != feats.shape[0]:
         raise HubertkitError(
             f"{lens} lists {int(lengths.sum())} frames but {npy} holds {feats.shape[0]}: "

@@ -1,0 +1,70 @@
+"""Feature shards that np.load would read but that would give wrong labels: refused with
+exit 2, a message naming the file, and no label file written."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from hubertkit.cli import main
+from hubertkit.cluster.kmeans import learn_kmeans
+
+
+@pytest.fixture
+def shard(prepared, tmp_path):
+    """A copy of the valid MFCC shard, and a k-means model fitted on train."""
+    feat = tmp_path / "feat"
+    feat.mkdir()
+    for ext in ("npy", "len"):
+        shutil.copy(prepared / "feat" / f"valid_0_1.{ext}", feat / f"valid_0_1.{ext}")
+    learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km.pt", 10, progress=False)
+    return feat
+
+
+def refused(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        main([*map(str, argv), "-q"])
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", ["float64", "fortran", "big-endian"])
+def test_other_npy_layouts_are_refused(shard, tmp_path, capsys, layout):
+    x = np.load(shard / "valid_0_1.npy")
+    y = {"float64": x.astype(np.float64), "fortran": np.asfortranarray(x), "big-endian": x.astype(">f4")}[layout]
+    np.save(shard / "valid_0_1.npy", y)
+    err = refused(capsys, "dump-labels", shard, "valid", tmp_path / "km.pt", 1, 0, tmp_path / "lab")
+    assert "valid_0_1.npy" in err and "float32, little-endian, C order" in err
+    assert not (tmp_path / "lab").exists() or not list((tmp_path / "lab").iterdir())
+    err = refused(capsys, "learn-kmeans", shard, "valid", 1, tmp_path / "km2.pt", 5)
+    assert "valid_0_1.npy" in err and not (tmp_path / "km2.pt").exists()
+
+
+@pytest.mark.parametrize("entry", ["-5", "100000000000000000000"])
+def test_impossible_len_entries_are_refused(shard, tmp_path, capsys, entry):
+    lengths = (shard / "valid_0_1.len").read_text().split()
+    if entry.startswith("-"):  # the total unchanged: only the entry itself gives it away
+        lengths[0], lengths[1] = str(int(lengths[0]) + int(lengths[1]) + 5), entry
+    else:
+        lengths[0] = entry
+    (shard / "valid_0_1.len").write_text("\n".join(lengths) + "\n")
+    err = refused(capsys, "dump-labels", shard, "valid", tmp_path / "km.pt", 1, 0, tmp_path / "lab")
+    assert "valid_0_1.len" in err and "Traceback" not in err
+    assert not (tmp_path / "lab" / "valid_0_1.km").exists()
+
+
+def test_non_finite_features_are_refused(shard, tmp_path, capsys):
+    x = np.load(shard / "valid_0_1.npy")
+    lengths = np.loadtxt(shard / "valid_0_1.len", dtype=int)
+    x[lengths[0] + 3, 5] = np.nan  # in the second utterance
+    np.save(shard / "valid_0_1.npy", x)
+    err = refused(capsys, "dump-labels", shard, "valid", tmp_path / "km.pt", 1, 0, tmp_path / "lab")
+    assert "utterance 1 (line 2 of its .len) has NaN" in err and not (tmp_path / "lab" / "valid_0_1.km").exists()
+    err = refused(capsys, "learn-kmeans", shard, "valid", 1, tmp_path / "km2.pt", 5)
+    assert "NaN" in err and not (tmp_path / "km2.pt").exists()
+
+
+def test_empty_npy_is_refused(shard, tmp_path, capsys):
+    (shard / "valid_0_1.npy").write_bytes(b"")
+    err = refused(capsys, "dump-labels", shard, "valid", tmp_path / "km.pt", 1, 0, tmp_path / "lab")
+    assert "valid_0_1.npy is not a valid .npy file" in err
