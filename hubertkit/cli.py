@@ -451,6 +451,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"hubertkit {args.command}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # a full or read-only disk, a missing permission: the file and the reason, no traceback
+        if args.debug or e.errno is None:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"hubertkit {args.command}: error: cannot write or read{where}: {e.strerror} "
+              "(outputs are written atomically: nothing half-written was left; fix this and re-run)", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print(f"hubertkit {args.command}: interrupted", file=sys.stderr)
         sys.exit(130)

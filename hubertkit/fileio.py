@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+
+from hubertkit.errors import HubertkitError
 
 
 def _umask() -> int:
@@ -15,13 +20,36 @@ def _umask() -> int:
     return mask
 
 
+def _owner_tag() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of ``path`` left by a killed or failed writer on this host (its process
+    is gone): they would hold disk space (a full disk stays full) and confuse a reader of
+    the folder. Another host's, or a live process's, are left alone."""
+    host = socket.gethostname()
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        owner = stale.name[len(path.name) + 2 :].split(".", 1)[0]
+        owner_host, _, pid = owner.rpartition("-")
+        if owner_host != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
 class AtomicFile:
     """A temporary file beside ``path`` that ``commit()`` fsyncs and renames over it."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        _remove_stale_temps(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.{_owner_tag()}.", suffix=".tmp", dir=self.path.parent)
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private
         os.close(fd)
         self.tmp = Path(tmp)
@@ -43,6 +71,17 @@ class AtomicFile:
         self.tmp.unlink(missing_ok=True)
 
 
+# A write that fails for these reasons is the disk's fault, not the data's: say which file.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
+
+
+def disk_error(path: str | os.PathLike, e: OSError) -> Exception:
+    """``e`` as a message naming the output being written, when it is a disk error."""
+    if e.errno in _DISK_ERRORS:
+        return HubertkitError(f"cannot write {path}: {e.strerror} (nothing half-written is left; free space and re-run)")
+    return e
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
@@ -50,6 +89,8 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield f.tmp
         f.commit()
+    except OSError as e:
+        raise disk_error(path, e) from None
     finally:
         f.discard()
 

@@ -65,3 +65,24 @@ def pitched(labelled):
         dump_pitch(labelled / "tsv", split, 1, 0, labelled / "pitch", progress=False)
     write_speakers(labelled / "tsv", ["train", "valid"], labelled / "pitch")
     return labelled
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of 64 KiB: ``.path``, and ``.remount(size)`` to grow it; skipped where
+    mounting is not allowed (not root, or a container without the capability)."""
+    import subprocess
+    import types
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root): disk-full behaviour untested")
+
+    def remount(size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+    try:
+        yield types.SimpleNamespace(path=disk, remount=remount)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -79,3 +79,21 @@ def test_outputs_get_normal_permissions(prepared, tmp_path):
     os.umask(mask)
     for name in ("valid_0_1.npy", "valid_0_1.len"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask
+
+
+def test_full_disk_exits_2_leaves_nothing_and_a_rerun_works(prepared, small_disk):
+    """Disk full during dump-mfcc: a message naming the file, no temp file holding the space."""
+    import subprocess
+    import sys
+
+    def run_cli(*args):
+        return subprocess.run([sys.executable, "-m", "hubertkit", *map(str, args)], capture_output=True, text=True)
+
+    r = run_cli("dump-mfcc", prepared / "tsv", "valid", 1, 0, small_disk.path / "feat", "-q")
+    assert r.returncode == 2 and "No space left on device" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "feat" in r.stderr  # names where it could not write
+    assert not list((small_disk.path / "feat").iterdir())  # no temp file keeps the disk full
+    small_disk.remount("64m")
+    r = run_cli("dump-mfcc", prepared / "tsv", "valid", 1, 0, small_disk.path / "feat", "-q")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (small_disk.path / "feat").iterdir()) == ["valid_0_1.len", "valid_0_1.npy"]

@@ -17,3 +17,23 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
         (tmp / "c").write_text("2")
     assert [p.name for p in out.iterdir()] == ["c"]  # replaced, not merged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folders left
+
+
+def test_stale_temps_of_dead_writers_are_removed(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from hubertkit.fileio import write_text
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    host = socket.gethostname()
+    stale = tmp_path / f".out.txt.{host}-{dead}.abc.tmp"  # a killed writer's
+    alive = tmp_path / f".out.txt.{host}-{os.getpid()}.def.tmp"  # a live writer's (this process)
+    other = tmp_path / f".out.txt.otherhost-{dead}.ghi.tmp"  # another machine's, on a shared disk
+    for p in (stale, alive, other):
+        p.write_text("partial")
+    write_text(tmp_path / "out.txt", "done")
+    assert not stale.exists() and alive.exists() and other.exists()
+    assert (tmp_path / "out.txt").read_text() == "done"

@@ -168,3 +168,24 @@ def test_missing_logger_warns_and_trains(labelled, tmp_path, monkeypatch, caplog
     r = train("demo", overrides(labelled, tmp_path / "ck", **{key: "tblog", "optimization.max_update": 2}), progress=False)
     assert r["num_updates"] == 2 and log_records(tmp_path / "ck")
     assert any(f"{key}=null" in m for m in caplog.messages), caplog.messages
+
+
+def test_a_failed_checkpoint_write_keeps_the_resume_point(labelled, tmp_path, monkeypatch):
+    """Disk full at an interval checkpoint (torch reports it as RuntimeError): a clear error,
+    checkpoint_last.pt already holds that update, and a re-run resumes from it."""
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **kw):
+        if "checkpoint_1_4.pt" in str(f):
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: file write failed")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(HubertkitError, match=r"cannot write checkpoint .*checkpoint_1_4.pt: .*file write failed"):
+        train("demo", overrides(labelled, tmp_path / "ck"), progress=False)
+    assert torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)["trainer"]["num_updates"] == 4
+    assert not list((tmp_path / "ck").glob(".*.tmp"))
+    monkeypatch.setattr(torch, "save", real_save)
+    train("demo", overrides(labelled, tmp_path / "ck"), progress=False)
+    train("demo", overrides(labelled, tmp_path / "ref"), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "ck").values(), weights(tmp_path / "ref").values()))

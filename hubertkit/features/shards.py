@@ -7,6 +7,7 @@ known) so a shard never has to fit in memory, and both files appear atomically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import AtomicFile
+from hubertkit.fileio import AtomicFile, disk_error
 
 # Room for any frame count up to 10**15 in the header, so it can be rewritten in place.
 _HEADER_SHAPE_PLACEHOLDER = 10**15
@@ -53,22 +54,32 @@ class ShardWriter:
         feats = np.ascontiguousarray(feats, dtype="<f4")
         if feats.ndim != 2 or feats.shape[1] != self.dim:
             raise ValueError(f"expected [frames, {self.dim}] features, got {feats.shape}")
-        self._npy.write(feats.tobytes())
-        self._len.write(f"{feats.shape[0]}\n")
+        try:
+            self._npy.write(feats.tobytes())
+            self._len.write(f"{feats.shape[0]}\n")
+        except OSError as e:
+            raise disk_error(self._npy_file.path, e) from None
         self.frames += feats.shape[0]
         self.utterances += 1
 
     def close(self) -> None:
-        self._npy.seek(0)
-        self._npy.write(_npy_header(self.frames, self.dim, self._header_size))
-        self._npy.close()
-        self._len.close()
-        self._npy_file.commit()
-        self._len_file.commit()
+        try:
+            self._npy.seek(0)
+            self._npy.write(_npy_header(self.frames, self.dim, self._header_size))
+            self._npy.close()
+            self._len.close()
+            self._npy_file.commit()
+            self._len_file.commit()
+        except BaseException as e:  # e.g. the disk filled up at the last write: no temp file stays behind
+            self.abort()
+            if isinstance(e, OSError):
+                raise disk_error(self._npy_file.path, e) from None
+            raise
 
     def abort(self) -> None:
-        self._npy.close()
-        self._len.close()
+        for f in (self._npy, self._len):
+            with contextlib.suppress(OSError):  # flushing to a full disk fails again; the temps go anyway
+                f.close()
         self._npy_file.discard()
         self._len_file.discard()
 

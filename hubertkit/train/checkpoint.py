@@ -25,8 +25,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
     try:
         with atomic_path(path) as tmp:
             torch.save({"format": FORMAT, "version": 1, **state}, tmp)
-    except OSError as e:
-        raise HubertkitError(f"cannot write checkpoint {path}: {e.strerror or e} (the previous one is intact)") from None
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        kept = "the previous one is intact" if path.is_file() else "no earlier one existed"
+        raise HubertkitError(f"cannot write checkpoint {path}: {why} ({kept}; free space and re-run to resume)") from None
 
 
 def load_checkpoint(path: Path) -> dict:

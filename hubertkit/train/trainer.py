@@ -215,14 +215,17 @@ class Trainer:
         if not self.dist.main:
             return
         ck = self.cfg.checkpoint
+        is_best = valid_loss is not None and valid_loss < self.best
+        if is_best:
+            state["trainer"]["best"] = valid_loss
+        # the resume point first: if the disk fills up later, the run still continues from here
+        save_checkpoint(self.save_dir / LAST, state)
+        if is_best:
+            self.best = valid_loss
+            save_checkpoint(self.save_dir / BEST, state)
         if ck.save_interval_updates and self.num_updates % ck.save_interval_updates == 0:
             save_checkpoint(self.save_dir / interval_name(self.epoch, self.num_updates), state)
             prune_interval_checkpoints(self.save_dir, ck.keep_interval_updates)
-        if valid_loss is not None and valid_loss < self.best:
-            self.best = valid_loss
-            state["trainer"]["best"] = valid_loss
-            save_checkpoint(self.save_dir / BEST, state)
-        save_checkpoint(self.save_dir / LAST, state)
 
     def _best_metric(self, valid: dict | None) -> float | None:
         """checkpoint.best_checkpoint_metric of a validation, as a number to minimise."""
