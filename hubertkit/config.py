@@ -373,11 +373,30 @@ def config_dir_default() -> Path:
     return Path(__file__).resolve().parent / "configs"
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict:
+    """A YAML file that must hold a mapping; malformed YAML, other encodings and other
+    shapes are errors naming the file (and the line, where YAML says it)."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise HubertkitError(f"{what} {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise HubertkitError(f"{what} {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise HubertkitError(f"{what} {path} must be a mapping of keys to values, not a {type(tree).__name__}")
+    return tree
+
+
 def _read_yaml(path: Path, seen: tuple = ()) -> dict:
     """A config file; ``defaults: [NAME, ...]`` first merges those configs of the same
     directory (hydra's list syntax, config names only), so a variant lists only what it
     changes."""
-    tree = yaml.safe_load(path.read_text()) or {}
+    tree = read_yaml_mapping(path)
     parents = tree.pop("defaults", None) or []
     if not isinstance(parents, list) or not all(isinstance(n, str) for n in parents):
         raise HubertkitError(f"{path}: 'defaults' must be a list of config names, got {parents!r}")

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
+from hubertkit.config import read_yaml_mapping
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import write_text
 
@@ -93,14 +92,32 @@ def _check_keys(values: dict, cls, where: str) -> None:
             raise HubertkitError(f"unknown key {where}{key!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
 
+def _typed(cls, values, where: str):
+    """``cls(**values)`` with every value checked against its annotation (OmegaConf
+    structured configs), so a wrong type stops the run before its first stage."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(values, dict):
+        raise HubertkitError(f"pipeline config: {where.rstrip('.') or 'the file'} must be a mapping, got {values!r}")
+    _check_keys(values, cls, where)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        raise HubertkitError(f"pipeline config: {where}{key}: {str(e).splitlines()[0]}") from None
+
+
 def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
     if not isinstance(tree, dict) or "corpus" not in tree:
         raise HubertkitError("a pipeline config needs at least 'corpus' and 'iterations'")
     _check_keys(tree, PipelineConfig, "")
+    listed = tree.get("iterations") or []
+    if not isinstance(listed, list):
+        raise HubertkitError(f"pipeline config: 'iterations' must be a list of iterations, got {listed!r}")
     iterations = []
-    for i, it in enumerate(tree.get("iterations") or [], start=1):
-        _check_keys(it, IterationConfig, f"iterations[{i}].")
-        cfg = IterationConfig(**{"name": f"iter{i}", **it})
+    for i, it in enumerate(listed, start=1):
+        cfg = _typed(IterationConfig, {"name": f"iter{i}", **it} if isinstance(it, dict) else it, f"iterations[{i}].")
         if cfg.features not in ("mfcc", "hubert"):
             raise HubertkitError(f"iteration {cfg.name}: features must be 'mfcc' or 'hubert', got {cfg.features!r}")
         if cfg.features == "hubert" and (i == 1 or not cfg.layer):
@@ -112,15 +129,13 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
         raise HubertkitError("iteration names must be unique")
     dis = tree.get("disentangle")
     if dis is not None:
-        _check_keys(dis, DisentangleConfig, "disentangle.")
-        dis = DisentangleConfig(**dis)
+        dis = _typed(DisentangleConfig, dis, "disentangle.")
         dis.iteration = dis.iteration or iterations[-1].name
         if dis.iteration not in {it.name for it in iterations}:
             raise HubertkitError(f"disentangle.iteration {dis.iteration!r} is not an iteration of this pipeline")
     units = tree.get("unit_asr")
     if units is not None:
-        _check_keys(units, UnitAsrConfig, "unit_asr.")
-        units = UnitAsrConfig(**units)
+        units = _typed(UnitAsrConfig, units, "unit_asr.")
         if not units.texts:
             raise HubertkitError("unit_asr needs 'texts': the transcripts of the corpus")
         names = [it.name for it in iterations]
@@ -128,7 +143,8 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
         unknown = [n for n in units.iterations if n not in names]
         if unknown:
             raise HubertkitError(f"unit_asr.iterations {unknown} are not iterations of this pipeline")
-    cfg = PipelineConfig(**{**tree, "iterations": iterations, "disentangle": dis, "unit_asr": units})
+    top = {k: v for k, v in tree.items() if k not in ("iterations", "disentangle", "unit_asr")}
+    cfg = dataclasses.replace(_typed(PipelineConfig, top, ""), iterations=iterations, disentangle=dis, unit_asr=units)
 
     def rel(p):  # paths in the config are relative to the config file
         return None if p is None else str(p if Path(p).is_absolute() else (base_dir / p))
@@ -145,7 +161,7 @@ def load_pipeline(path: str | os.PathLike, overrides: dict | None = None) -> Pip
     path = Path(path)
     if not path.is_file():
         raise HubertkitError(f"pipeline config {path} does not exist")
-    tree = yaml.safe_load(path.read_text()) or {}
+    tree = read_yaml_mapping(path, "pipeline config")
     tree.update(overrides or {})
     return parse_pipeline(tree, path.parent)
 
@@ -159,26 +175,63 @@ class Stages:
         self.count, self.ran, self.start = 0, [], time.time()
         self.stopped = False
 
-    def run(self, name: str, inputs: dict, fn: Callable[[], object]) -> str:
-        """Returns this stage's digest (for the stages that depend on it)."""
+    def run(self, name: str, inputs: dict, fn: Callable[[], object], outputs: tuple[Path, ...] = ()) -> str:
+        """Returns this stage's digest (for the stages that depend on it). The stage is
+        skipped only when it ran before with the same inputs and its ``outputs`` are
+        still there, unchanged since."""
         if self.stopped:
             raise _Stop
         self.count += 1
         digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
         record = self.dir / f"{name}.json"
-        if record.is_file() and json.loads(record.read_text()).get("digest") == digest:
+        done = _read_record(record, self.log)
+        now = _fingerprint(outputs)
+        if done.get("digest") == digest and done.get("outputs", now) == now:  # records of older versions lack outputs
             self.log(f"[{self.count}/{self.total}] {name}: done earlier, skipped")
         else:
+            if done.get("digest") == digest:
+                self.log(f"[{self.count}/{self.total}] {name}: its outputs changed or went missing since it ran; running it again")
             self.log(f"[{self.count}/{self.total}] {name} ...")
             t = time.time()
             result = fn()
             self.ran.append(name)
             write_text(record, json.dumps({"digest": digest, "inputs": inputs, "seconds": round(time.time() - t, 1),
-                                           "result": str(result) if result is not None else None}, indent=1, default=str) + "\n")
+                                           "result": str(result) if result is not None else None,
+                                           "outputs": _fingerprint(outputs)}, indent=1, default=str) + "\n")
             self.log(f"[{self.count}/{self.total}] {name}: {result if result is not None else 'done'} ({time.time() - t:.0f} s)")
         if self.until and (name == self.until or name.split(".")[0] == self.until and name.endswith(".train")):
             self.stopped = True
         return digest
+
+
+def _read_record(record: Path, log: Callable[[str], None]) -> dict:
+    """A stage record, or {} (not done) when it is missing or unreadable."""
+    if not record.is_file():
+        return {}
+    try:
+        done = json.loads(record.read_text())
+        return done if isinstance(done, dict) else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log(f"stage record {record} is corrupt; running that stage again")
+        return {}
+
+
+def _fingerprint(paths) -> list:
+    """Name, size and modification time of every file under ``paths`` (missing ones as None)."""
+    out = []
+    for root in map(Path, paths):
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for f in files:
+            st = f.stat() if f.is_file() else None
+            out.append([str(f), st.st_size if st else None, st.st_mtime_ns if st else None])
+    return out
+
+
+def _listing(corpus: str, ext: str) -> str:
+    """A digest of the corpus's audio files (names, sizes, times): new or changed files
+    make a new manifest."""
+    files = sorted(Path(corpus).rglob(f"*.{ext.lstrip('.')}")) if Path(corpus).is_dir() else []
+    return hashlib.sha256(json.dumps(_fingerprint(files)).encode()).hexdigest()[:16]
 
 
 class _Stop(Exception):
@@ -333,10 +386,11 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
         if cfg.manifest:  # the user's split, copied (its content is the stage's input)
             given = {s: manifest_path(cfg.manifest, s) for s in SPLITS}
             prev = stages.run("manifest", {s: _file_digest(p) for s, p in given.items()},
-                              lambda: {s: _copy_manifest(p, tsv) for s, p in given.items()})
+                              lambda: {s: _copy_manifest(p, tsv) for s, p in given.items()}, (tsv,))
         else:
-            prev = stages.run("manifest", {"corpus": cfg.corpus, "ext": cfg.ext, "valid_percent": cfg.valid_percent, "seed": cfg.seed},
-                              lambda: make_manifest(cfg.corpus, tsv, cfg.ext, cfg.valid_percent, cfg.seed))
+            prev = stages.run("manifest", {"corpus": cfg.corpus, "ext": cfg.ext, "valid_percent": cfg.valid_percent, "seed": cfg.seed,
+                                           "files": _listing(cfg.corpus, cfg.ext)},
+                              lambda: make_manifest(cfg.corpus, tsv, cfg.ext, cfg.valid_percent, cfg.seed), (tsv,))
         previous_ckpt, previous_train = None, None
         for it in cfg.iterations:
             d = out / it.name
@@ -351,10 +405,11 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
                 return f"{it.features} features in {feats}"
 
             fdig = stages.run(f"{it.name}.features", {"manifest": prev, "features": it.features, "layer": it.layer,
-                                                      "model": previous_train, "nshard": cfg.nshard}, features)
+                                                      "model": previous_train, "nshard": cfg.nshard}, features, (feats,))
             kdig = stages.run(f"{it.name}.kmeans", {"features": fdig, "k": it.n_clusters, "percent": it.kmeans_percent, "seed": cfg.seed},
                               lambda it=it, feats=feats, km=km: learn_kmeans(feats, "train", cfg.nshard, km, it.n_clusters,
-                                                                             percent=it.kmeans_percent, seed=cfg.seed, progress=progress))
+                                                                             percent=it.kmeans_percent, seed=cfg.seed, progress=progress),
+                              (km,))
 
             def labels(feats=feats, km=km, lab=lab):
                 for split in SPLITS:  # every split labelled by the train k-means
@@ -362,7 +417,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
                     merge_labels(lab, split, cfg.nshard)
                 return make_dict(lab)["path"]
 
-            ldig = labelled[it.name] = stages.run(f"{it.name}.labels", {"kmeans": kdig}, labels)
+            ldig = labelled[it.name] = stages.run(f"{it.name}.labels", {"kmeans": kdig}, labels, (lab,))
 
             def quality(it=it, lab=lab, d=d):
                 if not cfg.alignments:
@@ -371,12 +426,14 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
                 write_text(d / "quality.json", json.dumps(q, indent=1) + "\n")
                 return f"valid PNMI {q['valid']['pnmi']:.4f}"
 
-            stages.run(f"{it.name}.quality", {"labels": ldig, "alignments": cfg.alignments, "rate": it.label_rate}, quality)
+            stages.run(f"{it.name}.quality", {"labels": ldig, "alignments": cfg.alignments, "rate": it.label_rate}, quality,
+                       (d / "quality.json",) if cfg.alignments else ())
             overrides = [f"task.data={tsv}", f"task.label_dir={lab}", f"checkpoint.save_dir={ck}",
                          f"model.label_rate={it.label_rate}", *it.train_overrides]
             previous_train = stages.run(
                 f"{it.name}.train", {"labels": ldig, "config": it.train_config, "overrides": overrides},
                 lambda it=it, overrides=overrides: train(it.train_config, overrides, it.train_config_dir, progress=progress)["num_updates"],
+                (ck,),
             )
             previous_ckpt = _final_checkpoint(ck)
             results["iterations"][it.name] = str(d)

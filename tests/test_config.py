@@ -71,3 +71,10 @@ def test_defaults_list_merges_the_named_configs(tmp_path):
     (tmp_path / "c.yaml").write_text("defaults: [nope]\n")
     with pytest.raises(HubertkitError, match="does not exist"):
         load_config("c", [], tmp_path)
+
+
+@pytest.mark.parametrize("text,message", [("task: {data: [x\n", "is not valid YAML at line"), ("[1, 2]\n", "must be a mapping")])
+def test_malformed_train_config_is_an_error_naming_the_file(tmp_path, text, message):
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(HubertkitError, match=f"bad.yaml {message}"):
+        load_config("bad", [], tmp_path)

@@ -134,3 +134,53 @@ def test_a_given_manifest_replaces_the_random_split(prepared, small_corpus, demo
     (given / "train.tsv").unlink()
     with pytest.raises(HubertkitError, match="needs train.tsv and valid.tsv"):
         run_pipeline(cfg, progress=False, log=lambda s: None)
+
+
+def test_changed_inputs_or_outputs_rerun_their_stage(small_corpus, demo_dir, tmp_path):
+    """Skipped only when inputs and outputs are unchanged: new audio makes a new manifest,
+    a deleted output is made again, a corrupt stage record is not trusted."""
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_corpus, corpus)
+    cfg = config(corpus, demo_dir, tmp_path / "out")
+    cfg.iterations = cfg.iterations[:1]
+    quiet = dict(progress=False, log=lambda s: None)
+    assert run_pipeline(cfg, until="iter1.kmeans", **quiet)["ran"] == ["manifest", "iter1.features", "iter1.kmeans"]
+    assert run_pipeline(cfg, until="iter1.kmeans", **quiet)["ran"] == []
+    shutil.rmtree(tmp_path / "out" / "iter1" / "features")
+    assert run_pipeline(cfg, until="iter1.kmeans", **quiet)["ran"] == ["iter1.features"]
+    (tmp_path / "out" / "stages" / "iter1.kmeans.json").write_text("{not json")
+    assert run_pipeline(cfg, until="iter1.kmeans", **quiet)["ran"] == ["iter1.kmeans"]
+    speaker = next(p for p in corpus.iterdir() if p.is_dir())
+    extra = next(p for p in (demo_dir / speaker.name).glob("*.flac") if not (speaker / p.name).exists())
+    shutil.copy(extra, speaker / extra.name)  # one more recording
+    assert run_pipeline(cfg, until="iter1.kmeans", **quiet)["ran"] == ["manifest", "iter1.features", "iter1.kmeans"]
+    rows = sum(len((tmp_path / "out" / "manifest" / f"{s}.tsv").read_text().splitlines()) - 1 for s in ("train", "valid"))
+    assert rows == 25
+
+
+@pytest.mark.parametrize("tree,message", [
+    ({"nshard": "two"}, "nshard: Value 'two'"),
+    ({"iterations": [{"features": "mfcc", "n_clusters": "many"}]}, r"iterations\[1\].n_clusters: Value 'many'"),
+    ({"iterations": 5}, "'iterations' must be a list"),
+])
+def test_wrong_types_stop_before_the_first_stage(small_corpus, demo_dir, tmp_path, tree, message):
+    base = {"corpus": str(small_corpus), "out": str(tmp_path / "out"), "iterations": [{"features": "mfcc"}]}
+    with pytest.raises(HubertkitError, match=message):
+        parse_pipeline({**base, **tree})
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("corpus: [unclosed\n", "is not valid YAML at line"),
+    ("- just\n- a list\n", "must be a mapping"),
+    (b"corpus: caf\xe9\n", "is not UTF-8"),
+])
+def test_malformed_yaml_is_an_error_naming_the_file(tmp_path, text, message):
+    from hubertkit.pipeline import load_pipeline
+
+    path = tmp_path / "p.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(HubertkitError, match=f"p.yaml {message}" if "UTF" not in message else message):
+        load_pipeline(path)
