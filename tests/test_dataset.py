@@ -97,3 +97,18 @@ def test_batches_by_max_tokens():
     assert batches != batches_by_size(sizes, 1_400_000, seed=1, epoch=4)
     with pytest.raises(HubertkitError, match="max_tokens"):
         batches_by_size(sizes, 100_000)
+
+
+def test_dictionary_order_and_huge_ids(labelled, tmp_path):
+    """Classes follow the dictionary's line order, whatever its ids; an id of 10**12 costs
+    no memory (no table as large as the largest id); a symbol listed twice is refused."""
+    lab = copy_labels(labelled, tmp_path)
+    symbols = (lab / "dict.km.txt").read_text().split()[::2]
+    shuffled = symbols[::-1] + ["1000000000000"]
+    (lab / "dict.km.txt").write_text("".join(f"{s} 1\n" for s in shuffled))
+    ds = dataset(labelled, lab)
+    raw = read_labels(lab / "train.km")[ds.index[0]]
+    assert ds[0]["label_list"][0].tolist() == [shuffled.index(str(v)) + 4 for v in raw]
+    (lab / "dict.km.txt").write_text("".join(f"{s} 1\n" for s in [*symbols, symbols[3]]))
+    with pytest.raises(HubertkitError, match=f"symbol '{symbols[3]}' is listed twice"):
+        dataset(labelled, lab)

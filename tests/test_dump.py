@@ -97,3 +97,15 @@ def test_full_disk_exits_2_leaves_nothing_and_a_rerun_works(prepared, small_disk
     r = run_cli("dump-mfcc", prepared / "tsv", "valid", 1, 0, small_disk.path / "feat", "-q")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (small_disk.path / "feat").iterdir()) == ["valid_0_1.len", "valid_0_1.npy"]
+
+
+@pytest.mark.parametrize("env,message", [({"SLURM_ARRAY_TASK_ID": "abc"}, "'abc' is not a non-negative integer"),
+                                         ({"RANK": "5", "WORLD_SIZE": "4"}, "WORLD_SIZE=4 but NSHARD=2"),
+                                         ({"SLURM_ARRAY_TASK_ID": "3"}, "outside 0..1")])
+def test_auto_rank_from_a_bad_environment(monkeypatch, env, message):
+    for var in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(HubertkitError, match=message):
+        resolve_ranks("auto", 2)

@@ -123,10 +123,12 @@ class HubertDataset(torch.utils.data.Dataset):
             )
         if not all(s.isdigit() for s in ls.symbols):
             raise HubertkitError(f"dict.{ls.name}.txt must list integer labels (k-means cluster ids)")
-        table = np.zeros(max(int(s) for s in ls.symbols) + 1, np.int64)
-        for s, i in index.items():
-            table[int(s)] = i
-        return [torch.from_numpy(table[np.asarray(line, dtype=np.int64)]) for line in lines]
+        # label id → class by binary search over the dictionary's ids (a dense table would
+        # take memory in proportion to the largest id, whatever the dictionary holds)
+        ids = np.array([int(s) for s in ls.symbols], dtype=np.int64)
+        order = np.argsort(ids)
+        sorted_ids, classes = ids[order], np.array([index[s] for s in ls.symbols], dtype=np.int64)[order]
+        return [torch.from_numpy(classes[np.searchsorted(sorted_ids, np.asarray(line, dtype=np.int64))]) for line in lines]
 
     def _load_pitch(self, feat_dir) -> list[np.ndarray]:
         pitch = read_utterances(feat_dir, self.split)

@@ -125,13 +125,16 @@ def read_dict(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise HubertkitError(f"dictionary {path} does not exist (run make-dict)")
-    symbols = []
+    symbols, seen = [], {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
             raise HubertkitError(f"{path}:{number}: expected 'symbol count', got {line!r}")
+        if parts[0] in seen:  # fairseq refuses these too: one symbol, two classes
+            raise HubertkitError(f"{path}:{number}: symbol {parts[0]!r} is listed twice (first on line {seen[parts[0]]})")
+        seen[parts[0]] = number
         symbols.append(parts[0])
     if not symbols:
         raise HubertkitError(f"dictionary {path} is empty: every label would be unknown (run make-dict)")

@@ -53,9 +53,15 @@ def resolve_ranks(rank: str | int, nshard: int) -> list[int]:
     if rank == "auto":
         for var, count in (("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"), ("RANK", "WORLD_SIZE")):
             if var in os.environ:
-                if count in os.environ and int(os.environ[count]) != nshard:
-                    raise HubertkitError(f"{count}={os.environ[count]} but NSHARD={nshard}; they must agree")
-                return [int(os.environ[var])]
+                values = {v: os.environ[v] for v in (var, count) if v in os.environ}
+                bad = [f"{v}={x!r}" for v, x in values.items() if not x.strip().isdigit()]
+                if bad:
+                    raise HubertkitError(f"RANK=auto: {', '.join(bad)} is not a non-negative integer")
+                if count in values and int(values[count]) != nshard:
+                    raise HubertkitError(f"{count}={values[count]} but NSHARD={nshard}; they must agree")
+                if int(values[var]) >= nshard:
+                    raise HubertkitError(f"{var}={values[var]} is outside 0..{nshard - 1} for NSHARD={nshard}")
+                return [int(values[var])]
         raise HubertkitError("RANK=auto needs SLURM_ARRAY_TASK_ID or torchrun's RANK in the environment")
     try:
         return [int(rank)]
