@@ -113,12 +113,24 @@ def test_padded_frames_do_not_leak(demo_dir):
     assert not torch.allclose(model.extract_features(noisy)[0][row, :real_frames], x[row, :real_frames])
 
 
-def test_extract_features_in_chunks():
-    model = tiny().eval()
-    wav = torch.randn(1, 50000)
-    chunked, _ = model.extract_features(wav, layer=2, max_chunk=16000)
-    parts = [model.extract_features(c, layer=2)[0] for c in wav.split(16000, dim=1) if c.shape[1] >= 400]
-    torch.testing.assert_close(chunked, torch.cat(parts, 1))
+@pytest.mark.parametrize("n", [50000, 47999, 16001, 31761, 16400 + 15680])
+def test_extract_features_in_chunks_keeps_every_frame(n):
+    """Long audio in chunks has as many frames as the whole (fairseq's chunking loses one per
+    cut), and they are the same windows: chunks start on frame boundaries (320 samples)
+    and overlap by the receptive field less one hop (80), so with an extractor that
+    normalises nothing over time the chunks' conv features are exactly the whole's."""
+    model = tiny(extractor_mode="layer_norm").eval()
+    wav = torch.randn(1, n)
+    with torch.no_grad():
+        chunked, _ = model.extract_features(wav, layer=2, max_chunk=16000)
+        whole, _ = model.extract_features(wav, layer=2)
+        assert chunked.shape == whole.shape
+        step = (16000 - 80) // 320 * 320
+        pieces = [wav[:, a : a + step + 80] for a in range(0, n - 400 + 1, step)]
+        conv = torch.cat([model.feature_extractor(p) for p in pieces], dim=-1)
+        torch.testing.assert_close(conv, model.feature_extractor(wav), atol=1e-5, rtol=1e-5)
+        parts = [model.extract_features(p, layer=2)[0] for p in pieces]  # each chunk encoded on its own
+        torch.testing.assert_close(chunked, torch.cat(parts, 1))
 
 
 @pytest.mark.parametrize("pre_ln", [False, True])

@@ -376,8 +376,11 @@ class HubertModel(nn.Module):
         output_layer=layer)``, and the frame padding mask.
 
         ``max_chunk`` (samples) encodes long audio in independent chunks whose frames
-        are concatenated, as fairseq's ``dump_hubert_feature.py`` does; a tail shorter
-        than one frame's receptive field adds no frame.
+        are concatenated, as fairseq's ``dump_hubert_feature.py`` does. Unlike fairseq's
+        (which loses the frames straddling each cut, one per chunk, so the labels of an
+        utterance longer than ``max_chunk`` come out short of its audio), chunks start on
+        frame boundaries and overlap by the receptive field less one hop: every frame of
+        the whole utterance is computed exactly once.
         """
         self.check_input(wav)
         if layer is not None and not 1 <= layer <= self.cfg.encoder_layers:
@@ -385,7 +388,10 @@ class HubertModel(nn.Module):
         if max_chunk and wav.shape[1] > max_chunk:
             if padding_mask is not None:
                 raise HubertkitError("max_chunk needs unpadded audio (one utterance, or equal lengths)")
-            chunks = [c for c in wav.split(max_chunk, dim=1) if c.shape[1] >= self.cfg.receptive_field]
+            hop, overlap = self.cfg.downsample, self.cfg.receptive_field - self.cfg.downsample
+            step = max(hop, (max_chunk - overlap) // hop * hop)  # whole frames per chunk
+            starts = range(0, wav.shape[1] - self.cfg.receptive_field + 1, step)
+            chunks = [wav[:, a : a + step + overlap] for a in starts]
             return torch.cat([self.extract_features(c, layer=layer)[0] for c in chunks], dim=1), None
         x, padding_mask = self._project(self.feature_extractor(wav), padding_mask)
         return self.encoder(x, padding_mask, layer=layer), padding_mask
