@@ -84,25 +84,32 @@ def test_sigkill_then_resume_matches_uninterrupted_run(labelled, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_nonfinite_losses_are_skipped_then_stop(labelled, tmp_path, monkeypatch):
+@pytest.mark.parametrize("first_bad", [3, 1])
+def test_nonfinite_losses_are_skipped_then_stop(labelled, tmp_path, monkeypatch, first_bad):
     real = loss_module.hubert_loss
     calls = {"n": 0}
 
     def flaky(out, cfg):
         loss, n, log = real(out, cfg)
         calls["n"] += 1
-        if calls["n"] >= 3:
+        if calls["n"] >= first_bad:
             loss = loss * float("nan")
             log["loss"] = float("nan")
         return loss, n, log
 
     monkeypatch.setattr(loss_module, "hubert_loss", flaky)
-    with pytest.raises(HubertkitError, match="in a row had a non-finite loss"):
+    saved = first_bad > 2  # checkpoints every 2 updates
+    message = "A re-run resumes from .*checkpoint_last.pt" if saved else "No checkpoint was saved yet"
+    with pytest.raises(HubertkitError, match=f"3 updates in a row had a non-finite loss.*{message}"):
         train("demo", overrides(labelled, tmp_path / "ck", **{"checkpoint.max_nonfinite_updates": 3,
                                                                "optimization.max_update": 20}), progress=False)
-    state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
-    assert state["trainer"]["num_updates"] == 2  # the last good checkpoint
-    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert calls["n"] == first_bad - 1 + 3  # exactly max_nonfinite_updates skipped, as documented
+    if saved:
+        state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
+        assert state["trainer"]["num_updates"] == 2  # the last good checkpoint
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+    else:
+        assert not (tmp_path / "ck" / "checkpoint_last.pt").exists()
 
 
 def test_unwritable_save_dir_fails_before_training(labelled, tmp_path):
@@ -189,3 +196,12 @@ def test_a_failed_checkpoint_write_keeps_the_resume_point(labelled, tmp_path, mo
     train("demo", overrides(labelled, tmp_path / "ck"), progress=False)
     train("demo", overrides(labelled, tmp_path / "ref"), progress=False)
     assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "ck").values(), weights(tmp_path / "ref").values()))
+
+
+def test_log_after_a_kill_is_one_history(labelled, tmp_path):
+    """Updates a killed run logged after its last checkpoint are logged again on resume: once each in the log."""
+    train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 4}), progress=False)
+    with open(tmp_path / "ck" / "train_log.jsonl", "a") as f:  # what the killed run wrote after update 4
+        f.write(json.dumps({"split": "train", "update": 5, "loss": 1.0}) + "\n" + '{"split": "train", "upd')
+    train("demo", overrides(labelled, tmp_path / "ck"), progress=False)
+    assert [r["update"] for r in log_records(tmp_path / "ck")] == list(range(1, 9))

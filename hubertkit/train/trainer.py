@@ -31,6 +31,7 @@ from hubertkit.config import TrainConfig
 from hubertkit.data.batching import batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
+from hubertkit.fileio import write_text
 from hubertkit.train.checkpoint import (
     BEST,
     LAST,
@@ -294,10 +295,14 @@ class Trainer:
             self.nonfinite_total += 1
             self.nonfinite_run += 1
             log.warning("update %d: non-finite loss or gradient, skipped (%d in a row)", self.num_updates + 1, self.nonfinite_run)
-            if self.nonfinite_run > self.cfg.checkpoint.max_nonfinite_updates:
+            if self.nonfinite_run >= self.cfg.checkpoint.max_nonfinite_updates:
+                last = self.save_dir / LAST
+                resume = (f"a re-run resumes from {last}" if last.is_file() and not self.cfg.checkpoint.no_save
+                          else "no checkpoint was saved yet, so a re-run starts from update 0")
                 raise HubertkitError(
-                    f"{self.nonfinite_run} updates in a row had a non-finite loss; stopping. The last good "
-                    f"checkpoint is {self.save_dir / LAST}. Lower optimization.lr or use bf16 instead of fp16"
+                    f"{self.nonfinite_run} updates in a row had a non-finite loss or gradient "
+                    f"(checkpoint.max_nonfinite_updates={self.cfg.checkpoint.max_nonfinite_updates}); stopping. "
+                    f"{resume[0].upper() + resume[1:]}. Lower optimization.lr, or use bf16 instead of fp16"
                 )
         self.scaler.update()
         self.samples_seen += int(stats["samples"])
@@ -359,7 +364,7 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.cfg
         max_update, freq = cfg.optimization.max_update, cfg.optimization.update_freq[0]
-        logger = MetricsLogger(self.save_dir, cfg, enabled=self.dist.main)
+        logger = MetricsLogger(self.save_dir, cfg, enabled=self.dist.main, resumed_at=self.num_updates)
         bar = progress_bar(total=max_update, initial=self.num_updates, unit="upd", desc="train",
                    disable=not (self.progress and self.dist.main), dynamic_ncols=True)
         start, window = time.time(), {}
@@ -443,11 +448,31 @@ def summarize(stats: dict) -> dict:
     return out
 
 
+def _drop_records_after(path: Path, update: int) -> None:
+    """A run killed after its last checkpoint logged updates that the resumed run will
+    log again: keep the log a single history, up to the resume point."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("update", 0) > update:
+                continue
+        except (json.JSONDecodeError, AttributeError):  # a line cut by the kill
+            continue
+        kept.append(line)
+    if len(kept) != len(lines):
+        write_text(path, "".join(kept))
+
+
 class MetricsLogger:
     """``train_log.jsonl`` in the save dir (always), TensorBoard and W&B when configured."""
 
-    def __init__(self, save_dir: Path, cfg: TrainConfig, enabled: bool):
+    def __init__(self, save_dir: Path, cfg: TrainConfig, enabled: bool, resumed_at: int = 0):
         self.enabled = enabled and not cfg.checkpoint.no_save
+        if self.enabled:
+            _drop_records_after(save_dir / "train_log.jsonl", resumed_at)
         self.file = open(save_dir / "train_log.jsonl", "a") if self.enabled else None
         self.json = cfg.common.log_format == "json"
         self.tb = self.wandb = None
