@@ -128,3 +128,28 @@ def atomic_dir(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+class FolderLock:
+    """An exclusive lock on a folder for one process's run (``flock`` on ``.lock`` in it,
+    released when the process ends, however it ends): a second run on the same folder
+    stops at once, naming the holder, instead of both overwriting each other's files."""
+
+    def __init__(self, folder: str | os.PathLike, what: str):
+        import fcntl
+
+        self.path = Path(folder) / ".lock"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise HubertkitError(f"{what} {folder} is in use by {holder}: wait for that run to end, or use another folder") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"hubertkit process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None

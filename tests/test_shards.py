@@ -68,3 +68,29 @@ def test_empty_npy_is_refused(shard, tmp_path, capsys):
     (shard / "valid_0_1.npy").write_bytes(b"")
     err = refused(capsys, "dump-labels", shard, "valid", tmp_path / "km.pt", 1, 0, tmp_path / "lab")
     assert "valid_0_1.npy is not a valid .npy file" in err
+
+
+def test_shards_of_two_dumps_are_not_mixed(prepared, tmp_path, capsys):
+    """Two dumps of different manifests into one folder: learn-kmeans and dump-labels refuse the mix."""
+    from hubertkit.features.dump import dump_mfcc
+
+    other = tmp_path / "tsv"
+    other.mkdir()
+    rows = (prepared / "tsv" / "train.tsv").read_text().splitlines()
+    (other / "train.tsv").write_text("\n".join(rows[:1] + rows[1:][::-1]) + "\n")  # same files, another order
+    dump_mfcc(prepared / "tsv", "train", 2, "all", tmp_path / "feat", progress=False)
+    dump_mfcc(other, "train", 2, 1, tmp_path / "feat", progress=False)  # rank 1 only, from the other manifest
+    err = refused(capsys, "learn-kmeans", tmp_path / "feat", "train", 2, tmp_path / "km.pt", 5)
+    assert "come from 2 different manifests (ranks [0] vs [1])" in err and not (tmp_path / "km.pt").exists()
+
+
+def test_audio_shorter_than_a_frame_is_named(tmp_path, caplog):
+    import soundfile as sf
+
+    from hubertkit.features.dump import dump_mfcc
+
+    sf.write(tmp_path / "short.wav", np.zeros(300, dtype=np.float32), 16000)
+    (tmp_path / "train.tsv").write_text(f"{tmp_path}\nshort.wav\t300\n")
+    dump_mfcc(tmp_path, "train", 1, 0, tmp_path / "feat", progress=False)
+    assert "train.tsv:2: " in caplog.text and "short.wav (300 samples) is shorter than one frame" in caplog.text
+    assert (tmp_path / "feat" / "train_0_1.len").read_text() == "0\n"  # the line stays, as fairseq's

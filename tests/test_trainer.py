@@ -205,3 +205,16 @@ def test_log_after_a_kill_is_one_history(labelled, tmp_path):
         f.write(json.dumps({"split": "train", "update": 5, "loss": 1.0}) + "\n" + '{"split": "train", "upd')
     train("demo", overrides(labelled, tmp_path / "ck"), progress=False)
     assert [r["update"] for r in log_records(tmp_path / "ck")] == list(range(1, 9))
+
+
+def test_a_second_run_on_the_same_save_dir_is_refused(labelled, tmp_path):
+    from hubertkit.fileio import FolderLock
+
+    (tmp_path / "ck").mkdir()
+    held = FolderLock(tmp_path / "ck", "test")  # as a running training holds it
+    try:
+        with pytest.raises(HubertkitError, match=r"checkpoint.save_dir .*ck is in use by hubertkit process \d+"):
+            train("demo", overrides(labelled, tmp_path / "ck"), progress=False)
+    finally:
+        held.release()
+    assert train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 1}), progress=False)["num_updates"] == 1

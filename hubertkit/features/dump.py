@@ -20,7 +20,7 @@ from hubertkit.progress import progress_bar
 from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import Utterance, manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
-from hubertkit.features.shards import ShardWriter
+from hubertkit.features.shards import ShardWriter, manifest_fingerprint
 from hubertkit.parallel import ordered_map
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,14 @@ class _Job:
         self.extractor, self.where = extractor, where
 
     def __call__(self, utt: Utterance) -> np.ndarray:
-        feats = self.extractor(read_audio(utt, where=self.where))
-        return np.asarray(feats, dtype=np.float32)
+        wav = read_audio(utt, where=self.where)
+        try:
+            feats = np.asarray(self.extractor(wav), dtype=np.float32)
+        except HubertkitError as e:
+            raise HubertkitError(f"{self.where}:{utt.line}: {utt.path}: {e}") from None
+        if len(feats) == 0:  # kept, as fairseq does (the line stays in step), but said
+            log.warning("%s:%d: %s (%d samples) is shorter than one frame: 0 frames", self.where, utt.line, utt.path, len(wav))
+        return feats
 
 
 def dump_features(
@@ -102,7 +108,7 @@ def dump_features(
     summary = DumpSummary([], 0, 0, 0.0, 0.0)
     with progress_bar(total=total, unit="utt", desc=f"features {split}", disable=not progress) as bar:
         for r, utts in shards:
-            with ShardWriter(feat_dir, split, r, nshard, dim) as writer:
+            with ShardWriter(feat_dir, split, r, nshard, dim, source=manifest_fingerprint(manifest)) as writer:
                 for utt, feats in zip(utts, ordered_map(_Job(extractor, str(manifest.path)), utts, jobs)):
                     writer.append(feats)
                     summary.audio_seconds += utt.num_samples / SAMPLE_RATE

@@ -29,6 +29,8 @@ class HubertLayerFeatures:
 
     @torch.inference_mode()
     def __call__(self, wav: np.ndarray) -> np.ndarray:
+        if len(wav) < self.model.cfg.receptive_field:  # no frame, as MFCC
+            return np.zeros((0, self.dim), dtype=np.float32)
         x = torch.from_numpy(wav).to(self.device)
         if self.model.normalize_waveform:
             x = F.layer_norm(x, x.shape)

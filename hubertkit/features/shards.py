@@ -8,6 +8,8 @@ known) so a shard never has to fit in memory, and both files appear atomically.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import AtomicFile, disk_error
+from hubertkit.fileio import AtomicFile, disk_error, write_text
 
 # Room for any frame count up to 10**15 in the header, so it can be rewritten in place.
 _HEADER_SHAPE_PLACEHOLDER = 10**15
@@ -24,6 +26,12 @@ _HEADER_SHAPE_PLACEHOLDER = 10**15
 def shard_path(feat_dir: str | os.PathLike, split: str, rank: int, nshard: int, ext: str) -> Path:
     """``FEAT_DIR/{split}_{rank}_{nshard}.{ext}``; split names may contain dots (``dev.clean``)."""
     return Path(feat_dir) / f"{split}_{rank}_{nshard}.{ext}"
+
+
+def manifest_fingerprint(manifest) -> str:
+    """Which manifest a dump came from: its utterances' paths and lengths, hashed."""
+    text = "\n".join(f"{u.path}\t{u.num_samples}" for u in manifest.utterances)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _npy_header(rows: int, dim: int, size: int | None = None) -> bytes:
@@ -38,8 +46,9 @@ def _npy_header(rows: int, dim: int, size: int | None = None) -> bytes:
 class ShardWriter:
     """Append ``[frames, dim]`` float32 arrays; ``close()`` publishes ``.npy`` and ``.len``."""
 
-    def __init__(self, feat_dir: str | os.PathLike, split: str, rank: int, nshard: int, dim: int):
-        self.dim = dim
+    def __init__(self, feat_dir: str | os.PathLike, split: str, rank: int, nshard: int, dim: int, source: str | None = None):
+        self.dim, self.source = dim, source
+        self._sidecar = shard_path(feat_dir, split, rank, nshard, "json")
         self._npy_file = AtomicFile(shard_path(feat_dir, split, rank, nshard, "npy"))
         self._len_file = AtomicFile(shard_path(feat_dir, split, rank, nshard, "len"))
         self.paths = [self._npy_file.path, self._len_file.path]
@@ -70,6 +79,11 @@ class ShardWriter:
             self._len.close()
             self._npy_file.commit()
             self._len_file.commit()
+            if self.source:  # the manifest it came from, so that shards of two dumps are never mixed
+                write_text(self._sidecar, json.dumps({"manifest": self.source, "dim": self.dim,
+                                                      "utterances": self.utterances}) + "\n")
+            else:
+                self._sidecar.unlink(missing_ok=True)
         except BaseException as e:  # e.g. the disk filled up at the last write: no temp file stays behind
             self.abort()
             if isinstance(e, OSError):
@@ -196,6 +210,21 @@ def read_shards(feat_dir: str | os.PathLike, split: str, nshard: int) -> list[Fe
     dims = {s.feats.shape[1] for s in shards}
     if len(dims) > 1:
         raise HubertkitError(f"shards of {split} in {feat_dir} have different dimensions {sorted(dims)}")
+    sources = {}
+    for rank in range(nshard):
+        side = shard_path(feat_dir, split, rank, nshard, "json")
+        if side.is_file():
+            try:
+                sources[rank] = json.loads(side.read_text()).get("manifest")
+            except (json.JSONDecodeError, AttributeError):
+                raise HubertkitError(f"{side} is corrupt: re-run the dump for rank {rank}") from None
+    if len(set(sources.values())) > 1:
+        groups = {}
+        for rank, src in sources.items():
+            groups.setdefault(src, []).append(rank)
+        raise HubertkitError(f"the shards of {split} in {feat_dir} come from {len(groups)} different manifests "
+                             f"(ranks {' vs '.join(str(g) for g in groups.values())}): two dumps wrote into one folder; "
+                             "re-run the dump of every rank from one manifest")
     return shards
 
 

@@ -31,7 +31,7 @@ from hubertkit.config import TrainConfig
 from hubertkit.data.batching import batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import write_text
+from hubertkit.fileio import FolderLock, write_text
 from hubertkit.train.checkpoint import (
     BEST,
     LAST,
@@ -149,6 +149,7 @@ class Trainer:
         self.dtype = _precision(cfg, self.dist.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.save_dir = writable_dir(cfg.checkpoint.save_dir) if self.dist.main and not cfg.checkpoint.no_save else Path(cfg.checkpoint.save_dir)
+        self.lock = FolderLock(self.save_dir, "checkpoint.save_dir") if self.dist.main and not cfg.checkpoint.no_save else None
         self.num_updates, self.epoch, self.batch_in_epoch = 0, 1, 0
         self.best = math.inf
         self.nonfinite_total, self.nonfinite_run = 0, 0
@@ -426,6 +427,8 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
+            if self.lock:
+                self.lock.release()
         self.check_replicas()
         return {"num_updates": self.num_updates, "epoch": self.epoch, "save_dir": str(self.save_dir),
                 "nonfinite_updates": self.nonfinite_total, "seconds": time.time() - start}
