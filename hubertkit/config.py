@@ -351,6 +351,7 @@ def build_config(tree: dict) -> TrainConfig:
         for k, v in vals.items():
             vals[k] = _coerce(f"{g}.{k}", v, types[k])
     cfg = TrainConfig(**{g: cls[g](**vals) for g, vals in defaults.items()})
+    _check_ranges(cfg)
     cfg.model.validate()
     criteria = CRITERIA[cfg.model._name]
     if cfg.criterion._name not in criteria:
@@ -365,6 +366,37 @@ def build_config(tree: dict) -> TrainConfig:
         raise HubertkitError("fine-tuning needs model.w2v_path=CHECKPOINT: the pretrained model (its architecture, and "
                              "its weights unless model.no_pretrained_weights=true)")
     return cfg
+
+
+def _positive_list(v) -> bool:
+    return bool(v) and all(x > 0 for x in v)
+
+
+# Values that have a range, and what they must be: refused at load time, not at the first
+# update (or never: a zero log_interval divides by zero, update_freq=[0] never steps).
+RANGES = {
+    "optimization.lr": (_positive_list, "a non-empty list of positive learning rates"),
+    "optimization.update_freq": (lambda v: bool(v) and all(isinstance(x, int) and x >= 1 for x in v), "a list of integers >= 1"),
+    "optimization.max_update": (lambda v: v >= 0, ">= 0"),
+    "optimization.clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    "common.log_interval": (lambda v: v >= 1, ">= 1"),
+    "dataset.num_workers": (lambda v: v >= 0, ">= 0"),
+    "dataset.max_tokens": (lambda v: v is None or v >= 1, ">= 1 (or null)"),
+    "model.mask_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "model.mask_length": (lambda v: v >= 1, ">= 1"),
+    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.attention_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.encoder_layerdrop": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "checkpoint.max_nonfinite_updates": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    for key, (ok, what) in RANGES.items():
+        group, name = key.split(".")
+        section = getattr(cfg, group)
+        if hasattr(section, name) and not ok(getattr(section, name)):
+            raise HubertkitError(f"{key}={getattr(section, name)!r} is out of range: it must be {what}")
 
 
 def config_dir_default() -> Path:

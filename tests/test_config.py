@@ -78,3 +78,11 @@ def test_malformed_train_config_is_an_error_naming_the_file(tmp_path, text, mess
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(HubertkitError, match=f"bad.yaml {message}"):
         load_config("bad", [], tmp_path)
+
+
+@pytest.mark.parametrize("override", ["optimization.update_freq=[0]", "optimization.lr=[]", "common.log_interval=0",
+                                      "dataset.num_workers=-1", "model.mask_prob=1.5"])
+def test_out_of_range_values_are_refused_at_load(override):
+    key = override.split("=")[0]
+    with pytest.raises(HubertkitError, match=f"{key}=.* is out of range"):
+        load_config("hubert_base_librispeech", ["task.data=x", "task.label_dir=y", "model.label_rate=100", override])

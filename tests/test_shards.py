@@ -94,3 +94,35 @@ def test_audio_shorter_than_a_frame_is_named(tmp_path, caplog):
     dump_mfcc(tmp_path, "train", 1, 0, tmp_path / "feat", progress=False)
     assert "train.tsv:2: " in caplog.text and "short.wav (300 samples) is shorter than one frame" in caplog.text
     assert (tmp_path / "feat" / "train_0_1.len").read_text() == "0\n"  # the line stays, as fairseq's
+
+
+def test_small_refusals(prepared, tmp_path, capsys):
+    """Each a message and exit 2, where a traceback or a wrong file came before."""
+    (tmp_path / "latin1.tsv").write_bytes(b"/root\ncaf\xe9.wav\t16000\n")
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "train.tsv").write_bytes((tmp_path / "latin1.tsv").read_bytes())
+    assert "train.tsv:2: not UTF-8" in refused(capsys, "dump-mfcc", tmp_path / "latin1", "train", 1, 0, tmp_path / "f")
+    assert "--max-iter must be at least 1" in refused(capsys, "learn-kmeans", prepared / "feat", "train", 2, tmp_path / "k.pt", 5,
+                                                       "--max-iter", 0)
+    (tmp_path / "kmdir").mkdir()
+    assert "is a directory" in refused(capsys, "learn-kmeans", prepared / "feat", "train", 2, tmp_path / "kmdir", 5)
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "train.km").write_text("")
+    assert "hold no labels" in refused(capsys, "make-dict", tmp_path / "lab")
+    assert not (tmp_path / "lab" / "dict.km.txt").exists()
+
+
+def test_pickled_transformers_weights_are_refused(tmp_path):
+    import argparse
+
+    import torch
+
+    from hubertkit.errors import HubertkitError
+    from hubertkit.model import HubertModel, preset
+    from hubertkit.model.convert import export_hf, import_hf
+
+    export_hf(HubertModel(preset("tiny")), tmp_path / "hf")
+    state = torch.load(tmp_path / "hf" / "pytorch_model.bin", weights_only=True)
+    torch.save({**state, "extra": argparse.Namespace(a=1)}, tmp_path / "hf" / "pytorch_model.bin")
+    with pytest.raises(HubertkitError, match="pickles Python objects besides tensors"):
+        import_hf(tmp_path / "hf")

@@ -389,6 +389,10 @@ def learn_kmeans(
     start = time.time()
     if n_clusters < 1:
         raise HubertkitError(f"N_CLUSTERS must be at least 1, got {n_clusters}")
+    if max_iter < 1:
+        raise HubertkitError(f"--max-iter must be at least 1, got {max_iter}")
+    if Path(km_path).is_dir():
+        raise HubertkitError(f"KM_PATH {km_path} is a directory; give a file name, e.g. {Path(km_path) / 'km.pt'}")
     unknown = sorted(set(minibatch_options) - set(MINIBATCH_DEFAULTS))
     if unknown:
         raise HubertkitError(f"unknown k-means option(s) {', '.join(unknown)}; known: {', '.join(MINIBATCH_DEFAULTS)}")

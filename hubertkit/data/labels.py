@@ -109,6 +109,9 @@ def make_dict(lab_dir: str | os.PathLike, label: str = "km", n_clusters: int | N
         info = read_sidecar(p)
         if info and "n_clusters" in info:
             recorded.add(int(info["n_clusters"]))
+    if not counts and n_clusters is None and not recorded:
+        raise HubertkitError(f"the label files in {lab_dir} ({', '.join(p.name for p in files)}) hold no labels, and no "
+                             "sidecar says how many clusters there are: give --n-clusters, or check the dump")
     if len(recorded) > 1:
         raise HubertkitError(f"label files in {lab_dir} come from k-means models with {sorted(recorded)} clusters")
     if n_clusters is None:

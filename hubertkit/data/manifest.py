@@ -56,8 +56,11 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise HubertkitError(f"manifest {path} does not exist")
-    with open(path) as f:
-        lines = f.read().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise HubertkitError(f"{path}:{line}: not UTF-8 text (fairseq's manifests are); rewrite it as UTF-8") from None
     if not lines:
         raise HubertkitError(f"manifest {path} is empty: its first line must be the audio root directory")
     root = lines[0].strip()

@@ -308,7 +308,13 @@ def _hf_weights(folder: Path) -> dict:
             raise HubertkitError(f"{folder}/model.safetensors needs the safetensors package") from None
         return load_file(folder / "model.safetensors")
     if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise HubertkitError(f"{folder}/pytorch_model.bin pickles Python objects besides tensors, which could run "
+                                 "code when loaded; it is refused (re-save its state dict, or use model.safetensors)") from None
+        except (RuntimeError, EOFError) as e:
+            raise HubertkitError(f"{folder}/pytorch_model.bin cannot be read (truncated?): {str(e).splitlines()[0]}") from None
     raise HubertkitError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
 
 
