@@ -83,3 +83,19 @@ def test_dict_errors(tmp_path):
     (tmp_path / "train.km").write_text("0 1 x\n")
     with pytest.raises(HubertkitError, match="train.km:1"):
         read_labels(tmp_path / "train.km")
+
+
+def test_merge_refuses_a_shard_cut_at_a_line_boundary_and_drops_stale_sidecars(prepared, km, tmp_path):
+    from hubertkit.data.labels import read_sidecar, sidecar_path
+
+    dump_labels(prepared / "feat", "train", km, 2, "all", tmp_path, progress=False)
+    merge_labels(tmp_path, "train", 2)
+    assert read_sidecar(tmp_path / "train.km")
+    lines = (tmp_path / "train_1_2.km").read_text().splitlines(keepends=True)
+    (tmp_path / "train_1_2.km").write_text("".join(lines[:-1]))  # one whole line lost
+    with pytest.raises(HubertkitError, match=f"train_1_2.km has {len(lines) - 1} lines but dump-labels wrote {len(lines)}"):
+        merge_labels(tmp_path, "train", 2)
+    (tmp_path / "train_1_2.km").write_text("".join(lines))
+    sidecar_path(tmp_path / "train_1_2.km").unlink()  # shards from elsewhere, without sidecars
+    merge_labels(tmp_path, "train", 2)
+    assert read_sidecar(tmp_path / "train.km") is None  # the old merged sidecar does not vouch for them

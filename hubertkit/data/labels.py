@@ -76,17 +76,23 @@ def merge_labels(lab_dir: str | os.PathLike, split: str, nshard: int, label: str
     out = lab_dir / f"{split}.{label}"
     utterances = 0
     with atomic_open(out, "wb") as f:
-        for p in shards:
+        for p, shard_info in zip(shards, infos):
             data = p.read_bytes()
             if data and not data.endswith(b"\n"):
                 raise HubertkitError(f"{p} does not end with a newline (truncated file?)")
-            utterances += data.count(b"\n")
+            lines = data.count(b"\n")
+            if shard_info and shard_info.get("utterances") not in (None, lines):  # cut at a line boundary
+                raise HubertkitError(f"{p} has {lines} lines but dump-labels wrote {shard_info['utterances']} "
+                                     "(truncated or edited?); re-run dump-labels for that rank")
+            utterances += lines
             f.write(data)
     info = {"utterances": utterances, "split": split, "merged_from": [p.name for p in shards]}
     if all(infos):
         info.update({k: infos[0][k] for k in ("kmeans", "kmeans_path", "n_clusters")})
         info["frames"] = sum(i["frames"] for i in infos)
         write_sidecar(out, info)
+    else:  # an older sidecar would vouch for labels it never saw
+        sidecar_path(out).unlink(missing_ok=True)
     return {"path": str(out), **info}
 
 
