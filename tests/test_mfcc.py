@@ -132,3 +132,13 @@ def test_features_are_mfcc_delta_deltadelta(demo_dir):
 def test_shorter_than_one_frame_gives_no_frames():
     assert mfcc_with_deltas(torch.zeros(399)).shape == (0, 39)
     assert mfcc_with_deltas(torch.zeros(400)).shape == (1, 39)
+
+
+def test_long_audio_in_blocks_is_the_same(monkeypatch):
+    """Blocks of frames (flat memory on hour-long files) give the frames of one pass."""
+    wav = torch.from_numpy((0.1 * np.random.default_rng(3).standard_normal(16000 * 3)).astype(np.float32))
+    whole = mfcc(wav)
+    monkeypatch.setattr(mfcc_module, "BLOCK_FRAMES", 64)
+    blocked = mfcc(wav)
+    assert blocked.shape == whole.shape == (num_frames(len(wav)), 13)
+    torch.testing.assert_close(blocked, whole, atol=1e-5, rtol=1e-5)  # same frames; only BLAS blocking may differ

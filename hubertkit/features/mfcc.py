@@ -75,12 +75,26 @@ def num_frames(num_samples: int) -> int:
     return 0 if num_samples < FRAME_LENGTH else 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
 
 
+# Frames computed at once: every frame is independent, and blocks keep the memory of a
+# long recording flat (all frames of one hour at once would take about 3 GB).
+BLOCK_FRAMES = 8192
+
+
 def mfcc(wav: torch.Tensor, sample_rate: int = 16000) -> torch.Tensor:
     """13 MFCCs per 10 ms frame, ``[frames, 13]``, of a 1-D float waveform in [-1, 1]."""
     if wav.dim() != 1:
         raise ValueError(f"expected a 1-D waveform, got shape {tuple(wav.shape)}")
-    if wav.shape[0] < FRAME_LENGTH:
+    n = num_frames(wav.shape[0])
+    if n == 0:
         return wav.new_zeros(0, NUM_CEPS, dtype=torch.float32)
+    if n > BLOCK_FRAMES:
+        starts = range(0, n, BLOCK_FRAMES)
+        return torch.cat([_mfcc_frames(wav[a * FRAME_SHIFT : (min(a + BLOCK_FRAMES, n) - 1) * FRAME_SHIFT + FRAME_LENGTH],
+                                       sample_rate) for a in starts])
+    return _mfcc_frames(wav, sample_rate)
+
+
+def _mfcc_frames(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
     frames = wav.float().unfold(0, FRAME_LENGTH, FRAME_SHIFT)
     frames = frames - frames.mean(dim=1, keepdim=True)
     # Kaldi pre-emphasis: x[i] -= c * x[i-1], and x[0] -= c * x[0]; then the window.
