@@ -78,6 +78,19 @@ def test_bart_learns_and_its_folder_needs_no_hubertkit(units, demo_dir, tmp_path
     assert any(t.text for t in ours)
     # the checkpoint and the folder are the same model
     assert [t.text for t in transcribe_units(tmp_path / "bart" / "checkpoint_best.pt", units[1], beam=3, progress=False)] == theirs
+    # weights that pickle objects are refused with a message, not a traceback
+    import argparse
+    import shutil
+
+    from safetensors.torch import load_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    weights = load_file(bad / "model.safetensors")
+    (bad / "model.safetensors").unlink()
+    torch.save({**weights, "extra": argparse.Namespace(a=1)}, bad / "pytorch_model.bin")
+    with pytest.raises(HubertkitError, match="cannot be loaded safely"):
+        transcribe_units(bad, units[1], progress=False)
 
 
 def test_ctc_baseline_and_exact_resume(units, demo_dir, tmp_path):

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,8 +174,11 @@ def load_unit_asr(path: str | os.PathLike) -> nn.Module:
             raise HubertkitError(f"{path} is not a unit-ASR folder written by hubertkit unit-asr train")
         BartForConditionalGeneration, = require_transformers("BartForConditionalGeneration")
         arch = UnitAsrArch(**json.loads(config.read_text())[CONFIG_KEY])
-        with _no_transformers_progress():
-            return UnitBart(arch, BartForConditionalGeneration.from_pretrained(path)).eval()
+        try:
+            with _no_transformers_progress():
+                return UnitBart(arch, BartForConditionalGeneration.from_pretrained(path)).eval()
+        except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:  # e.g. weights that pickle objects
+            raise HubertkitError(f"{path}: its BART weights cannot be loaded safely: {str(e).splitlines()[0]}") from None
     state = load_checkpoint(path)
     arch = state.get("cfg", {}).get("model", {})
     if "arch" not in arch or "num_units" not in arch:
