@@ -57,3 +57,17 @@ def test_any_checkpoint_kind_and_chunks(prepared, tiny_ckpt, tmp_path):
 def test_bad_layer(prepared, tiny_ckpt, tmp_path):
     with pytest.raises(HubertkitError, match="LAYER must be in 1..3"):
         dump_hubert(prepared / "tsv", "valid", tiny_ckpt[0], 7, 1, 0, tmp_path, progress=False)
+
+
+def test_the_real_speech_checkpoint_in_the_repository_loads(demo_dir):
+    """experiments/checkpoints/real_iter1.pt: a plain hubertkit checkpoint, under 10 MB, layer 1 extractable."""
+    from pathlib import Path
+
+    from hubertkit.features.hubert import HubertLayerFeatures
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / "real_iter1.pt"
+    assert path.stat().st_size < 10 * 2**20
+    torch.load(path, weights_only=True)
+    wav = sf.read(next(demo_dir.glob("*/*.flac")), dtype="float32")[0]
+    feats = HubertLayerFeatures(path, 1)(wav)
+    assert feats.shape == ((len(wav) - 400) // 320 + 1, 192) and np.isfinite(feats).all()

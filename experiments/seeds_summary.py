@@ -1,0 +1,90 @@
+"""Mean and spread over seeds of ``iteration_gain.py`` runs: one table and one plot.
+
+    python experiments/seeds_summary.py runs/real_s0 runs/real_s1 runs/real_s2 --out docs/img/real_iteration_gain
+
+For each checkpoint and layer: the PNMI of k-means on that layer, mean ± standard
+deviation over the runs, with min–max; the MFCC labels' PNMI the same way (it varies only
+with the k-means seed, which is fixed, so its spread is 0 unless the runs differ). A layer
+"beats MFCC" only if its worst seed beats MFCC's best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def load(runs: list[Path]) -> list[dict]:
+    results = [json.loads((r / "results.json").read_text()) for r in runs]
+    steps = [sorted(r["layers"], key=int) for r in results]
+    if any(s != steps[0] for s in steps):
+        raise SystemExit(f"the runs saved different checkpoints: {steps}")
+    return results
+
+
+def summary(results: list[dict], k: str) -> dict:
+    steps = sorted(results[0]["layers"], key=int)
+    layers = sorted(results[0]["layers"][steps[0]][k], key=int)
+    mfcc = np.array([r["mfcc_pnmi"][k] for r in results])
+    table = {s: {l: np.array([r["layers"][s][k][l] for r in results]) for l in layers} for s in steps}
+    return {"steps": steps, "layers": layers, "mfcc": mfcc, "table": table}
+
+
+def markdown(s: dict, k: str, n: int) -> str:
+    head = ["updates", *[f"layer {l}" for l in s["layers"]]]
+    fmt = lambda a: f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f} ({a.min():.3f}–{a.max():.3f})"
+    rows = [["MFCC", *[fmt(s["mfcc"]) for _ in s["layers"]]]]
+    for step in s["steps"]:
+        cells = []
+        for l in s["layers"]:
+            a = s["table"][step][l]
+            mark = " **>**" if a.min() > s["mfcc"].max() else ""
+            cells.append(fmt(a) + mark)
+        rows.append([step, *cells])
+    lines = [f"PNMI, K={k}, mean ± sd (min–max) over {n} seeds; **>**: every seed above every MFCC value", "",
+             "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def plot(s: dict, k: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [int(v) for v in s["steps"]]
+    for l in s["layers"]:
+        a = np.stack([s["table"][step][l] for step in s["steps"]])
+        line, = ax.plot(x, a.mean(1), "o-", label=f"layer {l}")
+        ax.fill_between(x, a.min(1), a.max(1), color=line.get_color(), alpha=0.2)
+    ax.axhspan(s["mfcc"].min(), s["mfcc"].max() + 1e-4, color="k", alpha=0.3)
+    ax.axhline(s["mfcc"].mean(), color="k", ls="--", label=f"MFCC labels, K={k}")
+    ax.set(xlabel="iteration-1 updates", ylabel="held-out PNMI", title=f"k-means K={k} on each layer (bands: min–max of seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out.with_name(f"{out.name}_k{k}.png"), dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True, help="path stem of the table (STEM.md) and plots (STEM_kK.png)")
+    a = ap.parse_args()
+    results = load(a.runs)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    text = ""
+    for k in sorted(results[0]["mfcc_pnmi"], key=int):
+        s = summary(results, k)
+        text += markdown(s, k, len(results)) + "\n"
+        plot(s, k, a.out)
+    a.out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
