@@ -37,7 +37,7 @@ def test_rerun_overwrites_cleanly(prepared, tmp_path):
     first = (tmp_path / "valid_0_1.npy").read_bytes()
     dump_mfcc(prepared / "tsv", "valid", 1, 0, tmp_path, progress=False)
     assert (tmp_path / "valid_0_1.npy").read_bytes() == first
-    assert sorted(os.listdir(tmp_path)) == ["valid_0_1.len", "valid_0_1.npy"]
+    assert sorted(os.listdir(tmp_path)) == ["valid_0_1.json", "valid_0_1.len", "valid_0_1.npy"]  # .json: its manifest
 
 
 def test_failure_leaves_nothing_half_written(prepared, tmp_path):
@@ -96,7 +96,7 @@ def test_full_disk_exits_2_leaves_nothing_and_a_rerun_works(prepared, small_disk
     small_disk.remount("64m")
     r = run_cli("dump-mfcc", prepared / "tsv", "valid", 1, 0, small_disk.path / "feat", "-q")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (small_disk.path / "feat").iterdir()) == ["valid_0_1.len", "valid_0_1.npy"]
+    assert sorted(p.name for p in (small_disk.path / "feat").iterdir()) == ["valid_0_1.json", "valid_0_1.len", "valid_0_1.npy"]
 
 
 @pytest.mark.parametrize("env,message", [({"SLURM_ARRAY_TASK_ID": "abc"}, "'abc' is not a non-negative integer"),

@@ -22,13 +22,16 @@ _INTERVAL = re.compile(r"checkpoint_(\d+)_(\d+)\.pt$")
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` via a temporary file, fsync and rename: a crash or a
     full disk never leaves a truncated checkpoint behind."""
-    try:
-        with atomic_path(path) as tmp:
-            torch.save({"format": FORMAT, "version": 1, **state}, tmp)
-    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
+    def failed(e: Exception) -> HubertkitError:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         kept = "the previous one is intact" if path.is_file() else "no earlier one existed"
-        raise HubertkitError(f"cannot write checkpoint {path}: {why} ({kept}; free space and re-run to resume)") from None
+        return HubertkitError(f"cannot write checkpoint {path}: {why} ({kept}; free space and re-run to resume)")
+
+    with atomic_path(path) as tmp:
+        try:
+            torch.save({"format": FORMAT, "version": 1, **state}, tmp)
+        except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
+            raise failed(e) from None
 
 
 def load_checkpoint(path: Path) -> dict:
