@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import logging
 import os
 import shutil
 import socket
@@ -146,6 +147,9 @@ class FolderLock:
             holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(self.fd)
             raise HubertkitError(f"{what} {folder} is in use by {holder}: wait for that run to end, or use another folder") from None
+        except OSError as e:  # a file system without locks (some network mounts): run unguarded, and say so
+            logging.getLogger(__name__).warning("cannot lock %s (%s); nothing stops a second run on it", folder, e.strerror)
+            return
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"hubertkit process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
 
