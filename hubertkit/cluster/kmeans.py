@@ -115,7 +115,6 @@ def export_kmeans(km_path: str | os.PathLike, out: str | os.PathLike, trust_pick
     try:
         import joblib
         from sklearn.cluster import MiniBatchKMeans
-        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
     except ImportError:
         raise HubertkitError("export-kmeans writes a scikit-learn model: pip install 'hubertkit[sklearn]'") from None
     km = load_kmeans(km_path, trust_pickle)
@@ -126,7 +125,7 @@ def export_kmeans(km_path: str | os.PathLike, out: str | os.PathLike, trust_pick
     model.n_features_in_ = km.dim
     model.inertia_ = float(km.meta.get("inertia", np.nan)) * float(km.meta.get("frames", np.nan))
     model.n_iter_ = model.n_steps_ = 0
-    model._n_threads = _openmp_effective_n_threads()
+    model._n_threads = os.cpu_count() or 1  # what fit() sets; predict() reads it
     with atomic_path(out) as tmp:
         joblib.dump(model, tmp)
     return f"wrote {out}: scikit-learn MiniBatchKMeans, {km.n_clusters} clusters of dim {km.dim} (joblib)"
