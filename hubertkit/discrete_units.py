@@ -43,10 +43,11 @@ def unit_labeller(ckpt, km_path, layer: int, max_chunk: int = 1600000, trust_pic
 def units(ckpt, km_path, tsv, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False,
           progress: bool = False, nshard: int = 1, rank: int = 0) -> Iterator[dict]:
     """For each utterance of shard ``rank`` of ``nshard`` of the manifest ``tsv`` (fairseq's
-    contiguous shards, as the dumps): ``{"utt", "units", "dedup", "durations"}``."""
+    contiguous shards, as the dumps): ``{"utt", "units", "dedup", "durations"}``.
+    ``ckpt`` may also be a :func:`unit_labeller` already built (several shards, one model load)."""
     manifest = read_manifest(tsv)
     shard = manifest.shard(nshard, rank)
-    labeller = unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)
+    labeller = ckpt if callable(ckpt) else unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)
     for utt in progress_bar(shard, unit="utt", desc=f"units {rank}/{nshard}", disable=not progress):
         labels = labeller(read_audio(utt, where=str(manifest.path)))
         short, durations = dedup(labels)
@@ -82,7 +83,7 @@ def shard_file(out: str | os.PathLike, rank: int, nshard: int) -> Path:
 
 
 def write_units(ckpt, km_path, tsv, layer: int, out: str | None = None, dedup_only: bool = False,
-                nshard: int = 1, rank: int | str = 0, **kw) -> str:
+                nshard: int = 1, rank: int | str = 0, max_chunk: int = 1600000, trust_pickle: bool = False) -> str:
     """``hubertkit units``: JSONL to ``out`` (atomically; one file per shard) or stdout."""
     from hubertkit.features.dump import resolve_ranks
 
@@ -90,8 +91,10 @@ def write_units(ckpt, km_path, tsv, layer: int, out: str | None = None, dedup_on
     if out is None and nshard > 1:
         raise HubertkitError("with NSHARD > 1 give --out FILE: each shard writes FILE_{rank}_{nshard}")
 
+    labeller = unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)  # once, for every rank
+
     def records(r):
-        for record in units(ckpt, km_path, tsv, layer, progress=out is not None, nshard=nshard, rank=r, **kw):
+        for record in units(labeller, km_path, tsv, layer, progress=out is not None, nshard=nshard, rank=r):
             if dedup_only:
                 record = {"utt": record["utt"], "units": record["dedup"], "durations": record["durations"]}
             yield record
