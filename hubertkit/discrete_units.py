@@ -43,12 +43,13 @@ def unit_labeller(ckpt, km_path, layer: int, max_chunk: int = 1600000, trust_pic
 def units(ckpt, km_path, tsv, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False,
           progress: bool = False, nshard: int = 1, rank: int = 0) -> Iterator[dict]:
     """For each utterance of shard ``rank`` of ``nshard`` of the manifest ``tsv`` (fairseq's
-    contiguous shards, as the dumps): ``{"utt", "units", "dedup", "durations"}``.
-    ``ckpt`` may also be a :func:`unit_labeller` already built (several shards, one model load)."""
-    manifest = read_manifest(tsv)
-    shard = manifest.shard(nshard, rank)
-    labeller = ckpt if callable(ckpt) else unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)
-    for utt in progress_bar(shard, unit="utt", desc=f"units {rank}/{nshard}", disable=not progress):
+    contiguous shards, as the dumps): ``{"utt", "units", "dedup", "durations"}``."""
+    labeller = unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)
+    yield from _shard_units(labeller, read_manifest(tsv), nshard, rank, progress)
+
+
+def _shard_units(labeller, manifest, nshard: int, rank: int, progress: bool) -> Iterator[dict]:
+    for utt in progress_bar(manifest.shard(nshard, rank), unit="utt", desc=f"units {rank}/{nshard}", disable=not progress):
         labels = labeller(read_audio(utt, where=str(manifest.path)))
         short, durations = dedup(labels)
         yield {"utt": os.path.relpath(utt.path, manifest.root), "units": labels, "dedup": short, "durations": durations}
@@ -91,10 +92,11 @@ def write_units(ckpt, km_path, tsv, layer: int, out: str | None = None, dedup_on
     if out is None and nshard > 1:
         raise HubertkitError("with NSHARD > 1 give --out FILE: each shard writes FILE_{rank}_{nshard}")
 
+    manifest = read_manifest(tsv)
     labeller = unit_labeller(ckpt, km_path, layer, max_chunk, trust_pickle)  # once, for every rank
 
     def records(r):
-        for record in units(labeller, km_path, tsv, layer, progress=out is not None, nshard=nshard, rank=r):
+        for record in _shard_units(labeller, manifest, nshard, r, progress=out is not None):
             if dedup_only:
                 record = {"utt": record["utt"], "units": record["dedup"], "durations": record["durations"]}
             yield record

@@ -118,8 +118,7 @@ def export_kmeans(km_path: str | os.PathLike, out: str | os.PathLike, trust_pick
     except ImportError:
         raise HubertkitError("export-kmeans writes a scikit-learn model: pip install 'hubertkit[sklearn]'") from None
     km = load_kmeans(km_path, trust_pickle)
-    model = MiniBatchKMeans(n_clusters=km.n_clusters, init="k-means++", max_iter=100, batch_size=10000, tol=0.0,
-                            max_no_improvement=100, n_init=20, reassignment_ratio=0.0, compute_labels=False)
+    model = MiniBatchKMeans(n_clusters=km.n_clusters, max_iter=100, compute_labels=False, **MINIBATCH_DEFAULTS)
     # the attributes fit() leaves, so predict() and transform() work as on a fitted model
     model.cluster_centers_ = km.centroids.astype(np.float32)
     model.n_features_in_ = km.dim
