@@ -26,9 +26,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import header  # noqa: E402
 
-from hubertkit.cluster.kmeans import CHUNK_FRAMES, dump_labels, learn_kmeans, load_kmeans, sample_frames  # noqa: E402
+from hubertkit.cluster.kmeans import (  # noqa: E402
+    CHUNK_FRAMES,
+    dump_labels,
+    learn_kmeans,
+    load_kmeans,
+    sample_frames,
+)
+from hubertkit.data.shards import ShardWriter, read_shard  # noqa: E402
 from hubertkit.features.mfcc import mfcc_with_deltas  # noqa: E402
-from hubertkit.features.shards import ShardWriter, read_shard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import header  # noqa: E402
 
-from hubertkit.features.shards import ShardWriter  # noqa: E402
+from hubertkit.data.shards import ShardWriter  # noqa: E402
 
 DIM, NSHARD = 768, 8
 

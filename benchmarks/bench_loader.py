@@ -29,7 +29,7 @@ from hubertkit.data.labels import make_dict, merge_labels  # noqa: E402
 from hubertkit.data.manifest import make_manifest  # noqa: E402
 from hubertkit.features.dump import dump_mfcc  # noqa: E402
 from hubertkit.model import HubertModel, preset  # noqa: E402
-from hubertkit.train.loss import hubert_loss  # noqa: E402
+from hubertkit.train.tasks.pretraining import hubert_loss  # noqa: E402
 from hubertkit.train.trainer import BatchDataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,9 +17,9 @@ import json
 import time
 from pathlib import Path
 
-from hubertkit.asr.transcribe import error_rates, transcribe
 from hubertkit.data.text import prepare_text
 from hubertkit.plots import pyplot, save_figure
+from hubertkit.recipes.transcribe import error_rates, transcribe
 from hubertkit.train.trainer import finetune
 
 ROOT = Path(__file__).resolve().parents[1]

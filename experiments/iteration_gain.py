@@ -25,10 +25,11 @@ from pathlib import Path
 
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
-from hubertkit.data.labels import merge_labels
 from hubertkit.config import config_dir_default
+from hubertkit.config.pipeline import load_pipeline
+from hubertkit.data.labels import merge_labels
 from hubertkit.features.hubert import dump_hubert
-from hubertkit.pipeline import load_pipeline, run_pipeline
+from hubertkit.recipes.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 

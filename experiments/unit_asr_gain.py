@@ -22,14 +22,14 @@ import json
 import time
 from pathlib import Path
 
-from hubertkit.asr.transcribe import error_rates
-from hubertkit.asr.unit_asr import train_unit_asr, transcribe_units
 from hubertkit.cluster.quality import label_quality
 from hubertkit.data.manifest import lookup_by_path
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.data.unit_dataset import read_units
-from hubertkit.discrete_units import save_units, units_from_labels
-from hubertkit.pipeline import layer_labels
+from hubertkit.recipes.discrete_units import save_units, units_from_labels
+from hubertkit.recipes.pipeline import layer_labels
+from hubertkit.recipes.transcribe import error_rates
+from hubertkit.recipes.unit_asr import train_unit_asr, transcribe_units
 
 ROOT = Path(__file__).resolve().parents[1]
 ALIGNMENTS = ROOT / "hubertkit" / "corpora" / "demo" / "alignments.jsonl"

@@ -9,7 +9,7 @@ __all__ = ["HubertkitError", "__version__", "units"]
 def __getattr__(name):
     # hubertkit.units(...) without importing torch when the package is imported
     if name == "units":
-        from hubertkit.discrete_units import units
+        from hubertkit.recipes.discrete_units import units
 
         return units
     raise AttributeError(f"module 'hubertkit' has no attribute {name!r}")

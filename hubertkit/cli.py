@@ -80,7 +80,7 @@ def _cmd_speakers(a):
 
 
 def _cmd_probe(a):
-    from hubertkit.probe import probe_layers, probe_table, write_probes
+    from hubertkit.recipes.probe import probe_layers, probe_table, write_probes
 
     layers = [int(x) for x in a.layers.split(",")] if a.layers else None
     results = probe_layers(a.ckpt, a.tsv_dir, a.train_split, a.test_split, layers, a.alignments, a.speaker_map,
@@ -91,7 +91,7 @@ def _cmd_probe(a):
 
 
 def _cmd_units(a):
-    from hubertkit.discrete_units import write_units
+    from hubertkit.recipes.discrete_units import write_units
 
     return write_units(a.ckpt, a.km_path, a.tsv, a.layer, a.out, dedup_only=a.dedup, max_chunk=a.max_chunk,
                        trust_pickle=a.trust_pickle, nshard=a.nshard, rank=a.rank) or None
@@ -156,7 +156,7 @@ def _print_transcripts(out, fmt: str) -> None:
     """Transcripts to stdout; WER and CER (when there are references) to stderr as JSON."""
     import json
 
-    from hubertkit.asr.transcribe import error_rates, write_transcripts
+    from hubertkit.recipes.transcribe import error_rates, write_transcripts
 
     sys.stdout.write(write_transcripts(out, fmt))
     rates = error_rates(out)
@@ -165,14 +165,14 @@ def _print_transcripts(out, fmt: str) -> None:
 
 
 def _cmd_transcribe(a):
-    from hubertkit.asr.transcribe import transcribe
+    from hubertkit.recipes.transcribe import transcribe
 
     _print_transcripts(transcribe(a.ckpt, a.inputs, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds,
                                   references=a.references, progress=not a.quiet), a.format)
 
 
 def _cmd_unit_asr_train(a):
-    from hubertkit.asr.unit_asr import train_unit_asr
+    from hubertkit.recipes.unit_asr import train_unit_asr
 
     result = train_unit_asr(a.units, a.texts, a.valid_units, a.config_name, a.overrides, a.config_dir, a.save_dir,
                             progress=not a.quiet)
@@ -180,7 +180,7 @@ def _cmd_unit_asr_train(a):
 
 
 def _cmd_unit_asr_transcribe(a):
-    from hubertkit.asr.unit_asr import transcribe_units
+    from hubertkit.recipes.unit_asr import transcribe_units
 
     _print_transcripts(transcribe_units(a.model, a.units, a.audio, a.hubert, a.km, a.layer, a.beam, a.batch_size,
                                         a.references, a.max_chunk, a.trust_pickle, progress=not a.quiet), a.format)
@@ -201,7 +201,8 @@ def _cmd_finetune(a):
 
 
 def _cmd_pipeline(a):
-    from hubertkit.pipeline import load_pipeline, run_pipeline
+    from hubertkit.config.pipeline import load_pipeline
+    from hubertkit.recipes.pipeline import run_pipeline
 
     overrides = {k: v for k, v in (("out", a.out), ("jobs", a.jobs)) if v is not None}
     r = run_pipeline(load_pipeline(a.config, overrides), until=a.until, progress=not a.quiet)
@@ -209,7 +210,7 @@ def _cmd_pipeline(a):
 
 
 def _cmd_demo(a):
-    from hubertkit.demo import run_demo
+    from hubertkit.recipes.demo import run_demo
 
     return run_demo(a.out, corpus=a.corpus, jobs=a.jobs, progress=not a.quiet, max_update=a.max_update, until=a.until)
 

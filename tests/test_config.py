@@ -1,6 +1,10 @@
+import dataclasses
+
 import pytest
 
-from hubertkit.config import load_config, parse_override
+from hubertkit.config import config_dir_default, load_config, parse_override, read_yaml_mapping
+from hubertkit.config.load import UNSUPPORTED, _merge, _read_yaml
+from hubertkit.config.train import section_class
 from hubertkit.errors import HubertkitError
 
 REQUIRED = ["task.data=/d", "task.label_dir=/l", "model.label_rate=100"]
@@ -11,9 +15,8 @@ def test_shipped_fairseq_configs_load(name):
     cfg = load_config(name, REQUIRED)
     assert cfg.task.label_rate == 100  # ${model.label_rate}
     assert cfg.lr_scheduler.total_num_update == cfg.optimization.max_update == 400000
-    assert cfg.adam_betas == (0.9, 0.98) and cfg.optimizer.adam_eps == 1e-6
-    m = cfg.model_config([104])
-    assert m.mask_prob == 0.8 and m.untie_final_proj
+    assert cfg.optimizer.betas == (0.9, 0.98) and cfg.optimizer.adam_eps == 1e-6
+    assert cfg.model.mask_prob == 0.8 and cfg.model.untie_final_proj
 
 
 def test_published_hyperparameters():
@@ -28,7 +31,7 @@ def test_published_hyperparameters():
 def test_unknown_key_names_the_closest():
     with pytest.raises(HubertkitError, match="unknown config key 'model.mask_porb'; did you mean model.mask_prob"):
         load_config("hubert_base_librispeech", REQUIRED + ["model.mask_porb=0.5"])
-    with pytest.raises(HubertkitError, match="unknown config key 'optimisation'"):
+    with pytest.raises(HubertkitError, match="unknown config group 'optimisation'; did you mean optimization"):
         load_config("hubert_base_librispeech", REQUIRED + ["optimisation.lr=[1]"])
 
 
@@ -86,3 +89,184 @@ def test_out_of_range_values_are_refused_at_load(override):
     key = override.split("=")[0]
     with pytest.raises(HubertkitError, match=f"{key}=.* is out of range"):
         load_config("hubert_base_librispeech", ["task.data=x", "task.label_dir=y", "model.label_rate=100", override])
+
+
+# fairseq's examples/hubert/config/pretrain/hubert_base_librispeech.yaml as published,
+# with its package line, `labels: ???`, `loss_weights: [10,]` and hydra block
+FAIRSEQ_BASE = """# @package _group_
+
+common:
+  fp16: true
+  log_format: json
+  log_interval: 200
+  seed: 1337
+  tensorboard_logdir: tblog
+
+checkpoint:
+  save_interval_updates: 25000
+  keep_interval_updates: 1
+  no_epoch_checkpoints: true
+
+
+distributed_training:
+  ddp_backend: no_c10d
+  distributed_backend: 'nccl'
+  distributed_world_size: 32
+  distributed_port: 29671
+  nprocs_per_node: 8
+  find_unused_parameters: true
+
+task:
+  _name: hubert_pretraining
+  data: ???
+  label_dir: ???
+  labels: ???
+  label_rate: ${model.label_rate}
+  sample_rate: 16000
+  max_sample_size: 250000
+  min_sample_size: 32000
+  pad_audio: false
+  random_crop: true
+  normalize: false # must be consistent with extractor
+
+dataset:
+  num_workers: 6
+  max_tokens: 1400000
+  skip_invalid_size_inputs_valid_test: true
+  validate_interval: 5
+  validate_interval_updates: 10000
+
+criterion:
+  _name: hubert
+  pred_masked_weight: 1.0
+  pred_nomask_weight: 0.0
+  loss_weights: [10,]
+
+optimization:
+  max_update: 400000
+  lr: [0.0005]
+  clip_norm: 10.0
+
+optimizer:
+  _name: adam
+  adam_betas: (0.9,0.98)
+  adam_eps: 1e-06
+  weight_decay: 0.01
+
+lr_scheduler:
+  _name: polynomial_decay
+  warmup_updates: 32000
+
+model:
+  _name: hubert
+  label_rate: ???
+  skip_masked: false
+  skip_nomask: false
+  mask_prob: 0.80
+  extractor_mode: default
+  conv_feature_layers: '[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2'
+  final_dim: 256
+  encoder_layerdrop: 0.05
+  dropout_input: 0.1
+  dropout_features: 0.1
+  dropout: 0.1
+  attention_dropout: 0.1
+  feature_grad_mult: 0.1
+  untie_final_proj: true
+  activation_dropout: 0.0
+
+hydra:
+  job:
+    config:
+      override_dirname:
+        kv_sep: '-'
+        item_sep: '__'
+        exclude_keys:
+          - run
+          - task.data
+          - task.label_dir
+  run:
+    dir: ???
+  sweep:
+    dir: ???
+    subdir: ${hydra.job.config_name}__${hydra.job.override_dirname}
+"""
+
+
+def test_fairseqs_own_yaml_text_loads_unchanged(tmp_path, caplog):
+    (tmp_path / "hubert_base_librispeech.yaml").write_text(FAIRSEQ_BASE)
+    with pytest.raises(HubertkitError, match="task.labels"):  # ??? in fairseq's text
+        load_config("hubert_base_librispeech", REQUIRED, tmp_path)
+    theirs = load_config("hubert_base_librispeech", REQUIRED + ["task.labels=[km]"], tmp_path)
+    assert theirs == load_config("hubert_base_librispeech", REQUIRED)  # the shipped copy
+    assert "dataset.validate_interval=5" in caplog.text  # the keys that change nothing are named once
+
+
+SHIPPED = sorted(p.relative_to(config_dir_default()) for p in config_dir_default().rglob("*.yaml") if "pipeline" not in p.name)
+NEEDS = {"finetune": ["task.data=d", "task.label_dir=l", "model.w2v_path=m"], "unit_asr": ["task.data=u", "task.texts=t"]}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=str)
+def test_every_shipped_config_loads(path):
+    overrides = NEEDS.get(path.parent.name, REQUIRED + ["task.feat_dir=f"] * ("disentangle" in path.name))
+    cfg = load_config(path.stem, overrides, config_dir_default() / path.parent)
+    assert cfg.model._name in ("hubert", "hubert_ctc", "unit_bart", "unit_ctc")
+
+
+FAIRSEQ_TEXTS = {"hubert_base_librispeech", "hubert_large_librivox", "hubert_xlarge_librivox", "base_10h"}
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.stem not in FAIRSEQ_TEXTS], ids=str)
+def test_our_configs_repeat_no_default(path):
+    """A value lives in one place: our YAMLs set only what differs from their parents
+    (``defaults:``) or, without one, from the dataclasses."""
+    full = config_dir_default() / path
+    own = read_yaml_mapping(full)
+    parents = {}
+    for name in own.pop("defaults", []):
+        parents = _merge(parents, _read_yaml(full.parent / f"{name}.yaml"))
+    merged = _merge(parents, own)
+    repeated = []
+    for group, values in own.items():
+        section = section_class(group, merged[group].get("_name"))
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(section)}
+        inherited = parents.get(group, {}) if section is section_class(group, parents.get(group, {}).get("_name")) else {}
+        for key, value in values.items():
+            if key != "_name" and value == inherited.get(key, defaults[key]):
+                repeated.append(f"{group}.{key}={value}")
+    assert not repeated, f"{path} repeats: {repeated}"
+
+
+def _sections_with(key: str) -> list[str]:
+    group, name = key.split(".")
+    return [config for config, model in (("hubert_base_librispeech", "hubert"), ("finetune/base_10h", "hubert_ctc"))
+            if name in {f.name for f in dataclasses.fields(section_class(group, model if group == "model" else None))}]
+
+
+@pytest.mark.parametrize("config, key", [(c, k) for k in sorted(UNSUPPORTED) for c in _sections_with(k)])
+def test_unimplemented_fairseq_keys_are_refused_unless_at_the_implemented_value(config, key):
+    implemented = UNSUPPORTED[key][0]
+    overrides = NEEDS["finetune"] if config.startswith("finetune") else REQUIRED
+    other = {str: "poisson", bool: not implemented, float: 3.0, int: 3}[type(implemented)]
+    with pytest.raises(HubertkitError, match=f"{key}={other!r} is not supported"):
+        load_config(config, overrides + [f"{key}={other}"])
+    assert getattr(getattr(load_config(config, overrides + [f"{key}={implemented}"]), key.split(".")[0]),
+                   key.split(".")[1]) == implemented
+
+
+def test_a_key_of_another_section_names_its_section(tmp_path):
+    with pytest.raises(HubertkitError, match="model.w2v_path belongs to model._name=hubert_ctc"):
+        load_config("hubert_base_librispeech", REQUIRED + ["model.w2v_path=x"])
+    with pytest.raises(HubertkitError, match="model._name='wav2vec2' is not supported; hubertkit has hubert, "):
+        load_config("hubert_base_librispeech", REQUIRED + ["model._name=wav2vec2"])
+    (tmp_path / "mine.yaml").write_text("task: {data: d}\nmodel: {label_rate: 50}\ncriterion: {_name: ctc}\n")
+    with pytest.raises(HubertkitError, match="model._name=hubert needs criterion._name=hubert, got ctc"):
+        load_config("mine", [], tmp_path)
+
+
+def test_a_wrong_type_names_the_key():
+    with pytest.raises(HubertkitError, match="optimization.max_update"):
+        load_config("hubert_base_librispeech", REQUIRED + ["optimization.max_update=lots"])
+    cfg = load_config("hubert_base_librispeech", REQUIRED + ["optimization.max_update=1e5", "optimization.lr=0.001"])
+    assert cfg.optimization.max_update == 100000 and cfg.optimization.lr == [0.001]

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from hubertkit.asr.decode import greedy_ids, ids_to_text
-from hubertkit.asr.transcribe import chunked_log_probs, error_rates, transcribe
-from hubertkit.model.config import preset
+from hubertkit.config import preset
 from hubertkit.model.ctc import HubertCTC, export_hf_ctc, load_ctc, save_ctc
+from hubertkit.model.decode import greedy_ids, ids_to_text
+from hubertkit.recipes.transcribe import chunked_log_probs, error_rates, transcribe
 
 LETTERS = list("|ETAOHNISRDLUWMCGFYPBKV'JXQZ")
 

@@ -8,7 +8,7 @@ import hubertkit
 from hubertkit.cli import main
 from hubertkit.cluster.kmeans import learn_kmeans, load_kmeans
 from hubertkit.data.manifest import read_manifest
-from hubertkit.discrete_units import dedup
+from hubertkit.data.unit_vocab import dedup
 from hubertkit.features.hubert import dump_hubert
 from hubertkit.model import HubertModel, preset
 from hubertkit.model.io import save_model

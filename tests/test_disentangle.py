@@ -4,16 +4,16 @@ with the audio, and λ = 0 being plain HuBERT exactly."""
 import numpy as np
 import pytest
 import torch
+from test_trainer import log_records, overrides, weights
 
+from hubertkit.config import preset
+from hubertkit.config.train import HubertCriterionConfig as CriterionConfig
 from hubertkit.data.dataset import HubertDataset, load_label_sets
 from hubertkit.errors import HubertkitError
-from hubertkit.model.config import preset
 from hubertkit.model.disentangle import grl_scale, reverse_gradient
 from hubertkit.model.hubert import HubertModel
-from hubertkit.train.loss import CriterionConfig, hubert_loss
+from hubertkit.train.tasks.pretraining import hubert_loss
 from hubertkit.train.trainer import train
-
-from test_trainer import log_records, overrides, weights
 
 
 def test_gradient_reversal_flips_and_scales_the_gradient():
@@ -72,7 +72,7 @@ def test_head_losses_are_added_with_their_weights():
     pitch[1, 30:] = torch.tensor([0.0, -1.0])  # padding
     pitch[0, :10] = 0.0  # unvoiced
     base, n, log = hubert_loss(out, CriterionConfig(), speaker=speaker, pitch=pitch)
-    assert log["count_speaker"] == 1 and log["count_f0"] == 39 + 30 and log["count_voicing"] == 49 + 30
+    assert log["acc_speaker"].count == 1 and log["mean_f0"].count == 39 + 30 and log["acc_voicing"].count == 49 + 30
     ce = torch.nn.functional.cross_entropy(out["speaker_logits"][:1], speaker[:1])
     with_spk, _, _ = hubert_loss(out, CriterionConfig(speaker_loss_weight=0.5), speaker=speaker, pitch=pitch)
     assert torch.allclose(with_spk - base, 0.5 * n * ce)
@@ -100,8 +100,8 @@ def test_pitch_and_speaker_are_cropped_in_step(pitched):
 
 
 def test_pitch_dump_at_the_wrong_rate_is_refused(pitched, tmp_path):
-    from hubertkit.features.pitch import dump_pitch
     from hubertkit.data.speakers import write_speakers
+    from hubertkit.features.pitch import dump_pitch
 
     dump_pitch(pitched / "tsv", "train", 1, 0, tmp_path, rate=100, progress=False)
     write_speakers(pitched / "tsv", ["train"], tmp_path)

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import torch
+from test_trainer import overrides
 
 from hubertkit.train.trainer import train
-from test_trainer import overrides
 
 NO_DROPOUT = {"model.dropout": 0.0, "model.attention_dropout": 0.0, "model.dropout_input": 0.0,
               "model.encoder_layerdrop": 0.0, "optimization.max_update": 3, "lr_scheduler.total_num_update": 3,

@@ -6,10 +6,10 @@ import soundfile as sf
 import torch
 
 from hubertkit.data.manifest import read_manifest
+from hubertkit.data.shards import read_shard, read_shards
 from hubertkit.errors import HubertkitError
 from hubertkit.features.dump import dump_mfcc, resolve_ranks
 from hubertkit.features.mfcc import mfcc_with_deltas
-from hubertkit.features.shards import read_shard, read_shards
 
 
 def test_shards_hold_each_utterance_in_manifest_order(prepared):

@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from hubertkit.data.manifest import read_manifest
+from hubertkit.data.shards import read_shard
 from hubertkit.errors import HubertkitError
 from hubertkit.features.hubert import dump_hubert
-from hubertkit.features.shards import read_shard
 from hubertkit.model import HubertModel, preset
 from hubertkit.model.convert import export_hf
 from hubertkit.model.io import save_model

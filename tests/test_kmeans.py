@@ -5,7 +5,12 @@ import torch
 from sklearn.cluster import MiniBatchKMeans
 
 from hubertkit.cli import main
-from hubertkit.cluster.kmeans import KMeansModel, learn_kmeans, load_kmeans, sample_frames
+from hubertkit.cluster.kmeans import (
+    KMeansModel,
+    learn_kmeans,
+    load_kmeans,
+    sample_frames,
+)
 from hubertkit.errors import HubertkitError
 
 

@@ -2,9 +2,15 @@ import numpy as np
 import pytest
 
 from hubertkit.cluster.kmeans import KMeansModel, dump_labels, learn_kmeans
-from hubertkit.data.labels import make_dict, merge_labels, read_dict, read_labels, read_sidecar
+from hubertkit.data.labels import (
+    make_dict,
+    merge_labels,
+    read_dict,
+    read_labels,
+    read_sidecar,
+)
+from hubertkit.data.shards import read_shard
 from hubertkit.errors import HubertkitError
-from hubertkit.features.shards import read_shard
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-import hubertkit.cluster.kmeans as kmeans_module
+import hubertkit.recipes.pipeline as pipeline_module
+from hubertkit.config.pipeline import parse_pipeline
 from hubertkit.errors import HubertkitError
-from hubertkit.pipeline import parse_pipeline, run_pipeline
+from hubertkit.recipes.pipeline import run_pipeline
 
 FAST = ["optimization.max_update=4", "lr_scheduler.total_num_update=4", "dataset.num_workers=0",
         "dataset.max_tokens=200000", "task.max_sample_size=40000", "model.encoder_layers=2"]
@@ -28,17 +29,17 @@ def config(small_corpus, demo_dir, out, **extra):
 
 def test_pipeline_runs_and_resumes_after_a_crash(small_corpus, demo_dir, tmp_path, monkeypatch):
     cfg = config(small_corpus, demo_dir, tmp_path / "out")
-    real = kmeans_module.learn_kmeans
+    real = pipeline_module.learn_kmeans
 
     def crash_in_iter2(feat_dir, *a, **kw):
         if "iter2" in str(feat_dir):
             raise RuntimeError("simulated crash")
         return real(feat_dir, *a, **kw)
 
-    monkeypatch.setattr(kmeans_module, "learn_kmeans", crash_in_iter2)
+    monkeypatch.setattr(pipeline_module, "learn_kmeans", crash_in_iter2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_pipeline(cfg, progress=False, log=lambda s: None)
-    monkeypatch.setattr(kmeans_module, "learn_kmeans", real)
+    monkeypatch.setattr(pipeline_module, "learn_kmeans", real)
     result = run_pipeline(cfg, progress=False, log=lambda s: None)
     assert result["ran"] == ["iter2.kmeans", "iter2.labels", "iter2.quality", "iter2.train"]
     out = tmp_path / "out"
@@ -178,7 +179,7 @@ def test_wrong_types_stop_before_the_first_stage(small_corpus, demo_dir, tmp_pat
     (b"corpus: caf\xe9\n", "is not UTF-8"),
 ])
 def test_malformed_yaml_is_an_error_naming_the_file(tmp_path, text, message):
-    from hubertkit.pipeline import load_pipeline
+    from hubertkit.config.pipeline import load_pipeline
 
     path = tmp_path / "p.yaml"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())

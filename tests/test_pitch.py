@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from hubertkit.config import preset
 from hubertkit.data.audio import SAMPLE_RATE
+from hubertkit.data.shards import read_utterances
 from hubertkit.errors import HubertkitError
 from hubertkit.features.pitch import dump_pitch, num_frames, track_pitch
-from hubertkit.features.shards import read_utterances
-from hubertkit.model.config import preset
 
 SR = SAMPLE_RATE
 

@@ -1,17 +1,21 @@
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression, Ridge
+from test_cli import hubertkit
 
+from hubertkit.config import preset
 from hubertkit.errors import HubertkitError
-from hubertkit.model.config import preset
 from hubertkit.model.hubert import HubertModel
 from hubertkit.model.io import save_model
-from hubertkit.probe import linear_classifier_accuracy, linear_regression_corr, probe_layers, read_probes
-
-from test_cli import hubertkit
+from hubertkit.recipes.probe import (
+    linear_classifier_accuracy,
+    linear_regression_corr,
+    probe_layers,
+    read_probes,
+)
 
 
 def blobs(n, dim=6, classes=4, spread=1.2, seed=0):
@@ -80,7 +84,7 @@ def test_probe_command_writes_table_json_and_plot(random_model, prepared, tmp_pa
 
 def test_at_most_max_utterances_are_encoded(random_model, prepared):
     from hubertkit.model.io import load_model
-    from hubertkit.probe import _encode
+    from hubertkit.recipes.probe import _encode
 
     split = _encode(load_model(random_model), prepared / "tsv" / "train.tsv", None, None, 4, progress=False)
     rows = (prepared / "tsv" / "train.tsv").read_text().splitlines()[1:]

@@ -13,7 +13,7 @@ import torch
 
 from hubertkit.errors import HubertkitError
 from hubertkit.model.io import load_model
-from hubertkit.train import loss as loss_module
+from hubertkit.train.tasks import pretraining as loss_module
 from hubertkit.train.trainer import train
 
 
@@ -153,7 +153,7 @@ def test_progress_in_a_log_file_is_not_redrawn_every_update(labelled, tmp_path, 
 
 
 def test_within_utterance_variance_flags_collapse():
-    from hubertkit.train.loss import within_utterance_variance
+    from hubertkit.train.tasks.pretraining import within_utterance_variance
 
     g = torch.Generator().manual_seed(0)
     healthy = torch.randn(3, 50, 8, generator=g)

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from hubertkit.asr.unit_asr import train_unit_asr, transcribe_units
-from hubertkit.asr.unit_vocab import UnitVocab, hf_tokenizer, units_text
 from hubertkit.cli import main
 from hubertkit.config import load_config
-from hubertkit.discrete_units import dedup, save_units, units_from_labels
 from hubertkit.data.unit_dataset import UnitTextDataset
+from hubertkit.data.unit_vocab import UnitVocab, dedup, hf_tokenizer, units_text
 from hubertkit.errors import HubertkitError
+from hubertkit.model.io import load_checkpoint
 from hubertkit.model.unit_asr import load_unit_asr
-from hubertkit.train.checkpoint import load_checkpoint
+from hubertkit.recipes.discrete_units import save_units, units_from_labels
+from hubertkit.recipes.unit_asr import train_unit_asr, transcribe_units
 
 
 def _units_files(tsv_dir, label_dir, out):
@@ -116,7 +116,7 @@ def test_audio_to_text_equals_units_to_text(prepared, demo_dir, tmp_path, capsys
     import joblib
     from sklearn.cluster import KMeans
 
-    from hubertkit.features.shards import read_shard
+    from hubertkit.data.shards import read_shard
     from hubertkit.features.hubert import dump_hubert
     from hubertkit.model import HubertModel, preset
     from hubertkit.model.convert import save_fairseq_checkpoint

@@ -28,13 +28,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from hubertkit.progress import progress_bar
-from hubertkit.errors import HubertkitError
 from hubertkit.data.labels import write_sidecar
+from hubertkit.data.shards import FeatureShard, read_shard, read_shards
+from hubertkit.errors import HubertkitError
 from hubertkit.features.dump import resolve_ranks
-from hubertkit.features.shards import FeatureShard, read_shard, read_shards
 from hubertkit.fileio import atomic_open, atomic_path
 from hubertkit.parallel import ordered_map
+from hubertkit.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from hubertkit.data.audio import read_audio
 from hubertkit.data.dictionary import NUM_SPECIAL, PAD_INDEX
 from hubertkit.data.labels import made_at_rate, read_dict, read_labels, read_sidecar
 from hubertkit.data.manifest import Utterance, read_manifest
+from hubertkit.data.shards import read_utterances
 from hubertkit.data.speakers import read_speakers
 from hubertkit.errors import HubertkitError
-from hubertkit.features.shards import read_utterances
 
 log = logging.getLogger(__name__)
 

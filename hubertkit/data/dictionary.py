@@ -12,6 +12,8 @@ from __future__ import annotations
 import pickle
 import types
 
+import torch
+
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq's bos, pad, eos, unk; <s> is also the CTC blank
 NUM_SPECIAL = len(SPECIALS)
 PAD_INDEX = 1
@@ -53,6 +55,5 @@ FAIRSEQ_PICKLE = types.SimpleNamespace(__name__="hubertkit_fairseq_pickle", Pick
 def reading_fairseq_dictionaries():
     """A context in which ``torch.load(weights_only=True)`` reads fairseq ``Dictionary``
     objects as :class:`FairseqDictionary` (their fields only)."""
-    import torch
 
     return torch.serialization.safe_globals([(FairseqDictionary, FAIRSEQ_NAME)])

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hubertkit.asr.unit_vocab import EOS, PAD, UnitVocab
 from hubertkit.data.manifest import lookup_by_path
 from hubertkit.data.text import letter_counts, normalize_text, read_texts
-from hubertkit.discrete_units import dedup
+from hubertkit.data.unit_vocab import EOS, PAD, UnitVocab, dedup
 from hubertkit.errors import HubertkitError
 
 

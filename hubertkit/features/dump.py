@@ -16,12 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hubertkit.progress import progress_bar
 from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import Utterance, manifest_path, read_manifest
+from hubertkit.data.shards import ShardWriter, manifest_fingerprint
 from hubertkit.errors import HubertkitError
-from hubertkit.features.shards import ShardWriter, manifest_fingerprint
+from hubertkit.features.mfcc import mfcc_with_deltas
 from hubertkit.parallel import ordered_map
+from hubertkit.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,6 @@ def dump_features(
 
 
 def mfcc_extractor(wav: np.ndarray) -> np.ndarray:
-    from hubertkit.features.mfcc import mfcc_with_deltas
-
     with torch.inference_mode():
         return mfcc_with_deltas(torch.from_numpy(wav)).numpy()
 

@@ -13,10 +13,14 @@ HuBERT frame and at 100 Hz one per MFCC frame. Each row is ``[f0_hz, voiced]``, 
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
+import parselmouth
 
 from hubertkit.data.audio import SAMPLE_RATE
 from hubertkit.errors import HubertkitError
+from hubertkit.features.dump import dump_features
 
 WINDOW = 400  # samples: the receptive field of the standard conv stack (and an MFCC window)
 F0_FLOOR, F0_CEILING = 50.0, 600.0  # Hz: covers low male voices to children's
@@ -29,7 +33,6 @@ def num_frames(num_samples: int, rate: float) -> int:
 
 def track_pitch(wav: np.ndarray, rate: float = 50.0, floor: float = F0_FLOOR, ceiling: float = F0_CEILING) -> np.ndarray:
     """``[frames, 2]`` float32: F0 in Hz (0 when unvoiced) and voicing (1 or 0)."""
-    import parselmouth
 
     if rate <= 0 or SAMPLE_RATE % rate:
         raise HubertkitError(f"the pitch rate must divide {SAMPLE_RATE} Hz (50 or 100 for HuBERT labels), got {rate}")
@@ -58,8 +61,6 @@ def track_pitch(wav: np.ndarray, rate: float = 50.0, floor: float = F0_FLOOR, ce
 
 def dump_pitch(tsv_dir, split, nshard, rank, feat_dir, rate: float = 50.0, jobs: int = 1, progress: bool = True):
     """F0 and voicing of every utterance into ``{split}_{rank}_{nshard}.npy/.len`` (2 columns)."""
-    from functools import partial
 
-    from hubertkit.features.dump import dump_features
 
     return dump_features(tsv_dir, split, nshard, rank, feat_dir, partial(track_pitch, rate=rate), 2, jobs, progress)

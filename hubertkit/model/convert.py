@@ -14,10 +14,15 @@ from pathlib import Path
 
 import torch
 
-from hubertkit.data.dictionary import FAIRSEQ_PICKLE, NUM_SPECIAL, FairseqDictionary, reading_fairseq_dictionaries
+from hubertkit.config.model import HubertConfig, parse_conv_layers
+from hubertkit.data.dictionary import (
+    FAIRSEQ_PICKLE,
+    NUM_SPECIAL,
+    FairseqDictionary,
+    reading_fairseq_dictionaries,
+)
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_path, write_text
-from hubertkit.model.config import HubertConfig, parse_conv_layers
 from hubertkit.model.hubert import HubertModel
 
 # ---------------------------------------------------------------------------------------

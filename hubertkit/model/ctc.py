@@ -17,10 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hubertkit.data.dictionary import SPECIALS  # fairseq's Dictionary; <s> is the CTC blank
+from hubertkit.config.model import HubertConfig
+from hubertkit.data.dictionary import (
+    SPECIALS,  # fairseq's Dictionary; <s> is the CTC blank
+)
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_path, write_text
-from hubertkit.model.config import HubertConfig
+from hubertkit.model.convert import _hf_weights, export_hf, hf_config, import_hf
 from hubertkit.model.hubert import HubertModel
 
 FORMAT = "hubertkit.ctc"
@@ -119,7 +122,6 @@ def load_ctc(path: str | os.PathLike) -> HubertCTC:
 def export_hf_ctc(model: HubertCTC, out: str | os.PathLike) -> Path:
     """A folder that ``transformers.HubertForCTC.from_pretrained`` (and
     ``Wav2Vec2Processor``) load: weights, config, vocab and tokenizer files."""
-    from hubertkit.model.convert import export_hf, hf_config
 
     out = Path(out)
     head = {"lm_head.weight": model.proj.weight.detach().contiguous(), "lm_head.bias": model.proj.bias.detach().contiguous()}
@@ -142,8 +144,6 @@ def export_hf_ctc(model: HubertCTC, out: str | os.PathLike) -> Path:
 
 
 def import_hf_ctc(folder: Path) -> HubertCTC:
-    from hubertkit.model.convert import _hf_weights, import_hf
-
     config = json.loads((folder / "config.json").read_text())
     if "HubertForCTC" not in (config.get("architectures") or []):
         raise HubertkitError(f"{folder} holds no HubertForCTC (architectures: {config.get('architectures')})")

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hubertkit.config.model import HubertConfig
 from hubertkit.errors import HubertkitError
-from hubertkit.model.config import HubertConfig
 from hubertkit.model.disentangle import PitchHead, SpeakerAdversary, grl_scale
 from hubertkit.model.gradient import scale_gradient
 from hubertkit.model.masking import compute_mask

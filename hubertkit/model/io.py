@@ -12,14 +12,32 @@ from pathlib import Path
 
 import torch
 
+from hubertkit.config.model import HubertConfig
 from hubertkit.data.dictionary import reading_fairseq_dictionaries
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_path
-from hubertkit.model.config import HubertConfig
-from hubertkit.model.convert import export_hf, from_fairseq, import_hf, load_fairseq_checkpoint, save_fairseq_checkpoint
+from hubertkit.model.convert import (
+    export_hf,
+    from_fairseq,
+    import_hf,
+    load_fairseq_checkpoint,
+    save_fairseq_checkpoint,
+)
+from hubertkit.model.ctc import FORMAT as CTC_FORMAT
+from hubertkit.model.ctc import export_hf_ctc, load_ctc
 from hubertkit.model.hubert import HubertModel
 
 FORMAT = "hubertkit.checkpoint"
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise HubertkitError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "trainer" not in state:
+        raise HubertkitError(f"{path} is not a hubertkit training checkpoint")
+    return state
 
 
 def save_model(model: HubertModel, path: str | os.PathLike, **extra) -> None:
@@ -76,7 +94,6 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=None) 
 def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", trust_pickle: bool = False) -> str:
     """``hubertkit export CKPT OUT --format hf|fairseq``; a fine-tuned (CTC) checkpoint
     becomes a ``transformers`` ``HubertForCTC`` folder."""
-    from hubertkit.model.ctc import FORMAT as CTC_FORMAT, export_hf_ctc, load_ctc
 
     if fmt not in ("hf", "fairseq"):
         raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")

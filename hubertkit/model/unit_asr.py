@@ -19,34 +19,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hubertkit.asr.unit_vocab import BOS, EOS, PAD, UnitVocab, hf_tokenizer
+from hubertkit.config.train import UnitAsrModelConfig
+from hubertkit.data.unit_vocab import BOS, EOS, PAD, UnitVocab, hf_tokenizer
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_dir
+from hubertkit.model.decode import greedy_ids
+from hubertkit.model.io import load_checkpoint
+from hubertkit.optional import require_transformers
 
 CONFIG_KEY = "hubertkit_unit_asr"  # the architecture, inside a saved folder's config.json
 
 
 @dataclass
-class UnitAsrArch:
-    """What rebuilds a unit-ASR network; fairseq's transformer key names."""
+class UnitAsrArch(UnitAsrModelConfig):
+    """What rebuilds a unit-ASR network: the ``model.*`` sizes, and what the data gave."""
 
     arch: str = "bart"  # or "ctc"
     symbols: list[str] = field(default_factory=list)
     num_units: int = 0
-    encoder_embed_dim: int = 768
-    encoder_layers: int = 6
-    encoder_ffn_embed_dim: int = 3072
-    encoder_attention_heads: int = 12
-    decoder_layers: int = 6
-    decoder_ffn_embed_dim: int = 3072
-    decoder_attention_heads: int = 12
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation_dropout: float = 0.0
-    max_source_positions: int = 1024
-    max_target_positions: int = 1024
-    ctc_upsample: int = 2
-    beam: int = 5  # saved as the folder's generation default
 
     @property
     def vocab(self) -> UnitVocab:
@@ -120,18 +110,8 @@ class UnitCTC(nn.Module):
 
     @torch.no_grad()
     def decode(self, source: torch.Tensor, padding_mask: torch.Tensor, beam: int | None = None) -> list[list[int]]:
-        from hubertkit.asr.decode import greedy_ids
-
         log_probs, pad = self(source, padding_mask)
         return [greedy_ids(lp, int((~p).sum())) for lp, p in zip(log_probs.cpu(), pad.cpu())]
-
-
-def require_transformers(*names: str) -> list:
-    try:
-        import transformers
-    except ImportError:
-        raise HubertkitError("unit-BART is built on transformers: pip install 'hubertkit[asr]'") from None
-    return [getattr(transformers, n) for n in names]
 
 
 def build_unit_asr(cfg: UnitAsrArch) -> nn.Module:
@@ -165,8 +145,6 @@ def save_unit_bart(model: UnitBart, out: str | os.PathLike) -> Path:
 
 def load_unit_asr(path: str | os.PathLike) -> nn.Module:
     """A unit-ASR model from a saved folder or from a ``unit-asr train`` checkpoint."""
-    from hubertkit.train.checkpoint import load_checkpoint
-
     path = Path(path)
     if path.is_dir():
         config = path / "config.json"

@@ -34,16 +34,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
             raise failed(e) from None
 
 
-def load_checkpoint(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise HubertkitError(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "trainer" not in state:
-        raise HubertkitError(f"{path} is not a hubertkit training checkpoint")
-    return state
-
-
 def interval_name(epoch: int, updates: int) -> str:
     return f"checkpoint_{epoch}_{updates}.pt"
 

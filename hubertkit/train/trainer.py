@@ -1,5 +1,5 @@
 """The training loop: fairseq's ``hydra_train.py`` for HuBERT pretraining and CTC
-fine-tuning (the task, in ``tasks.py``, says which).
+fine-tuning, unit ASR: the task (``tasks/``, chosen by ``model._name``) says which.
 
 One update = ``update_freq`` batches per process; gradients are summed over what the
 task scores (frames, or utterances with ``sentence_avg``) and divided by its total
@@ -25,24 +25,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hubertkit.progress import progress_bar
-
-from hubertkit.config import TrainConfig
+from hubertkit.config import TrainConfig, config_dir_default, load_config
 from hubertkit.data.batching import batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import FolderLock, write_text
+from hubertkit.model.io import load_checkpoint
+from hubertkit.progress import progress_bar
 from hubertkit.train.checkpoint import (
     BEST,
     LAST,
     interval_name,
-    load_checkpoint,
     prune_interval_checkpoints,
     save_checkpoint,
     writable_dir,
 )
 from hubertkit.train.schedule import polynomial_decay, tri_stage
 from hubertkit.train.tasks import has_split, make_task
+from hubertkit.train.tasks.base import Ratio, Stats
 
 log = logging.getLogger(__name__)
 COLLAPSE_SHARE = 0.05  # below this share of within-utterance variance at validation, warn
@@ -143,7 +143,7 @@ class Trainer:
                 self.model, find_unused_parameters=cfg.distributed_training.find_unused_parameters
             )
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.optimization.lr[0], betas=cfg.adam_betas,
+            self.model.parameters(), lr=cfg.optimization.lr[0], betas=cfg.optimizer.betas,
             eps=cfg.optimizer.adam_eps, weight_decay=cfg.optimizer.weight_decay,
         )
         self.dtype = _precision(cfg, self.dist.device)
@@ -162,7 +162,11 @@ class Trainer:
         """Unsharded model and optimizer state (a collective call under FSDP)."""
         if not self.fsdp:
             return self.model.state_dict(), self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(self.model, options=options), get_optimizer_state_dict(self.model, self.optimizer, options=options)
@@ -171,7 +175,9 @@ class Trainer:
         model_state, optimizer_state = self._full_states()
         model_cfg = self.task.encoder(self.model).cfg.to_dict()
         return {
-            "cfg": {"model": model_cfg, "train": self.cfg.to_dict(), "task": {"normalize": self.cfg.task.normalize}},
+            # task.normalize beside the model: how its waveforms are read (unit ASR reads no audio)
+            "cfg": {"model": model_cfg, "train": self.cfg.to_dict(),
+                    "task": {"normalize": getattr(self.cfg.task, "normalize", False)}},
             **self.task.checkpoint_fields(self.model),
             "model": model_state,
             "optimizer": optimizer_state,
@@ -193,7 +199,11 @@ class Trainer:
         if state["cfg"]["model"] != self.task.encoder(self.model).cfg.to_dict():
             raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
         if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
 
             options = StateDictOptions(full_state_dict=True)
             set_model_state_dict(self.model, state["model"], options=options)
@@ -273,11 +283,8 @@ class Trainer:
                 slot = self.dist.rank * len(batches) + micro  # the batch's place among all processes' batches
                 loss, n, log_out = self._forward(batch, _mask_generator(self.cfg.common.seed, self.num_updates, slot), True)
                 self.scaler.scale(loss).backward()
-            for k, v in log_out.items():
-                stats[k] = stats.get(k, 0) + v
-            stats["samples"] = stats.get("samples", 0) + batch["samples"]
-        keys = sorted(stats)
-        stats = dict(zip(keys, self.dist.all_sum([float(stats[k]) for k in keys])))
+            add_stats(stats, {**log_out, "samples": batch["samples"]})
+        stats = self._all_sum(stats)
         sample_size = stats["sample_size"]
         self.scaler.unscale_(self.optimizer)
         scale = self.dist.world / max(sample_size, 1.0)
@@ -326,12 +333,15 @@ class Trainer:
         for k, b in enumerate(batches):
             batch = data.collate([data[i] for i in b], np.random.default_rng([self.cfg.common.seed, 0, k]))
             _, _, out = self._forward(batch, _mask_generator(self.cfg.common.seed, 0, k), False)
-            for key, v in out.items():
-                stats[key] = stats.get(key, 0) + v
-        if self.fsdp:
-            return summarize(stats)
+            add_stats(stats, out)
+        return summarize(stats if self.fsdp else self._all_sum(stats))
+
+    def _all_sum(self, stats: Stats) -> Stats:
+        """Statistics summed over processes (each key in the same order on every one)."""
         keys = sorted(stats)
-        return summarize(dict(zip(keys, self.dist.all_sum([float(stats[k]) for k in keys]))))
+        flat = [x for k in keys for x in ((stats[k].total, stats[k].count) if isinstance(stats[k], Ratio) else (stats[k],))]
+        summed = iter(self.dist.all_sum([float(x) for x in flat]))
+        return {k: Ratio(next(summed), next(summed)) if isinstance(stats[k], Ratio) else next(summed) for k in keys}
 
     def check_replicas(self) -> None:
         """Every process must hold the same weights after training (DDP's contract)."""
@@ -391,9 +401,7 @@ class Trainer:
                     pending = []
                     if out["skipped"]:
                         continue
-                    for k, v in out.items():
-                        window[k] = window.get(k, 0) + v
-                    window["updates"] = window.get("updates", 0) + 1
+                    add_stats(window, {**out, "updates": 1})
                     summary = summarize(out)
                     shown = {"acc_m": f"{summary['acc_m_0']:.3f}"} if "acc_m_0" in summary else {}  # pretraining
                     bar.set_postfix(loss=f"{summary['loss']:.3f}", **shown,
@@ -434,20 +442,16 @@ class Trainer:
                 "nonfinite_updates": self.nonfinite_total, "seconds": time.time() - start}
 
 
-def summarize(stats: dict) -> dict:
-    """fairseq's reported values: loss per scored frame in bits, accuracies per label set."""
+def add_stats(into: Stats, stats: Stats) -> None:
+    for k, v in stats.items():
+        into[k] = into[k] + v if k in into else v
+
+
+def summarize(stats: Stats) -> dict:
+    """fairseq's reported values: loss per scored frame in bits, and every ratio's value."""
     n = max(stats.get("sample_size", 0), 1)
     out = {"loss": stats.get("loss", 0.0) / n / math.log(2), "sample_size": stats.get("sample_size", 0)}
-    for key, value in stats.items():
-        if key.startswith("correct_"):
-            count = stats.get("count_" + key[len("correct_"):], 0)
-            out["acc_" + key[len("correct_"):]] = value / count if count else 0.0
-        if key.startswith("sum_"):
-            count = stats.get("count_" + key[len("sum_"):], 0)
-            out["mean_" + key[len("sum_"):]] = value / count if count else 0.0
-        if key.startswith("errors_"):  # CTC validation: unit (letter) and word error rates
-            count = stats.get("count_" + key[len("errors_"):], 0)
-            out[key[len("errors_"):] + "er"] = value / count if count else 0.0
+    out.update({k: v.value for k, v in stats.items() if isinstance(v, Ratio)})
     return out
 
 
@@ -527,8 +531,6 @@ class MetricsLogger:
 def train(config_name: str, overrides: list[str] = (), config_dir: str | None = None, progress: bool = True,
           trust_pickle: bool = False) -> dict:
     """``hubertkit train [--config-dir D] --config-name NAME key=value ...``."""
-    from hubertkit.config import load_config
-
     cfg = load_config(config_name, overrides, config_dir)
     try:
         result = Trainer(cfg, progress, trust_pickle).run()
@@ -545,6 +547,4 @@ def finetune(config_name: str, overrides: list[str] = (), config_dir: str | None
     """``hubertkit finetune --config-name base_10h ...``: ``train`` with fairseq's
     ``config/finetune`` directory (here ``configs/finetune``) as the default;
     ``trust_pickle`` lets ``model.w2v_path`` be a fairseq checkpoint that pickles its config."""
-    from hubertkit.config import config_dir_default
-
     return train(config_name, overrides, config_dir or str(config_dir_default() / "finetune"), progress, trust_pickle)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hubertkit.cluster.quality import joint_counts, paired_frames
 from hubertkit.fileio import write_text
 from hubertkit.plots import pyplot, save_figure, training_curves
+from hubertkit.recipes.probe import plot_probes, read_probes
 
 
 def quality_bars(qualities: dict[str, dict], png: Path) -> Path:
@@ -32,7 +34,6 @@ def quality_bars(qualities: dict[str, dict], png: Path) -> Path:
 
 def cooccurrence_heatmap(lab_file: Path, alignments: str, rate: float, tsv: Path, png: Path, title: str) -> Path:
     """p(phone | cluster) for every cluster, clusters ordered by their most likely phone."""
-    from hubertkit.cluster.quality import joint_counts, paired_frames
 
     phones, labels, _ = paired_frames(lab_file, alignments, tsv, rate)
     counts, phone_names, _ = joint_counts(phones, labels)
@@ -119,7 +120,6 @@ def unit_asr_section(cfg, qualities: dict) -> list[str]:
 def disentangle_section(probe_dir: Path, figures: list) -> list[str]:
     """Plain and disentangled models side by side: probes per layer, PNMI at the
     adversary's layer (from the pipeline's disentangle.probe stage)."""
-    from hubertkit.probe import plot_probes, read_probes
 
     summary_path = probe_dir / "summary.json"
     if not summary_path.is_file():

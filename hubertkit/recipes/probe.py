@@ -24,7 +24,9 @@ from hubertkit.data.audio import read_audio
 from hubertkit.data.manifest import manifest_path, read_manifest
 from hubertkit.data.speakers import read_speaker_map, utterance_speakers
 from hubertkit.errors import HubertkitError
+from hubertkit.features.pitch import track_pitch
 from hubertkit.fileio import write_text
+from hubertkit.model.io import load_model
 from hubertkit.plots import pyplot, save_figure
 from hubertkit.progress import progress_bar
 
@@ -106,7 +108,6 @@ def _encode(model, tsv: Path, alignments: dict | None, speaker_map: dict | None,
             progress: bool) -> _Split:
     """Every layer's frames of the split (at most ``max_utterances``, evenly spread over
     the manifest: all layers are kept in memory)."""
-    from hubertkit.features.pitch import track_pitch
 
     manifest = read_manifest(tsv)
     chosen = np.arange(len(manifest))
@@ -168,7 +169,6 @@ def probe_layers(
     ``test_split``; the speaker probe is cross-validated over the utterances of both.
     Phones need ``alignments``; speakers come from ``speaker_map`` or the paths. At most
     ``max_utterances`` per split are encoded, and ``max_frames`` fit a frame probe."""
-    from hubertkit.model.io import load_model
 
     model = load_model(ckpt, trust_pickle)
     n_layers = model.cfg.encoder_layers

@@ -9,16 +9,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import jiwer
 import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from hubertkit.asr.decode import greedy_ids, ids_to_text
 from hubertkit.data.audio import read_audio
 from hubertkit.data.manifest import Utterance, lookup_by_path, read_manifest
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.errors import HubertkitError
 from hubertkit.model.ctc import HubertCTC, frame_lengths, load_ctc
+from hubertkit.model.decode import greedy_ids, ids_to_text
 from hubertkit.progress import progress_bar
 
 CHUNK_SECONDS = 30.0
@@ -124,7 +125,6 @@ def error_rates(transcripts: list[Transcript], exclude: set[str] = frozenset()) 
     """WER and CER over the transcripts with references, leaving out those whose reference
     is in ``exclude`` (e.g. the train split's texts: a sequence-to-sequence model can
     learn sentences by heart)."""
-    import jiwer
 
     pairs = [(t.reference, t.text) for t in transcripts if t.reference is not None and t.reference not in exclude]
     if not pairs:

@@ -5,11 +5,15 @@ training curves per iteration."""
 from __future__ import annotations
 
 import importlib.util
+from importlib import resources
 from pathlib import Path
 
+from hubertkit.config import config_dir_default
+from hubertkit.config.pipeline import load_pipeline
 from hubertkit.errors import HubertkitError
+from hubertkit.recipes.pipeline import run_pipeline
 
-DEMO_CORPUS = Path(__file__).resolve().parent / "corpora" / "demo"
+DEMO_CORPUS = Path(str(resources.files("hubertkit") / "corpora" / "demo"))
 
 
 def find_corpus(corpus: str | None = None) -> Path:
@@ -23,9 +27,6 @@ def run_demo(
     out: str = "demo_out", corpus: str | None = None, jobs: int = 2, progress: bool = True, max_update: int | None = None,
     until: str | None = None,
 ) -> str:
-    from hubertkit.config import config_dir_default
-    from hubertkit.pipeline import load_pipeline, run_pipeline
-
     corpus_dir = find_corpus(corpus).resolve()
     overrides = {"out": out, "jobs": jobs, "corpus": str(corpus_dir), "alignments": str(corpus_dir / "alignments.jsonl")}
     cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", overrides)

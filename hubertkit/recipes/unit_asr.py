@@ -9,18 +9,19 @@ from pathlib import Path
 
 import torch
 
-from hubertkit.asr.transcribe import Transcript, audio_inputs
-from hubertkit.asr.unit_vocab import PAD
 from hubertkit.config import config_dir_default
 from hubertkit.data.audio import read_audio
 from hubertkit.data.manifest import lookup_by_path
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.data.unit_dataset import read_units
-from hubertkit.discrete_units import dedup, unit_labeller
+from hubertkit.data.unit_vocab import PAD, dedup
 from hubertkit.errors import HubertkitError
 from hubertkit.model.unit_asr import UnitBart, load_unit_asr, save_unit_bart
 from hubertkit.progress import progress_bar
+from hubertkit.recipes.discrete_units import unit_labeller
+from hubertkit.recipes.transcribe import Transcript, audio_inputs
 from hubertkit.train.checkpoint import BEST, LAST
+from hubertkit.train.trainer import train
 
 MODEL_DIR = "model"  # the Hugging Face folder beside the checkpoints
 
@@ -30,7 +31,6 @@ def train_unit_asr(units: str | os.PathLike, texts: str | os.PathLike, valid_uni
                    save_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Train on ``units`` (JSONL) and ``texts``; a BART model is then saved from the best
     checkpoint as a Hugging Face folder, ``SAVE_DIR/model``."""
-    from hubertkit.train.trainer import train
 
     given = [f"task.data={units}", f"task.texts={texts}"]
     given += [f"task.valid_data={valid_units}"] if valid_units else []

@@ -9,26 +9,15 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-
-from hubertkit.progress import progress_bar
 from hubertkit.cluster.kmeans import load_kmeans
 from hubertkit.data.audio import read_audio
 from hubertkit.data.manifest import read_manifest
+from hubertkit.data.unit_vocab import dedup
 from hubertkit.errors import HubertkitError
+from hubertkit.features.dump import resolve_ranks
 from hubertkit.features.hubert import HubertLayerFeatures
 from hubertkit.fileio import atomic_open
-
-
-def dedup(units: list[int]) -> tuple[list[int], list[int]]:
-    """Runs of repeated units collapsed: the units and each run's length."""
-    out, durations = [], []
-    for u in units:
-        if out and out[-1] == u:
-            durations[-1] += 1
-        else:
-            out.append(u)
-            durations.append(1)
-    return out, durations
+from hubertkit.progress import progress_bar
 
 
 def unit_labeller(ckpt, km_path, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False):
@@ -86,7 +75,6 @@ def shard_file(out: str | os.PathLike, rank: int, nshard: int) -> Path:
 def write_units(ckpt, km_path, tsv, layer: int, out: str | None = None, dedup_only: bool = False,
                 nshard: int = 1, rank: int | str = 0, max_chunk: int = 1600000, trust_pickle: bool = False) -> str:
     """``hubertkit units``: JSONL to ``out`` (atomically; one file per shard) or stdout."""
-    from hubertkit.features.dump import resolve_ranks
 
     ranks = resolve_ranks(rank, nshard)
     if out is None and nshard > 1:

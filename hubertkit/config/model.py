@@ -1,7 +1,7 @@
-"""``model.*`` settings of HuBERT, with fairseq's key names and defaults.
+"""The HuBERT network's settings (``model.*``), with fairseq's key names and defaults.
 
-The defaults are fairseq's ``HubertConfig`` (which are HuBERT Base's architecture);
-``preset()`` gives the published configurations and ``tiny`` for tests and the demo.
+The defaults are fairseq's ``HubertConfig``; the published architectures are the YAMLs
+in ``configs/``, which ``hubertkit.config.preset()`` reads.
 """
 
 from __future__ import annotations
@@ -152,37 +152,3 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
     except (SyntaxError, ValueError, TypeError) as e:
         raise HubertkitError(f"model.conv_feature_layers {spec!r} is not a list of (dim, kernel, stride): {e}") from None
     return layers
-
-
-_BASE = dict(
-    # hubert_base_librispeech.yaml
-    extractor_mode="default", encoder_layers=12, encoder_embed_dim=768, encoder_ffn_embed_dim=3072,
-    encoder_attention_heads=12, layer_norm_first=False, feature_grad_mult=0.1, dropout=0.1,
-    attention_dropout=0.1, activation_dropout=0.0, encoder_layerdrop=0.05, dropout_input=0.1,
-    dropout_features=0.1, mask_prob=0.80, final_dim=256, untie_final_proj=True,
-)
-_LARGE = dict(
-    # hubert_large_librivox.yaml
-    extractor_mode="layer_norm", encoder_layers=24, encoder_embed_dim=1024,
-    encoder_ffn_embed_dim=4096, encoder_attention_heads=16, layer_norm_first=True, feature_grad_mult=1.0,
-    dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, encoder_layerdrop=0.0, dropout_input=0.0,
-    dropout_features=0.0, mask_prob=0.80, final_dim=768, untie_final_proj=True,
-)
-PRESETS: dict[str, dict] = {
-    "base": _BASE,
-    "large": _LARGE,
-    "xlarge": {**_LARGE, "encoder_layers": 48, "encoder_embed_dim": 1280, "encoder_ffn_embed_dim": 5120, "final_dim": 1024},
-    # Small enough to train in minutes on a laptop CPU; same structure as Base.
-    "tiny": {
-        **_BASE,
-        "conv_feature_layers": "[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2",
-        "encoder_layers": 3, "encoder_embed_dim": 96, "encoder_ffn_embed_dim": 384, "encoder_attention_heads": 4,
-        "conv_pos": 32, "conv_pos_groups": 4, "final_dim": 32, "encoder_layerdrop": 0.0,
-    },
-}
-
-
-def preset(name: str, **overrides) -> HubertConfig:
-    if name not in PRESETS:
-        raise HubertkitError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return HubertConfig(**{**PRESETS[name], **overrides}).validate()

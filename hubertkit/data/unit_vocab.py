@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from hubertkit.data.dictionary import SPECIALS
 from hubertkit.data.text import WORD_BOUNDARY, letters
 from hubertkit.errors import HubertkitError
-from hubertkit.data.dictionary import SPECIALS
+from hubertkit.optional import require_transformers
 
 BOS, PAD, EOS, UNK = range(len(SPECIALS))  # fairseq's <s> <pad> </s> <unk>
 
@@ -63,6 +64,18 @@ class UnitVocab:
         return " ".join("".join(self.letters_of(ids)).replace(WORD_BOUNDARY, " ").split())
 
 
+def dedup(units: list[int]) -> tuple[list[int], list[int]]:
+    """Runs of repeated units collapsed: the units and each run's length."""
+    out, durations = [], []
+    for u in units:
+        if out and out[-1] == u:
+            durations[-1] += 1
+        else:
+            out.append(u)
+            durations.append(1)
+    return out, durations
+
+
 def units_text(units: list[int]) -> str:
     """Units as the tokenizer reads them."""
     return " ".join(f"u{u}" for u in units)
@@ -71,10 +84,15 @@ def units_text(units: list[int]) -> str:
 def hf_tokenizer(vocab: UnitVocab):
     """A ``PreTrainedTokenizerFast``: whitespace-separated tokens, ``</s>`` appended,
     and letters decoded to words (``|`` → space), exactly as ``decode_letters``."""
-    from hubertkit.model.unit_asr import require_transformers
-
     PreTrainedTokenizerFast, = require_transformers("PreTrainedTokenizerFast")
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors  # transformers' dependency
+    from tokenizers import (  # transformers' dependency
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
 
     tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab.tokens())}, unk_token=SPECIALS[UNK]))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -1,1 +1,0 @@
-"""Speech recognition on top of the encoder: CTC decoding and transcription."""

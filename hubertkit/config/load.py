@@ -1,0 +1,306 @@
+"""``--config-dir D --config-name NAME key=value ...``, as fairseq's hydra_train.py reads them.
+
+The YAML (after its ``defaults:`` parents) and the overrides are merged into OmegaConf
+structured configs, which type-check every value and resolve ``${group.key}``; then come
+what OmegaConf cannot know: keys fairseq has but hubertkit does not implement, ranges,
+and which model goes with which criterion and task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import (
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
+
+from hubertkit.config.model import HubertConfig
+from hubertkit.config.train import GROUPS, PAIRS, SECTIONS, TrainConfig, section_class
+from hubertkit.errors import HubertkitError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+# Groups of fairseq's YAMLs that configure hydra itself.
+IGNORED_GROUPS = ("hydra",)
+
+# fairseq keys hubertkit keeps but does not implement, and the one value it does: any
+# other value is refused rather than trained as if it were not there.
+UNSUPPORTED: dict[str, tuple[Any, str]] = {
+    "model.mask_selection": ("static", "only fixed-length spans (static) are implemented"),
+    "model.mask_other": (0.0, "it only shapes mask_selection other than static"),
+    "model.no_mask_overlap": (False, "mask spans may overlap, as fairseq's default"),
+    "model.mask_min_space": (1, "it only applies with no_mask_overlap"),
+    "model.mask_channel_selection": ("static", "only fixed-length spans (static) are implemented"),
+    "model.mask_channel_other": (0.0, "it only shapes mask_channel_selection other than static"),
+    "model.no_mask_channel_overlap": (False, "mask spans may overlap, as fairseq's default"),
+    "model.mask_channel_min_space": (1, "it only applies with no_mask_channel_overlap"),
+    "dataset.required_batch_size_multiple": (1, "batch sizes are not rounded to a multiple"),
+    "checkpoint.no_epoch_checkpoints": (True, "hubertkit writes no per-epoch checkpoints"),
+}
+# fairseq keys that change how a run is launched or watched, not what it trains: any
+# value loads (fairseq's own YAMLs set them), and a value other than the default is
+# named in one warning.
+NO_EFFECT: dict[str, str] = {
+    "dataset.validate_interval": "validation runs every dataset.validate_interval_updates",
+    "dataset.skip_invalid_size_inputs_valid_test": "an utterance longer than dataset.max_tokens is an error",
+    "distributed_training.distributed_port": "torchrun sets the rendezvous",
+    "distributed_training.nprocs_per_node": "torchrun sets the processes per node",
+}
+
+
+def _positive_list(v) -> bool:
+    return bool(v) and all(x > 0 for x in v)
+
+
+# Values that have a range, and what they must be: refused at load time, not at the first
+# update (or never: a zero log_interval divides by zero, update_freq=[0] never steps).
+RANGES = {
+    "optimization.lr": (_positive_list, "a non-empty list of positive learning rates"),
+    "optimization.update_freq": (lambda v: bool(v) and all(x >= 1 for x in v), "a list of integers >= 1"),
+    "optimization.max_update": (lambda v: v >= 0, ">= 0"),
+    "optimization.clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
+    "common.log_interval": (lambda v: v >= 1, ">= 1"),
+    "dataset.num_workers": (lambda v: v >= 0, ">= 0"),
+    "dataset.max_tokens": (lambda v: v is None or v >= 1, ">= 1 (or null)"),
+    "model.mask_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "model.mask_length": (lambda v: v >= 1, ">= 1"),
+    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.attention_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "model.encoder_layerdrop": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "checkpoint.max_nonfinite_updates": (lambda v: v >= 1, ">= 1"),
+}
+
+# model presets for the Python API: the model section of a shipped config
+PRESETS = {"base": "hubert_base_librispeech", "large": "hubert_large_librivox", "xlarge": "hubert_xlarge_librivox",
+           "tiny": "demo"}
+
+
+def config_dir_default() -> Path:
+    """The configs shipped inside the package (fairseq's ``examples/hubert/config/pretrain``
+    and ours), so an installed wheel finds them as a clone does."""
+    return Path(str(resources.files("hubertkit") / "configs"))
+
+
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict:
+    """A YAML file that must hold a mapping; malformed YAML, other encodings and other
+    shapes are errors naming the file (and the line, where YAML says it)."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise HubertkitError(f"{what} {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise HubertkitError(f"{what} {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise HubertkitError(f"{what} {path} must be a mapping of keys to values, not a {type(tree).__name__}")
+    return tree
+
+
+def _section_of(group: str, values) -> type | None:
+    name = values.get("_name") if isinstance(values, dict) else None
+    return SECTIONS[group].get(name) if group in SECTIONS and name is not None else None
+
+
+def _merge(base: dict, tree: dict) -> dict:
+    """``tree`` over ``base``; a group whose ``_name`` picks another section starts afresh
+    (the parent's keys of that group belong to the other section)."""
+    out = dict(base)
+    for group, values in tree.items():
+        old = out.get(group)
+        if isinstance(values, dict) and isinstance(old, dict):
+            fresh = _section_of(group, values) not in (None, _section_of(group, old) or section_class(group, None))
+            out[group] = dict(values) if fresh else {**old, **values}
+        else:
+            out[group] = values
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """A config file; ``defaults: [NAME, ...]`` first merges those configs of the same
+    directory (hydra's list syntax, config names only), so a variant lists only what it
+    changes."""
+    tree = read_yaml_mapping(path)
+    parents = tree.pop("defaults", None) or []
+    if not isinstance(parents, list) or not all(isinstance(n, str) for n in parents):
+        raise HubertkitError(f"{path}: 'defaults' must be a list of config names, got {parents!r}")
+    base: dict = {}
+    for name in parents:
+        parent = path.parent / f"{name}.yaml"
+        if not parent.is_file() or parent in seen:
+            raise HubertkitError(f"{path}: defaults entry {name!r} " + ("is circular" if parent in seen else f"does not exist ({parent})"))
+        base = _merge(base, _read_yaml(parent, seen + (path,)))
+    return _merge(base, tree)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """hydra's ``key=value`` (and ``+key=value``), the value read as YAML."""
+    if "=" not in text:
+        raise HubertkitError(f"override {text!r} is not key=value")
+    key, value = text.split("=", 1)
+    key = key.lstrip("+")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _all_keys() -> list[str]:
+    out = set()
+    for group, cls in GROUPS.items():
+        for section in SECTIONS.get(group, {}).values() or [cls]:
+            out |= {f"{group}.{f.name}" for f in dataclasses.fields(section)}
+    return sorted(out)
+
+
+def _check_keys(tree: dict) -> None:
+    for group, values in tree.items():
+        if group not in GROUPS:
+            raise HubertkitError(f"unknown config group {group!r}{did_you_mean(group, list(GROUPS))}")
+        if not isinstance(values, dict):
+            raise HubertkitError(f"config group {group!r} must be a mapping of keys")
+        name = values.get("_name")
+        if group in SECTIONS and name is not None and name not in SECTIONS[group]:
+            raise HubertkitError(f"{group}._name={name!r} is not supported; hubertkit has {', '.join(SECTIONS[group])}")
+        section = section_class(group, name)
+        names = {f.name for f in dataclasses.fields(section)}
+        for key in values:
+            if key in names:
+                continue
+            owners = [n for n, cls in SECTIONS.get(group, {}).items() if key in {f.name for f in dataclasses.fields(cls)}]
+            if owners:
+                raise HubertkitError(f"config key {group}.{key} belongs to {group}._name={' or '.join(owners)}, "
+                                     f"not {group}._name={section._name}")
+            raise HubertkitError(f"unknown config key '{group}.{key}'{did_you_mean(f'{group}.{key}', _all_keys())}")
+
+
+def _fit_shapes(tree: dict) -> None:
+    """What fairseq's command lines accept and OmegaConf would not: a scalar for a list
+    (``lr=0.001``) and integral floats or ``1e5`` for integers."""
+    for group, values in tree.items():
+        types = {f.name: str(f.type) for f in dataclasses.fields(section_class(group, values.get("_name")))}
+        for key, v in values.items():
+            t = types[key]
+            if t.startswith("list[") and v is not None and not isinstance(v, (list, tuple)):
+                values[key] = [v]
+            elif t.startswith("int") and isinstance(v, (float, str)) and not isinstance(v, bool):
+                try:
+                    f = float(v)
+                except ValueError:
+                    continue
+                if f == int(f):
+                    values[key] = int(f)
+
+
+def build_config(tree: dict) -> TrainConfig:
+    """A TrainConfig from a nested dict (YAML + overrides), checking every key."""
+    tree = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items() if k not in IGNORED_GROUPS}
+    _check_keys(tree)
+    _fit_shapes(tree)
+    sections = {g: section_class(g, (tree.get(g) or {}).get("_name")) for g in GROUPS}
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig(**{g: cls() for g, cls in sections.items()})), tree)
+        for group, values in tree.items():  # a merge keeps a default under "???"; the config asks for a value
+            for key in (k for k, v in values.items() if v == "???"):
+                setattr(cfg[group], key, "???")
+    except OmegaConfBaseException as e:
+        raise HubertkitError(f"config key {e.full_key}: {str(e).splitlines()[0]}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise HubertkitError(f"required config key(s) not set: {', '.join(missing)} (pass them as key=value)")
+    try:
+        cfg = OmegaConf.to_object(cfg)
+    except (InterpolationResolutionError, MissingMandatoryValue) as e:
+        raise HubertkitError(f"config key {e.full_key}: {str(e).splitlines()[0]}") from None
+    _check_supported(cfg)
+    _check_ranges(cfg)
+    _check_pairs(cfg)
+    return cfg
+
+
+def _value(cfg: TrainConfig, key: str):
+    group, name = key.split(".")
+    return getattr(getattr(cfg, group), name, None), hasattr(getattr(cfg, group), name)
+
+
+def _check_supported(cfg: TrainConfig) -> None:
+    for key, (implemented, why) in UNSUPPORTED.items():
+        value, present = _value(cfg, key)
+        if present and value != implemented:
+            raise HubertkitError(f"{key}={value!r} is not supported by hubertkit ({why}); "
+                                 f"remove it or set {key}={implemented}")
+    defaults = {key: _value(TrainConfig(), key)[0] for key in NO_EFFECT}
+    unused = [f"{key}={_value(cfg, key)[0]} ({why})" for key, why in NO_EFFECT.items() if _value(cfg, key)[0] != defaults[key]]
+    if unused:
+        log.warning("accepted, with no effect in hubertkit: %s", "; ".join(unused))
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    for key, (ok, what) in RANGES.items():
+        value, present = _value(cfg, key)
+        if present and not ok(value):
+            raise HubertkitError(f"{key}={value!r} is out of range: it must be {what}")
+
+
+def _check_pairs(cfg: TrainConfig) -> None:
+    m = cfg.model._name
+    criteria, task = PAIRS[m]
+    if cfg.criterion._name not in criteria:
+        raise HubertkitError(f"model._name={m} needs criterion._name={' or '.join(criteria)}, got {cfg.criterion._name}")
+    if cfg.task._name != task:
+        raise HubertkitError(f"model._name={m} and task._name={cfg.task._name} do not go together: "
+                             f"model._name={m} is trained by task._name={task}")
+    if task == "hubert_pretraining" and cfg.task.fine_tuning != (m == "hubert_ctc"):
+        raise HubertkitError(f"task.fine_tuning={cfg.task.fine_tuning} but model._name={m}: hubertkit fine-tunes "
+                             "exactly when model._name=hubert_ctc")
+    if isinstance(cfg.model, HubertConfig):
+        cfg.model.validate()
+
+
+def config_path(config_name: str, config_dir: str | os.PathLike | None = None) -> Path:
+    directory = Path(config_dir) if config_dir else config_dir_default()
+    path = directory / (config_name if config_name.endswith(".yaml") else f"{config_name}.yaml")
+    if not path.is_file():
+        available = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+        raise HubertkitError(f"config {path} does not exist" + (f"; available: {', '.join(available)}" if available else ""))
+    return path
+
+
+def load_config(config_name: str, overrides: list[str] = (), config_dir: str | os.PathLike | None = None) -> TrainConfig:
+    """``--config-dir D --config-name NAME key=value ...`` as fairseq's hydra_train.py."""
+    tree = _read_yaml(config_path(config_name, config_dir))
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.split(".")[0] in IGNORED_GROUPS:
+            continue
+        *parents, last = key.split(".")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise HubertkitError(f"unknown config key {key!r}")
+        node[last] = value
+    return build_config(tree)
+
+
+def preset(name: str, **overrides) -> HubertConfig:
+    """A published architecture (``base``, ``large``, ``xlarge``) or ``tiny`` (the demo's),
+    read from the model section of its config, with ``overrides``."""
+    if name not in PRESETS:
+        raise HubertkitError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
+    model = dict(_read_yaml(config_path(PRESETS[name])).get("model", {}))
+    model = {k: v for k, v in model.items() if k != "_name" and v != "???"}
+    return HubertConfig(**{**model, **overrides}).validate()

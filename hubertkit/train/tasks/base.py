@@ -1,0 +1,78 @@
+"""What the trainer trains, as a protocol: a task builds the datasets and the model, and
+turns a batch into a loss, the sample size gradients are divided by, and statistics.
+Everything else (updates, precision, distribution, checkpoints, resume, logging) is the
+trainer's, the same for every task.
+
+Statistics are summed over micro-batches, processes and log intervals, then reported: a
+number as its sum (``loss`` per ``sample_size``, in bits), a :class:`Ratio` as its
+mean (accuracies, error rates, mean losses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import jiwer
+import torch
+from torch import nn
+
+from hubertkit.config.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A quantity reported as ``total / count``: summed as a pair, divided once at the end."""
+
+    total: float
+    count: float
+
+    def __add__(self, other: Ratio) -> Ratio:
+        return Ratio(self.total + other.total, self.count + other.count)
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+Stats = dict[str, "float | Ratio"]
+
+
+class Task(Protocol):
+    datasets: list  # one per split asked for: train first
+
+    def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False): ...
+
+    def build_model(self) -> nn.Module: ...
+
+    def encoder(self, model: nn.Module) -> nn.Module:
+        """The part whose parameters are frozen while ``freeze_finetune_updates`` last."""
+
+    def loss(self, net: nn.Module, batch: dict, device: torch.device, generator: torch.Generator,
+             train: bool) -> tuple[torch.Tensor, int, Stats]:
+        """The summed loss of ``batch``, its sample size, and ``loss`` / ``sample_size``
+        among the statistics; masks and dropout draw from ``generator``."""
+
+    def checkpoint_fields(self, model: nn.Module) -> dict:
+        """What a checkpoint needs besides the weights to rebuild the model."""
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The model inside DDP."""
+    return net.module if hasattr(net, "module") else net
+
+
+def add_errors(stats: Stats, ref: list[str], hyp: list[str]) -> None:
+    """Letter (``uer``) and word (``wer``) errors of one utterance's ``.ltr`` symbols (``|``
+    between words), added to ``stats``, as fairseq's ctc criterion reports them."""
+    words = ["".join(x).replace("|", " ").split() for x in (ref, hyp)]
+    stats["uer"] = stats.get("uer", Ratio(0, 0)) + Ratio(edits(ref, hyp), len(ref))
+    stats["wer"] = stats.get("wer", Ratio(0, 0)) + Ratio(edits(*words), len(words[0]))
+
+
+def edits(ref: list[str], hyp: list[str]) -> int:
+    """Levenshtein distance between two token lists (tokens without spaces)."""
+    if not ref:
+        return len(hyp)
+    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
+    return out.substitutions + out.deletions + out.insertions
