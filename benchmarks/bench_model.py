@@ -27,9 +27,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from common import header  # noqa: E402
 
+from hubertkit.config.train import HubertCriterionConfig  # noqa: E402
 from hubertkit.model import HubertModel, preset  # noqa: E402
 from hubertkit.model.convert import hf_config  # noqa: E402
-from hubertkit.train.loss import hubert_loss  # noqa: E402
+from hubertkit.train.tasks.pretraining import hubert_loss  # noqa: E402
 
 NUM_CLASSES = 104
 
@@ -43,14 +44,14 @@ def batch(n: int, seconds: float):
 
 def step_ours(model, wav, labels, mask_gen):
     out = model(wav, [labels], generator=mask_gen)
-    loss, n, _ = hubert_loss(out)
+    loss, n, _ = hubert_loss(out, HubertCriterionConfig(loss_weights=[10.0]))
     (loss / n).backward()
 
 
 class HFWithHead(torch.nn.Module):
     """transformers' encoder plus the HuBERT pretraining head, written here."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, num_classes: int = NUM_CLASSES):
         super().__init__()
         import transformers
 
@@ -58,9 +59,9 @@ class HFWithHead(torch.nn.Module):
         c.pop("hubertkit")
         self.hubert = transformers.HubertModel(transformers.HubertConfig(**c))
         self.final_proj = torch.nn.Linear(cfg.encoder_embed_dim, cfg.final_dim)
-        self.label_embs = torch.nn.Parameter(torch.rand(NUM_CLASSES, cfg.final_dim))
+        self.label_embs = torch.nn.Parameter(torch.rand(num_classes, cfg.final_dim))
 
-    def forward(self, wav, labels, mask):
+    def forward(self, wav, labels, mask, labels_per_frame: int = 2):
         captured = []
         hook = self.hubert.feature_extractor.register_forward_hook(lambda m, i, o: captured.append(o))
         x = self.hubert(wav, mask_time_indices=mask).last_hidden_state
@@ -68,7 +69,7 @@ class HFWithHead(torch.nn.Module):
         pen = captured[0].float().pow(2).mean()
         proj = self.final_proj(x[mask])
         logits = F.normalize(proj, dim=-1) @ F.normalize(self.label_embs, dim=-1).T / 0.1
-        t = labels[:, ::2][:, : x.shape[1]][mask]
+        t = labels[:, ::labels_per_frame][:, : x.shape[1]][mask]
         return F.cross_entropy(logits, t, reduction="sum") + 10 * pen * t.numel(), t.numel()
 
 
