@@ -19,10 +19,10 @@ from pathlib import Path
 
 from hubertkit.data.text import prepare_text
 from hubertkit.plots import pyplot, save_figure
+from hubertkit.recipes.demo import DEMO_CORPUS
 from hubertkit.recipes.transcribe import error_rates, transcribe
 from hubertkit.train.trainer import finetune
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def arm(name: str, args, texts: Path, extra: list[str]) -> dict:
@@ -49,11 +49,13 @@ def main():
     parser.add_argument("--manifest", type=Path, required=True, help="directory of train.tsv and valid.tsv of the demo corpus")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune_gain"))
     parser.add_argument("--updates", type=int, default=2000)
+    parser.add_argument("--alignments", type=Path, default=DEMO_CORPUS / "alignments.jsonl",
+                        help="transcripts of the manifest's utterances (default: the demo corpus's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra fine-tuning override for both arms (e.g. dataset.num_workers=0); repeatable")
     args = parser.parse_args()
     texts = args.out / "text"
-    prepare_text(args.manifest, ["train", "valid"], texts, ROOT / "hubertkit" / "corpora" / "demo" / "alignments.jsonl")
+    prepare_text(args.manifest, ["train", "valid"], texts, args.alignments)
     results = {"pretrained": arm("pretrained", args, texts, []),
                "random_init": arm("random_init", args, texts, ["model.no_pretrained_weights=true"]),
                "updates": args.updates, "checkpoint": str(args.pretrained), "overrides": args.set}

@@ -27,12 +27,11 @@ from hubertkit.data.manifest import lookup_by_path
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.data.unit_dataset import read_units
 from hubertkit.recipes.discrete_units import save_units, units_from_labels
+from hubertkit.recipes.demo import DEMO_CORPUS
 from hubertkit.recipes.pipeline import layer_labels
 from hubertkit.recipes.transcribe import error_rates
 from hubertkit.recipes.unit_asr import train_unit_asr, transcribe_units
 
-ROOT = Path(__file__).resolve().parents[1]
-ALIGNMENTS = ROOT / "hubertkit" / "corpora" / "demo" / "alignments.jsonl"
 
 
 def hubert_labels(spec: str, manifest: Path, work: Path) -> tuple[Path, int]:
@@ -41,20 +40,20 @@ def hubert_labels(spec: str, manifest: Path, work: Path) -> tuple[Path, int]:
     return layer_labels(ckpt, int(layer), int(k), manifest, work, label_splits=("train", "valid"), jobs=2), 50
 
 
-def train_texts(train: Path) -> set[str]:
-    table = read_texts(ALIGNMENTS)
-    return {normalize_text(lookup_by_path(table, r["utt"], "text", str(ALIGNMENTS))) for r in read_units(train)}
+def train_texts(train: Path, texts: Path) -> set[str]:
+    table = read_texts(texts)
+    return {normalize_text(lookup_by_path(table, r["utt"], "text", str(texts))) for r in read_units(train)}
 
 
-def arm(config: str, train: Path, valid: Path, save: Path, updates: int, rate: int) -> dict:
+def arm(config: str, train: Path, valid: Path, save: Path, updates: int, rate: int, texts: Path) -> dict:
     start = time.time()
-    result = train_unit_asr(train, ALIGNMENTS, valid, config, [f"optimization.max_update={updates}", f"task.label_rate={rate}"],
+    result = train_unit_asr(train, texts, valid, config, [f"optimization.max_update={updates}", f"task.label_rate={rate}"],
                             save_dir=save)
     minutes = (time.time() - start) / 60
-    out = transcribe_units(result["model"], valid, references=ALIGNMENTS, beam=5, progress=False)
+    out = transcribe_units(result["model"], valid, references=texts, beam=5, progress=False)
     log = [json.loads(l) for l in (save / "train_log.jsonl").read_text().splitlines()]
     curve = [(r["update"], r["uer"]) for r in log if r["split"] == "valid"]
-    return {**error_rates(out), "unseen_text": error_rates(out, exclude=train_texts(train)), "minutes": minutes, "valid_uer": curve,
+    return {**error_rates(out), "unseen_text": error_rates(out, exclude=train_texts(train, texts)), "minutes": minutes, "valid_uer": curve,
             "examples": [{"reference": t.reference, "hypothesis": t.text} for t in out[:3]]}
 
 
@@ -62,6 +61,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, required=True, help="directory of train.tsv and valid.tsv")
     parser.add_argument("--out", type=Path, default=Path("runs/unit_asr_gain"))
+    parser.add_argument("--alignments", type=Path, default=DEMO_CORPUS / "alignments.jsonl",
+                        help="transcripts and phone alignments of the manifest's utterances (default: the demo corpus's)")
     parser.add_argument("--labels", action="append", default=[], metavar="NAME=DIR:RATE",
                         help="a label directory ({split}.km) and its frame rate in Hz; repeatable")
     parser.add_argument("--hubert", action="append", default=[], metavar="NAME=CKPT:LAYER:K",
@@ -85,10 +86,10 @@ def main():
         for s in ("train", "valid"):
             save_units(units_from_labels(args.manifest / f"{s}.tsv", labels / f"{s}.km"), work / f"{s}.jsonl")
         train, valid = work / "train.jsonl", work / "valid.jsonl"
-        quality = label_quality(labels / "valid.km", ALIGNMENTS, rate, args.manifest / "valid.tsv")
+        quality = label_quality(labels / "valid.km", args.alignments, rate, args.manifest / "valid.tsv")
         results[name] = {"pnmi": quality.pnmi, "rate": rate, "labels": str(labels),
-                         "bart": arm("bart_demo", train, valid, work / "bart", args.updates, rate),
-                         "ctc": arm("ctc_demo", train, valid, work / "ctc", args.updates, rate)}
+                         "bart": arm("bart_demo", train, valid, work / "bart", args.updates, rate, args.alignments),
+                         "ctc": arm("ctc_demo", train, valid, work / "ctc", args.updates, rate, args.alignments)}
         print(name, json.dumps({k: results[name][k]["cer"] for k in ("bart", "ctc")}), flush=True)
     finetuned = json.loads(args.finetune_results.read_text())["pretrained"] if args.finetune_results else None
     args.out.mkdir(parents=True, exist_ok=True)

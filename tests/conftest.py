@@ -1,4 +1,4 @@
-"""Shared fixtures: everything runs on the demo corpus in hubertkit/corpora/demo."""
+"""Shared fixtures: everything runs on the espeak-ng corpus in tests/data/espeak."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-DEMO = Path(__file__).resolve().parents[1] / "hubertkit" / "corpora" / "demo"
+DEMO = Path(__file__).resolve().parent / "data" / "espeak"  # exact alignments; the package demo is real speech
 
 
 @pytest.fixture(scope="session")

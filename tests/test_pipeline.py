@@ -2,6 +2,7 @@
 resumes at the stage that failed, and the report carries PNMI."""
 
 import json
+import re
 
 import pytest
 
@@ -54,6 +55,12 @@ def test_pipeline_runs_and_resumes_after_a_crash(small_corpus, demo_dir, tmp_pat
     assert len(first) == (samples - 400) // 320 + 1
     report = (out / "report.md").read_text()
     assert "iter2" in report and (out / "label_quality.png").is_file() and (out / "phone_cluster_iter2.png").is_file()
+    # the report explains itself: what the numbers mean, chance levels, corpus, times, versions, config
+    assert "How to read these numbers" in report and "torch " in report and "## Time per stage" in report
+    assert "| iter1.train |" in report and "train_overrides:" in report and "| train | " in report
+    pnmi, chance = (float(v) for v in re.search(r"\| iter1 \| MFCC \|[^|]*\|[^|]*\| ([\d.]+) \(([\d.]+)\)", report).groups())
+    assert pnmi == pytest.approx(json.loads((out / "iter1" / "quality.json").read_text())["valid"]["pnmi"], abs=1e-4)
+    assert 0 <= chance < pnmi  # shuffled labels score below the real ones
     # a third run does nothing but the report
     assert run_pipeline(cfg, progress=False, log=lambda s: None)["ran"] == []
 

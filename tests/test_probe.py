@@ -7,6 +7,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from test_cli import hubertkit
 
 from hubertkit.config import preset
+from hubertkit.data.alignments import frame_phones, read_alignments
 from hubertkit.errors import HubertkitError
 from hubertkit.model.hubert import HubertModel
 from hubertkit.model.io import save_model
@@ -62,13 +63,15 @@ def test_probe_layers_on_the_demo(random_model, prepared, demo_dir):
     for r in results:
         assert 0 <= r.speaker_acc <= 1 and 0 <= r.phone_acc <= 1 and -1 <= r.f0_corr <= 1
     # even random convolutions carry phone identity: better than always saying the commonest phone
-    from hubertkit.data.alignments import frame_phones, read_alignments
-
     align = read_alignments(demo_dir / "alignments.jsonl")
     test_phones = np.concatenate([frame_phones(a, int(a[-1][2] * 50), 50) for k, a in align.items()
                                   if k.split("/")[-1] in (prepared / "tsv" / "valid.tsv").read_text()])
     majority = np.unique(test_phones, return_counts=True)[1].max() / len(test_phones)
     assert results[0].phone_acc > majority + 0.02  # 0.096-0.122 over seeds 0-3, majority 0.073
+    # the reported chance levels: the most frequent class (valid phones against train's commonest)
+    assert all(r.phone_chance == results[0].phone_chance for r in results)
+    assert 0 < results[0].phone_chance <= majority + 0.01  # the probe scores model frames, a few fewer
+    assert results[0].speaker_chance == pytest.approx(1 / 8)  # 8 voices, 3 utterances each
     with pytest.raises(HubertkitError, match="layers must be in"):
         probe_layers(random_model, prepared / "tsv", layers=[9], progress=False)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import mutual_info_score
 
-from hubertkit.cluster.quality import joint_counts, label_quality, quality_from_counts
+from hubertkit.cluster.quality import chance_quality, joint_counts, label_quality, quality_from_counts
 from hubertkit.data.alignments import frame_phones
 
 
@@ -81,3 +81,11 @@ def test_wrong_label_rate_is_refused_with_the_right_one(labelled, demo_dir):
         label_quality(*args, 50, labelled / "tsv" / "valid.tsv")
     with pytest.raises(HubertkitError, match="made at 100 Hz; pass --label-rate 100"):
         label_quality(*args, 200, labelled / "tsv" / "valid.tsv")
+
+
+def test_chance_quality_is_the_labels_shuffled(labelled, demo_dir):
+    args = (labelled / "labels" / "valid.km", demo_dir / "alignments.jsonl", 100, labelled / "tsv" / "valid.tsv")
+    real, chance = label_quality(*args), chance_quality(*args)
+    assert chance.frames == real.frames and chance.h_label == pytest.approx(real.h_label)  # same cluster sizes
+    assert 0 <= chance.pnmi < real.pnmi / 2
+    assert chance.pnmi == chance_quality(*args).pnmi  # seeded

@@ -105,3 +105,13 @@ def label_quality(lab_file, alignments, label_rate: float, tsv: str | os.PathLik
     phones, labels, diff = paired_frames(lab_file, alignments, tsv, label_rate)
     counts, _, _ = joint_counts(phones, labels)
     return quality_from_counts(counts, len(phones), diff)
+
+
+def chance_quality(lab_file, alignments, label_rate: float, tsv: str | os.PathLike, seed: int = 0) -> LabelQuality:
+    """The scores of the same labels shuffled across frames: what labels with these
+    cluster sizes but no relation to the phones get on this many frames (PNMI's chance
+    level is not 0 on a finite sample)."""
+    phones, labels, diff = paired_frames(lab_file, alignments, tsv, label_rate)
+    flat = np.random.default_rng(seed).permutation(np.concatenate([np.asarray(l, dtype=np.int64) for l in labels]))
+    counts, _, _ = joint_counts(phones, [flat])
+    return quality_from_counts(counts, len(phones), diff)

@@ -40,6 +40,9 @@ class LayerProbe:
     speaker_acc: float | None = None  # utterance-level speaker identification, cross-validated
     phone_acc: float | None = None  # frame-level phone classification, test split
     f0_corr: float | None = None  # Pearson r of predicted and true log-F0, voiced test frames
+    # chance: the accuracy of always answering the most frequent speaker / the train split's most frequent phone
+    speaker_chance: float | None = None
+    phone_chance: float | None = None
 
 
 # -- linear probes ----------------------------------------------------------------------
@@ -187,11 +190,14 @@ def probe_layers(
         probe = LayerProbe(layer)
         # few utterances per speaker: every utterance of both splits is held out once
         means = np.stack([u.mean(0) for s in (tr, te) for u in s.layers[layer]])
-        probe.speaker_acc = cross_validated_accuracy(means, np.array(tr.speakers + te.speakers), SPEAKER_FOLDS,
-                                                     np.random.default_rng(seed))
+        speakers = np.array(tr.speakers + te.speakers)
+        probe.speaker_acc = cross_validated_accuracy(means, speakers, SPEAKER_FOLDS, np.random.default_rng(seed))
+        probe.speaker_chance = float(np.unique(speakers, return_counts=True)[1].max() / len(speakers))
         (xp, yp, xf, yf), (xp_te, yp_te, xf_te, yf_te) = _frames(tr, layer, max_frames, rng), _frames(te, layer, None, rng)
         if xp is not None and xp_te is not None:
             probe.phone_acc = linear_classifier_accuracy(xp, yp, xp_te, yp_te)
+            names, counts = np.unique(yp, return_counts=True)
+            probe.phone_chance = float(np.mean(yp_te == names[counts.argmax()]))
         if len(xf) > 1 and len(xf_te) > 1:
             probe.f0_corr = linear_regression_corr(xf, yf, xf_te, yf_te)
         results.append(probe)
@@ -221,6 +227,10 @@ def plot_probes(runs: dict[str, list[LayerProbe]], path: str | os.PathLike) -> N
             pts = [(r.layer, getattr(r, field)) for r in results if getattr(r, field) is not None]
             if pts:
                 ax.plot(*zip(*pts), "o-", label=name)
+        chance_field = {"speaker_acc": "speaker_chance", "phone_acc": "phone_chance"}.get(field)
+        chance = next((getattr(r, chance_field) for rs in runs.values() for r in rs), None) if chance_field else None
+        if chance is not None:
+            ax.axhline(chance, color="gray", ls="--", lw=1, label="chance (most frequent class)")
         ax.set(xlabel="layer (0: encoder input)", ylabel=label, title=label,
                xticks=sorted({r.layer for results in runs.values() for r in results}))
         ax.grid(alpha=0.3)
