@@ -1,8 +1,11 @@
 """Does pretraining help? CTC fine-tuning of a hubertkit-pretrained model against the
-same network from random initialisation, with the same budget, on the demo corpus.
+same network from random initialisation, with the same budget, on any transcribed corpus.
 
     python experiments/finetune_gain.py --pretrained runs/iteration_gain/iter1/checkpoints/checkpoint_last.pt \
         --manifest runs/iteration_gain/manifest --out runs/finetune_gain
+    python experiments/finetune_gain.py --pretrained experiments/checkpoints/real_iter1.pt --manifest SO_PREP \
+        --alignments SO_PREP/texts.tsv --updates 1000 --set common.seed=1 --out runs/ft_real_s1
+    python experiments/finetune_gain.py --summarize runs/ft_real_s1 runs/ft_real_s2 runs/ft_real_s3
 
 Both arms run ``hubertkit/configs/finetune/demo.yaml`` (plus ``--updates``) on the manifest's
 train split, and are scored on its valid split: CER and WER of greedy decoding
@@ -16,6 +19,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 from hubertkit.data.text import prepare_text
 from hubertkit.plots import pyplot, save_figure
@@ -43,17 +48,43 @@ def arm(name: str, args, texts: Path, extra: list[str]) -> dict:
             "examples": examples}
 
 
+def summarize(runs: list[Path]) -> str:
+    """Per arm, CER and WER as mean ± sample sd (min–max) over the runs; the gain per run."""
+    results = [json.loads((r / "results.json").read_text()) for r in runs]
+
+    def spread(values):
+        v = np.array(values)
+        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f} ({v.min():.3f}–{v.max():.3f})"
+
+    rows = [f"{len(runs)} runs: {', '.join(str(r) for r in runs)}", "",
+            "| initialisation | valid CER | valid WER |", "|---|---:|---:|"]
+    for arm_name in ("pretrained", "random_init"):
+        rows.append(f"| {arm_name} | {spread([r[arm_name]['cer'] for r in results])} "
+                    f"| {spread([r[arm_name]['wer'] for r in results])} |")
+    gains = [r["random_init"]["cer"] - r["pretrained"]["cer"] for r in results]
+    rows += ["", "CER of random init minus pretrained, per run: " + ", ".join(f"{g:+.3f}" for g in gains)
+             + (" (pretrained better in every run)" if all(g > 0 for g in gains) else " (not the same sign in every run)")]
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrained", type=Path, required=True, help="a pretrained hubertkit checkpoint")
-    parser.add_argument("--manifest", type=Path, required=True, help="directory of train.tsv and valid.tsv of the demo corpus")
+    parser.add_argument("--pretrained", type=Path, help="a pretrained hubertkit checkpoint")
+    parser.add_argument("--manifest", type=Path, help="directory of train.tsv and valid.tsv")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune_gain"))
     parser.add_argument("--updates", type=int, default=2000)
     parser.add_argument("--alignments", type=Path, default=DEMO_CORPUS / "alignments.jsonl",
                         help="transcripts of the manifest's utterances (default: the demo corpus's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra fine-tuning override for both arms (e.g. dataset.num_workers=0); repeatable")
+    parser.add_argument("--summarize", type=Path, nargs="+", metavar="RUN",
+                        help="instead of running: mean and spread over earlier runs' --out folders (one per seed)")
     args = parser.parse_args()
+    if args.summarize:
+        print(summarize(args.summarize))
+        return
+    if not (args.pretrained and args.manifest):
+        parser.error("--pretrained and --manifest are required (or --summarize RUN ...)")
     texts = args.out / "text"
     prepare_text(args.manifest, ["train", "valid"], texts, args.alignments)
     results = {"pretrained": arm("pretrained", args, texts, []),
@@ -69,7 +100,7 @@ def main():
     fig, ax = plt.subplots(figsize=(6, 4))
     for k in ("pretrained", "random_init"):
         ax.plot(*zip(*results[k]["valid_uer"]), "o-", label=k)
-    ax.set(xlabel="fine-tuning updates", ylabel="valid letter error rate", title="CTC fine-tuning on the demo corpus")
+    ax.set(xlabel="fine-tuning updates", ylabel="valid letter error rate", title="CTC fine-tuning")
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, args.out / "finetune_curves.png")

@@ -196,13 +196,12 @@ def _fit_shapes(tree: dict) -> None:
             t = types[key]
             if t.startswith("list[") and v is not None and not isinstance(v, (list, tuple)):
                 values[key] = [v]
-            elif t.startswith("int") and isinstance(v, (float, str)) and not isinstance(v, bool):
+            elif t.startswith("int") and isinstance(v, (float, str)):
                 try:
-                    f = float(v)
-                except ValueError:
-                    continue
-                if f == int(f):
-                    values[key] = int(f)
+                    if float(v) == int(float(v)):
+                        values[key] = int(float(v))
+                except (ValueError, OverflowError):  # not a number: OmegaConf names the key
+                    pass
 
 
 def build_config(tree: dict) -> TrainConfig:
