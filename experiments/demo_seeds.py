@@ -1,6 +1,8 @@
 """The demo pipeline over several seeds: which of its numbers hold, and how much they move.
 
     python experiments/demo_seeds.py --out runs/demo_seeds --seeds 1 2 3
+    python experiments/demo_seeds.py --out runs/demo_seeds_adversary_only --seeds 1 2 3 \
+        --disentangle-set criterion.pitch_loss_weight=0 --disentangle-set model.pitch_layer=0
 
 Each seed re-runs ``configs/pipeline_demo.yaml`` (default corpus: the real-speech demo
 corpus) up to the disentangling probes, with that seed for every training
@@ -38,7 +40,7 @@ def run_seed(seed: int, args, manifest: Path) -> dict:
     cfg.unit_asr = None
     for it in cfg.iterations:
         it.train_overrides = [*it.train_overrides, f"common.seed={seed}"]
-    cfg.disentangle.train_overrides = [*cfg.disentangle.train_overrides, f"common.seed={seed}"]
+    cfg.disentangle.train_overrides = [*cfg.disentangle.train_overrides, f"common.seed={seed}", *args.disentangle_set]
     run_pipeline(cfg, progress=False)
     numbers = {f"{it.name} valid PNMI": json.loads((out / it.name / "quality.json").read_text())["valid"]["pnmi"]
                for it in cfg.iterations}
@@ -59,6 +61,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--corpus", default=None, help="audio folder (default: the demo corpus)")
     ap.add_argument("--alignments", default=None, help="its phone alignments (with --corpus)")
+    ap.add_argument("--disentangle-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="training override of the disentangled model only (e.g. criterion.pitch_loss_weight=0); repeatable")
     args = ap.parse_args()
     demo = demo_config(args)
     split = (args.out / "manifest").resolve()
