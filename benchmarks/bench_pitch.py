@@ -6,7 +6,7 @@ Harvest (pyworld, if installed: ``pip install pyworld 'setuptools<81'``).
 
 Accuracy: median relative error of the voiced frames' F0 on harmonic tones (6 pitches,
 70-450 Hz) and on a glottal-pulse vowel gliding 100 -> 200 Hz (the worst case is
-reported). Speed: real-time factor over the 176 demo utterances, one thread, best of 3.
+reported). Speed: real-time factor over the demo corpus's utterances, one thread, best of 3.
 """
 
 from __future__ import annotations
