@@ -26,6 +26,7 @@ from hubertkit.config.pipeline import load_pipeline
 from hubertkit.data.manifest import make_manifest
 from hubertkit.recipes.probe import read_probes
 from hubertkit.recipes.pipeline import run_pipeline
+from seeds_summary import spread
 
 
 def demo_config(args, **given):
@@ -78,8 +79,7 @@ def main() -> None:
             "|---|" + "---:|" * (len(args.seeds) + 1)]
     for key in keys:
         v = np.array([results[s][key] for s in args.seeds], dtype=float)
-        rows.append(f"| {key} | " + " | ".join(f"{x:.3f}" for x in v)
-                    + f" | {v.mean():.3f} ± {v.std(ddof=1):.3f} ({v.min():.3f}–{v.max():.3f}) |")
+        rows.append(f"| {key} | " + " | ".join(f"{x:.3f}" for x in v) + f" | {spread(v)} |")
     comparisons = [("iter2 valid PNMI", "iter1 valid PNMI")]
     for key in keys:
         if key.endswith(", disentangled"):

@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+from seeds_summary import spread
 
 from hubertkit.data.text import prepare_text
 from hubertkit.plots import pyplot, save_figure
@@ -51,11 +51,6 @@ def arm(name: str, args, texts: Path, extra: list[str]) -> dict:
 def summarize(runs: list[Path]) -> str:
     """Per arm, CER and WER as mean ± sample sd (min–max) over the runs; the gain per run."""
     results = [json.loads((r / "results.json").read_text()) for r in runs]
-
-    def spread(values):
-        v = np.array(values)
-        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f} ({v.min():.3f}–{v.max():.3f})"
-
     rows = [f"{len(runs)} runs: {', '.join(str(r) for r in runs)}", "",
             "| initialisation | valid CER | valid WER |", "|---|---:|---:|"]
     for arm_name in ("pretrained", "random_init"):

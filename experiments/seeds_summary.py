@@ -25,6 +25,12 @@ def load(runs: list[Path]) -> list[dict]:
     return results
 
 
+def spread(values) -> str:
+    """Mean ± sample standard deviation (min–max) of one number over seeds."""
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f} ({a.min():.3f}–{a.max():.3f})"
+
+
 def summary(results: list[dict], k: str) -> dict:
     steps = sorted(results[0]["layers"], key=int)
     layers = sorted(results[0]["layers"][steps[0]][k], key=int)
@@ -35,14 +41,13 @@ def summary(results: list[dict], k: str) -> dict:
 
 def markdown(s: dict, k: str, n: int) -> str:
     head = ["updates", *[f"layer {l}" for l in s["layers"]]]
-    fmt = lambda a: f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f} ({a.min():.3f}–{a.max():.3f})"
-    rows = [["MFCC", *[fmt(s["mfcc"]) for _ in s["layers"]]]]
+    rows = [["MFCC", *[spread(s["mfcc"]) for _ in s["layers"]]]]
     for step in s["steps"]:
         cells = []
         for l in s["layers"]:
             a = s["table"][step][l]
             mark = " **>**" if a.min() > s["mfcc"].max() else ""
-            cells.append(fmt(a) + mark)
+            cells.append(spread(a) + mark)
         rows.append([step, *cells])
     lines = [f"PNMI, K={k}, mean ± sd (min–max) over {n} seeds; **>**: every seed above every MFCC value", "",
              "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]

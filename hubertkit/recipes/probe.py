@@ -185,19 +185,21 @@ def probe_layers(
     if len(set(tr.speakers)) < 2:
         raise HubertkitError(f"{train_split} has {len(set(tr.speakers))} speaker(s): a speaker probe needs at least 2")
     rng = np.random.default_rng(seed)
+    speakers = np.array(tr.speakers + te.speakers)
+    chance = {"speaker_chance": float(np.unique(speakers, return_counts=True)[1].max() / len(speakers))}
+    train_phones, test_phones = ([p for p in s.phones if p is not None] for s in (tr, te))
+    if train_phones and test_phones:  # the train split's commonest phone, said of every test frame
+        names, counts = np.unique(np.concatenate(train_phones), return_counts=True)
+        chance["phone_chance"] = float(np.mean(np.concatenate(test_phones) == names[counts.argmax()]))
     results = []
     for layer in layers:
-        probe = LayerProbe(layer)
+        probe = LayerProbe(layer, **chance)
         # few utterances per speaker: every utterance of both splits is held out once
         means = np.stack([u.mean(0) for s in (tr, te) for u in s.layers[layer]])
-        speakers = np.array(tr.speakers + te.speakers)
         probe.speaker_acc = cross_validated_accuracy(means, speakers, SPEAKER_FOLDS, np.random.default_rng(seed))
-        probe.speaker_chance = float(np.unique(speakers, return_counts=True)[1].max() / len(speakers))
         (xp, yp, xf, yf), (xp_te, yp_te, xf_te, yf_te) = _frames(tr, layer, max_frames, rng), _frames(te, layer, None, rng)
         if xp is not None and xp_te is not None:
             probe.phone_acc = linear_classifier_accuracy(xp, yp, xp_te, yp_te)
-            names, counts = np.unique(yp, return_counts=True)
-            probe.phone_chance = float(np.mean(yp_te == names[counts.argmax()]))
         if len(xf) > 1 and len(xf_te) > 1:
             probe.f0_corr = linear_regression_corr(xf, yf, xf_te, yf_te)
         results.append(probe)
