@@ -24,8 +24,9 @@ import numpy as np
 from hubertkit.config import config_dir_default
 from hubertkit.config.pipeline import load_pipeline
 from hubertkit.data.manifest import make_manifest
-from hubertkit.recipes.probe import read_probes
+from hubertkit.fileio import write_text
 from hubertkit.recipes.pipeline import run_pipeline
+from hubertkit.recipes.probe import read_probes
 from seeds_summary import spread
 
 
@@ -73,7 +74,7 @@ def main() -> None:
     for seed in args.seeds:
         results[seed] = run_seed(seed, args, split)
         print(seed, json.dumps(results[seed]), flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_text(args.out / "results.json", json.dumps(results, indent=1) + "\n")
     keys = list(results[args.seeds[0]])
     rows = ["| number | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean ± sd (min–max) |",
             "|---|" + "---:|" * (len(args.seeds) + 1)]
@@ -89,7 +90,7 @@ def main() -> None:
         d = [results[s][a] - results[s][b] for s in args.seeds]
         sign = "yes: higher" if all(x > 0 for x in d) else "yes: lower" if all(x < 0 for x in d) else "no"
         rows.append(f"| {a} − {b} | " + ", ".join(f"{x:+.3f}" for x in d) + f" | {sign} |")
-    (args.out / "table.md").write_text("\n".join(rows) + "\n")
+    write_text(args.out / "table.md", "\n".join(rows) + "\n")
     print("\n".join(rows))
 
 

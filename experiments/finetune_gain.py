@@ -23,6 +23,7 @@ from pathlib import Path
 from seeds_summary import spread
 
 from hubertkit.data.text import prepare_text
+from hubertkit.fileio import write_text
 from hubertkit.plots import pyplot, save_figure
 from hubertkit.recipes.demo import DEMO_CORPUS
 from hubertkit.recipes.transcribe import error_rates, transcribe
@@ -85,12 +86,12 @@ def main():
     results = {"pretrained": arm("pretrained", args, texts, []),
                "random_init": arm("random_init", args, texts, ["model.no_pretrained_weights=true"]),
                "updates": args.updates, "checkpoint": str(args.pretrained), "overrides": args.set}
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_text(args.out / "results.json", json.dumps(results, indent=1) + "\n")
     rows = ["| initialisation | valid CER | valid WER | CER, texts not in train | minutes |", "|---|---:|---:|---:|---:|"]
     rows += [f"| {k} | {results[k]['cer']:.3f} | {results[k]['wer']:.3f} | {results[k]['unseen_text']['cer']:.3f} "
              f"| {results[k]['minutes']:.1f} |"
              for k in ("pretrained", "random_init")]
-    (args.out / "table.md").write_text("\n".join(rows) + "\n")
+    write_text(args.out / "table.md", "\n".join(rows) + "\n")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for k in ("pretrained", "random_init"):

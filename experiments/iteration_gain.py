@@ -29,6 +29,7 @@ from hubertkit.config import config_dir_default
 from hubertkit.config.pipeline import load_pipeline
 from hubertkit.data.labels import merge_labels
 from hubertkit.features.hubert import dump_hubert
+from hubertkit.fileio import write_text
 from hubertkit.recipes.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,12 +113,12 @@ def score_manifest(tsv: Path, out: Path, n_train: int | None) -> Path:
     from hubertkit.data.manifest import read_manifest
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "valid.tsv").write_text((tsv / "valid.tsv").read_text())
+    write_text(out / "valid.tsv", (tsv / "valid.tsv").read_text())
     lines = (tsv / "train.tsv").read_text().splitlines()
     rows = lines[1:]
     if n_train and n_train < len(rows):
         rows = [rows[round(i * len(rows) / n_train)] for i in range(n_train)]
-    (out / "train.tsv").write_text("\n".join([lines[0], *rows]) + "\n")
+    write_text(out / "train.tsv", "\n".join([lines[0], *rows]) + "\n")
     read_manifest(out / "train.tsv")
     return out
 
@@ -171,8 +172,8 @@ def main():
     valid = [r for r in log if r["split"] == "valid"]
     results["valid_acc_m"] = {str(r["update"]): r.get("acc_m_0") for r in valid}
     results["minutes"] = (time.time() - start) / 60
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "table.md").write_text(table(results))
+    write_text(args.out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_text(args.out / "table.md", table(results))
     plots(results, args.out)
     print(json.dumps(results, indent=1))
 

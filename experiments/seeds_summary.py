@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hubertkit.fileio import write_text
+
 
 def load(runs: list[Path]) -> list[dict]:
     results = [json.loads((r / "results.json").read_text()) for r in runs]
@@ -87,7 +89,7 @@ def main() -> None:
         s = summary(results, k)
         text += markdown(s, k, len(results)) + "\n"
         plot(s, k, a.out)
-    a.out.with_suffix(".md").write_text(text)
+    write_text(a.out.with_suffix(".md"), text)
     print(text)
 
 

@@ -11,8 +11,13 @@ and the valid CER/WER of beam-5 (BART) or greedy (CTC) decoding.
     python experiments/unit_asr_gain.py --manifest demo_out/manifest --out runs/unit_asr_gain \\
         --labels mfcc=demo_out/iter1/labels:100 --labels hubert_iter2=demo_out/iter2/labels:50 \\
         --finetune-results runs/finetune_gain/results.json
+    python experiments/unit_asr_gain.py --manifest SO_PREP_MANIFEST --alignments SO_PREP/alignments.jsonl \
+        --labels mfcc=MFCC_LABELS:100 --labels hubert_l1=L1_LABELS:50 --arms ctc --set common.seed=2 --out runs/ua_s2
+    python experiments/unit_asr_gain.py --summarize runs/ua_s1 runs/ua_s2 runs/ua_s3
 
-Writes ``results.json`` and ``table.md`` to ``--out``.
+Writes ``results.json`` and ``table.md`` to ``--out``. A ``--hubert`` source's labels are
+written to ``OUT/NAME/hubert/…``: pass that folder as ``--labels`` to the other seeds' runs,
+so that every seed trains on the same units.
 """
 
 from __future__ import annotations
@@ -22,16 +27,20 @@ import json
 import time
 from pathlib import Path
 
+from seeds_summary import spread
+
 from hubertkit.cluster.quality import label_quality
 from hubertkit.data.manifest import lookup_by_path
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.data.unit_dataset import read_units
-from hubertkit.recipes.discrete_units import save_units, units_from_labels
+from hubertkit.fileio import write_text
 from hubertkit.recipes.demo import DEMO_CORPUS
+from hubertkit.recipes.discrete_units import save_units, units_from_labels
 from hubertkit.recipes.pipeline import layer_labels
 from hubertkit.recipes.transcribe import error_rates
 from hubertkit.recipes.unit_asr import train_unit_asr, transcribe_units
 
+ARMS = {"bart": "bart_demo", "ctc": "ctc_demo"}
 
 
 def hubert_labels(spec: str, manifest: Path, work: Path) -> tuple[Path, int]:
@@ -45,10 +54,11 @@ def train_texts(train: Path, texts: Path) -> set[str]:
     return {normalize_text(lookup_by_path(table, r["utt"], "text", str(texts))) for r in read_units(train)}
 
 
-def arm(config: str, train: Path, valid: Path, save: Path, updates: int, rate: int, texts: Path) -> dict:
+def arm(config: str, train: Path, valid: Path, save: Path, updates: int, rate: int, texts: Path,
+        extra: list[str]) -> dict:
     start = time.time()
-    result = train_unit_asr(train, texts, valid, config, [f"optimization.max_update={updates}", f"task.label_rate={rate}"],
-                            save_dir=save)
+    result = train_unit_asr(train, texts, valid, config,
+                            [f"optimization.max_update={updates}", f"task.label_rate={rate}", *extra], save_dir=save)
     minutes = (time.time() - start) / 60
     out = transcribe_units(result["model"], valid, references=texts, beam=5, progress=False)
     log = [json.loads(l) for l in (save / "train_log.jsonl").read_text().splitlines()]
@@ -57,9 +67,35 @@ def arm(config: str, train: Path, valid: Path, save: Path, updates: int, rate: i
             "examples": [{"reference": t.reference, "hypothesis": t.text} for t in out[:3]]}
 
 
+def summarize(runs: list[Path]) -> str:
+    """Per unit source and model: PNMI, CER and WER as mean ± sample sd (min–max) over the
+    runs; per run, each source's CER against the first source's."""
+    results = [json.loads((r / "results.json").read_text())["sources"] for r in runs]
+    names = list(results[0])
+    if any(list(r) != names for r in results):
+        raise SystemExit(f"the runs used different unit sources: {[list(r) for r in results]}")
+    arms = [a for a in ARMS if all(a in r[n] for r in results for n in names)]
+    head = ["units", "valid PNMI", *[f"unit-{a.upper()} {m}" for a in arms for m in ("CER", "WER")]]
+    rows = [f"{len(runs)} runs: {', '.join(str(r) for r in runs)}", "",
+            "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for n in names:
+        cells = [spread([r[n]["pnmi"] for r in results])]
+        cells += [spread([r[n][a][m] for r in results]) for a in arms for m in ("cer", "wer")]
+        rows.append(f"| {n} ({results[0][n]['rate']} Hz) | " + " | ".join(cells) + " |")
+    rows.append("")
+    for a in arms:
+        for n in names[1:]:
+            gains = [r[names[0]][a]["cer"] - r[n][a]["cer"] for r in results]
+            same = all(g > 0 for g in gains) or all(g < 0 for g in gains)
+            rows.append(f"unit-{a.upper()}, CER of {names[0]} minus {n}, per run: "
+                        + ", ".join(f"{g:+.3f}" for g in gains)
+                        + (" (the same sign in every run)" if same else " (not the same sign in every run)"))
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, required=True, help="directory of train.tsv and valid.tsv")
+    parser.add_argument("--manifest", type=Path, help="directory of train.tsv and valid.tsv")
     parser.add_argument("--out", type=Path, default=Path("runs/unit_asr_gain"))
     parser.add_argument("--alignments", type=Path, default=DEMO_CORPUS / "alignments.jsonl",
                         help="transcripts and phone alignments of the manifest's utterances (default: the demo corpus's)")
@@ -70,7 +106,18 @@ def main():
     parser.add_argument("--updates", type=int, default=1500, help="updates per unit-ASR model")
     parser.add_argument("--finetune-results", type=Path, default=None,
                         help="results.json of experiments/finetune_gain.py, for its CTC fine-tuned CER")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                        help="which unit-ASR models to train on each source (default: both)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra override for every unit-ASR model (e.g. common.seed=2); repeatable")
+    parser.add_argument("--summarize", type=Path, nargs="+", metavar="RUN",
+                        help="instead of running: mean and spread over earlier runs' --out folders (one per seed)")
     args = parser.parse_args()
+    if args.summarize:
+        print(summarize(args.summarize))
+        return
+    if not args.manifest or not (args.labels or args.hubert):
+        parser.error("--manifest and at least one --labels or --hubert are required (or --summarize RUN ...)")
     sources = {}
     for spec in args.labels:
         name, rest = spec.split("=", 1)
@@ -87,25 +134,25 @@ def main():
             save_units(units_from_labels(args.manifest / f"{s}.tsv", labels / f"{s}.km"), work / f"{s}.jsonl")
         train, valid = work / "train.jsonl", work / "valid.jsonl"
         quality = label_quality(labels / "valid.km", args.alignments, rate, args.manifest / "valid.tsv")
-        results[name] = {"pnmi": quality.pnmi, "rate": rate, "labels": str(labels),
-                         "bart": arm("bart_demo", train, valid, work / "bart", args.updates, rate, args.alignments),
-                         "ctc": arm("ctc_demo", train, valid, work / "ctc", args.updates, rate, args.alignments)}
-        print(name, json.dumps({k: results[name][k]["cer"] for k in ("bart", "ctc")}), flush=True)
+        results[name] = {"pnmi": quality.pnmi, "rate": rate, "labels": str(labels)}
+        for a in args.arms:
+            results[name][a] = arm(ARMS[a], train, valid, work / a, args.updates, rate, args.alignments, args.set)
+        print(name, json.dumps({a: results[name][a]["cer"] for a in args.arms}), flush=True)
     finetuned = json.loads(args.finetune_results.read_text())["pretrained"] if args.finetune_results else None
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"sources": results, "finetuned_ctc": finetuned,
-                                                       "updates": args.updates}, indent=1) + "\n")
-    rows = ["| units | valid PNMI | unit-BART CER | WER | CER, unseen texts | unit-CTC CER | WER | CER, unseen texts |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    write_text(args.out / "results.json", json.dumps({"sources": results, "finetuned_ctc": finetuned,
+                                                       "updates": args.updates, "overrides": args.set}, indent=1) + "\n")
+    head = ["units", "valid PNMI", *[f"unit-{a.upper()} {m}" for a in args.arms for m in ("CER", "WER", "CER, unseen texts")]]
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     rows += [f"| {n} ({r['rate']} Hz) | {r['pnmi']:.3f} | " + " | ".join(
-        f"{r[a]['cer']:.3f} | {r[a]['wer']:.3f} | {r[a]['unseen_text']['cer']:.3f}" for a in ("bart", "ctc")) + " |"
+        f"{r[a]['cer']:.3f} | {r[a]['wer']:.3f} | {r[a]['unseen_text']['cer']:.3f}" for a in args.arms) + " |"
         for n, r in results.items()]
     if finetuned:
         unseen = finetuned.get("unseen_text", {}).get("cer")
         rows.append(f"\nFrom audio, CTC fine-tuning of the pretrained model (experiments/finetune_gain.py): "
                     f"CER {finetuned['cer']:.3f}, WER {finetuned['wer']:.3f}"
                     + (f", CER on unseen texts {unseen:.3f}." if unseen is not None else "."))
-    (args.out / "table.md").write_text("\n".join(rows) + "\n")
+    write_text(args.out / "table.md", "\n".join(rows) + "\n")
     print("\n".join(rows))
 
 

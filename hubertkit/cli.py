@@ -134,10 +134,14 @@ def _cmd_make_dict(a):
 def _cmd_label_quality(a):
     import json
 
-    from hubertkit.cluster.quality import label_quality
+    from hubertkit.cluster.quality import chance_quality, label_quality
 
     q = label_quality(a.lab_file, a.alignments, a.label_rate, a.tsv)
-    return json.dumps(q.as_dict(), indent=1) if a.json else str(q)
+    chance = chance_quality(a.lab_file, a.alignments, a.label_rate, a.tsv)
+    if a.json:
+        return json.dumps({**q.as_dict(), "chance": chance.as_dict()}, indent=1)
+    return (f"{q}\nchance (the same labels shuffled over the frames): phone purity {chance.phone_purity:.4f}  "
+            f"cluster purity {chance.cluster_purity:.4f}  PNMI {chance.pnmi:.4f}")
 
 
 def _cmd_export_kmeans(a):
@@ -355,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="km", help="label file extension (default: km)")
     p.add_argument("--n-clusters", type=int, default=None, help="number of labels (default: from the label files' k-means)")
 
-    p = add("label-quality", _cmd_label_quality, "phone purity, cluster purity and PNMI of a label file against phone alignments")
+    p = add("label-quality", _cmd_label_quality, "phone purity, cluster purity and PNMI of a label file against phone "
+            "alignments, and their chance level (the labels shuffled)")
     p.add_argument("lab_file", metavar="LAB_FILE")
     p.add_argument("alignments", metavar="ALIGNMENTS", help="JSONL with path and [phone, start_s, end_s] per utterance")
     p.add_argument("--label-rate", type=float, required=True, help="label frames per second (100 for MFCC, 50 for HuBERT layers)")

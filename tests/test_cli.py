@@ -44,8 +44,8 @@ def test_recipe_end_to_end(small_corpus, demo_dir, tmp_path):
     assert (lab / "dict.km.txt").read_text().count("\n") == 20
     r = hubertkit("label-quality", lab / "valid.km", demo_dir / "alignments.jsonl", "--label-rate", 100, "--tsv", tsv / "valid.tsv")
     assert "PNMI" in r.stdout
-    pnmi = float(r.stdout.split("PNMI")[1].split()[0])
-    assert 0.1 < pnmi < 1.0
+    pnmi, chance = (float(part.split()[0]) for part in r.stdout.split("PNMI")[1:])
+    assert 0.1 < pnmi < 1.0 and 0 < chance < pnmi / 3
 
 
 def test_bad_input_exits_2_without_traceback(tmp_path):

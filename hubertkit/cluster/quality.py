@@ -111,7 +111,11 @@ def chance_quality(lab_file, alignments, label_rate: float, tsv: str | os.PathLi
     """The scores of the same labels shuffled across frames: what labels with these
     cluster sizes but no relation to the phones get on this many frames (PNMI's chance
     level is not 0 on a finite sample)."""
-    phones, labels, diff = paired_frames(lab_file, alignments, tsv, label_rate)
+    return shuffled_quality(*paired_frames(lab_file, alignments, tsv, label_rate), seed=seed)
+
+
+def shuffled_quality(phones: list[list[str]], labels: list[list[int]], diff: int = 0, seed: int = 0) -> LabelQuality:
+    """``chance_quality`` of frames already paired by ``paired_frames``."""
     flat = np.random.default_rng(seed).permutation(np.concatenate([np.asarray(l, dtype=np.int64) for l in labels]))
     counts, _, _ = joint_counts(phones, [flat])
     return quality_from_counts(counts, len(phones), diff)

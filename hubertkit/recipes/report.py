@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import yaml
 
-from hubertkit.cluster.quality import chance_quality, joint_counts, paired_frames
+from hubertkit.cluster.quality import joint_counts, paired_frames, shuffled_quality
 from hubertkit.data.manifest import read_manifest
 from hubertkit.fileio import write_text
 from hubertkit.plots import pyplot, save_figure, training_curves
@@ -46,10 +46,9 @@ def quality_bars(qualities: dict[str, dict], png: Path, chance: dict[str, dict] 
     return save_figure(fig, png)
 
 
-def cooccurrence_heatmap(lab_file: Path, alignments: str, rate: float, tsv: Path, png: Path, title: str) -> Path:
-    """p(phone | cluster) for every cluster, clusters ordered by their most likely phone."""
-
-    phones, labels, _ = paired_frames(lab_file, alignments, tsv, rate)
+def cooccurrence_heatmap(phones: list[list[str]], labels: list[list[int]], png: Path, title: str) -> Path:
+    """p(phone | cluster) for every cluster, clusters ordered by their most likely phone
+    (``phones`` and ``labels`` as ``paired_frames`` gives them)."""
     counts, phone_names, _ = joint_counts(phones, labels)
     order_phones = np.argsort(-counts.sum(1))
     counts = counts[order_phones]
@@ -137,10 +136,10 @@ def write_report(cfg) -> Path:
         d = out / it.name
         qfile = d / "quality.json"
         q = json.loads(qfile.read_text()) if qfile.is_file() else None
-        if q:
+        if q:  # scored against cfg.alignments, so they exist
             qualities[it.name] = q
-            chance[it.name] = chance_quality(d / "labels" / "valid.km", cfg.alignments, it.label_rate,
-                                             tsv / "valid.tsv").as_dict()
+            pairs = paired_frames(d / "labels" / "valid.km", cfg.alignments, tsv / "valid.tsv", it.label_rate)
+            chance[it.name] = shuffled_quality(*pairs).as_dict()
         log_path = d / "checkpoints" / "train_log.jsonl"
         records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
         train = [r for r in records if r["split"] == "train"]
@@ -164,9 +163,9 @@ def write_report(cfg) -> Path:
         if records:
             png = training_curves(log_path, out / f"training_{it.name}.png", f"{it.name}: training curves")
             figures.append((f"Training curves, {it.name}", png))
-        if q and cfg.alignments:
-            png = cooccurrence_heatmap(d / "labels" / "valid.km", cfg.alignments, it.label_rate, tsv / "valid.tsv",
-                                       out / f"phone_cluster_{it.name}.png", f"{it.name}: p(phone | cluster), valid split")
+        if q:
+            png = cooccurrence_heatmap(*pairs[:2], out / f"phone_cluster_{it.name}.png",
+                                       f"{it.name}: p(phone | cluster), valid split")
             figures.append((f"Phone × cluster co-occurrence, {it.name}", png))
     if qualities:
         figures.insert(0, ("Label quality per iteration", quality_bars(qualities, out / "label_quality.png", chance)))
