@@ -54,6 +54,17 @@ def test_train_runs_and_writes_checkpoints(labelled, tmp_path):
     assert model.cfg.num_classes == [24] and model.cfg.encoder_layers == 2
 
 
+def test_every_save_validates_so_the_best_checkpoint_sees_every_saved_update(labelled, tmp_path):
+    ck = tmp_path / "ck"
+    train("demo", overrides(labelled, ck, **{"checkpoint.save_interval_updates": 3, "dataset.validate_interval_updates": 4,
+                                             "dataset.validate_after_updates": 4}), progress=False)
+    valid = {r["update"]: r["loss"] for r in log_records(ck, "valid")}
+    assert sorted(valid) == [4, 6, 8]  # every 4th, every save (3 is before validate_after_updates), the last
+    saved = {u: valid[u] for u in (6, 8)}
+    best = torch.load(ck / "checkpoint_best.pt", weights_only=True)["trainer"]
+    assert best["num_updates"] == min(saved, key=saved.get) and best["best"] == min(saved.values())
+
+
 def test_resume_continues_exactly(labelled, tmp_path):
     train("demo", overrides(labelled, tmp_path / "a"), progress=False)
     train("demo", overrides(labelled, tmp_path / "b", **{"optimization.max_update": 4}), progress=False)
@@ -102,8 +113,9 @@ def test_nonfinite_losses_are_skipped_then_stop(labelled, tmp_path, monkeypatch,
     message = "A re-run resumes from .*checkpoint_last.pt" if saved else "No checkpoint was saved yet"
     with pytest.raises(HubertkitError, match=f"3 updates in a row had a non-finite loss.*{message}"):
         train("demo", overrides(labelled, tmp_path / "ck", **{"checkpoint.max_nonfinite_updates": 3,
-                                                               "optimization.max_update": 20}), progress=False)
-    assert calls["n"] == first_bad - 1 + 3  # exactly max_nonfinite_updates skipped, as documented
+                                                               "optimization.max_update": 20,
+                                                               "dataset.validate_after_updates": 20}), progress=False)
+    assert calls["n"] == first_bad - 1 + 3  # exactly max_nonfinite_updates skipped (no validation ran), as documented
     if saved:
         state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
         assert state["trainer"]["num_updates"] == 2  # the last good checkpoint

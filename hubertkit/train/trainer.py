@@ -414,18 +414,21 @@ class Trainer:
                                    "audio_hours": self.samples_seen / cfg.task.sample_rate / 3600,
                                    "nonfinite_updates": self.nonfinite_total, "wall_s": time.time() - start})
                         window = {}
-                    validate_now = self.has_valid and cfg.dataset.validate_interval_updates and \
-                        self.num_updates % cfg.dataset.validate_interval_updates == 0 and \
-                        self.num_updates >= int(cfg.dataset.validate_after_updates)
-                    valid = self.validate() if validate_now or (self.has_valid and self.num_updates == max_update) else None
+                    save_now = (cfg.checkpoint.save_interval_updates and
+                                self.num_updates % cfg.checkpoint.save_interval_updates == 0) or self.num_updates == max_update
+                    # as fairseq, a save validates too, so checkpoint_best is chosen among every saved update
+                    validate_now = self.has_valid and (self.num_updates == max_update or (
+                        self.num_updates >= int(cfg.dataset.validate_after_updates) and (save_now or (
+                            cfg.dataset.validate_interval_updates and
+                            self.num_updates % cfg.dataset.validate_interval_updates == 0))))
+                    valid = self.validate() if validate_now else None
                     if valid:
                         logger.log("valid", self.num_updates, valid)
                         if valid.get("mean_within_var", 1.0) < COLLAPSE_SHARE:
                             log.warning("update %d: only %.1f%% of the top layer's variance is within utterances: the "
                                         "representation is collapsing (lower optimization.lr or lengthen the warm-up)",
                                         self.num_updates, 100 * valid["mean_within_var"])
-                    if (cfg.checkpoint.save_interval_updates and self.num_updates % cfg.checkpoint.save_interval_updates == 0) \
-                            or self.num_updates == max_update:
+                    if save_now:
                         self.save(self._best_metric(valid))
                     if self.num_updates >= max_update:
                         break
