@@ -99,6 +99,8 @@ def main():
     parser.add_argument("--out", type=Path, default=Path("runs/unit_asr_gain"))
     parser.add_argument("--alignments", type=Path, default=DEMO_CORPUS / "alignments.jsonl",
                         help="transcripts and phone alignments of the manifest's utterances (default: the demo corpus's)")
+    parser.add_argument("--texts", type=Path, default=None,
+                        help="transcripts of every utterance, where the alignments leave some out (default: --alignments)")
     parser.add_argument("--labels", action="append", default=[], metavar="NAME=DIR:RATE",
                         help="a label directory ({split}.km) and its frame rate in Hz; repeatable")
     parser.add_argument("--hubert", action="append", default=[], metavar="NAME=CKPT:LAYER:K",
@@ -136,7 +138,8 @@ def main():
         quality = label_quality(labels / "valid.km", args.alignments, rate, args.manifest / "valid.tsv")
         results[name] = {"pnmi": quality.pnmi, "rate": rate, "labels": str(labels)}
         for a in args.arms:
-            results[name][a] = arm(ARMS[a], train, valid, work / a, args.updates, rate, args.alignments, args.set)
+            results[name][a] = arm(ARMS[a], train, valid, work / a, args.updates, rate, args.texts or args.alignments,
+                                   args.set)
         print(name, json.dumps({a: results[name][a]["cer"] for a in args.arms}), flush=True)
     finetuned = json.loads(args.finetune_results.read_text())["pretrained"] if args.finetune_results else None
     args.out.mkdir(parents=True, exist_ok=True)
