@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from seeds_summary import spread
+from seeds_summary import per_run, spread
 
 from hubertkit.data.text import prepare_text
 from hubertkit.fileio import write_text
@@ -58,8 +58,7 @@ def summarize(runs: list[Path]) -> str:
         rows.append(f"| {arm_name} | {spread([r[arm_name]['cer'] for r in results])} "
                     f"| {spread([r[arm_name]['wer'] for r in results])} |")
     gains = [r["random_init"]["cer"] - r["pretrained"]["cer"] for r in results]
-    rows += ["", "CER of random init minus pretrained, per run: " + ", ".join(f"{g:+.3f}" for g in gains)
-             + (" (pretrained better in every run)" if all(g > 0 for g in gains) else " (not the same sign in every run)")]
+    rows += ["", per_run("CER of random init minus pretrained", gains)]
     return "\n".join(rows)
 
 

@@ -33,6 +33,14 @@ def spread(values) -> str:
     return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f} ({a.min():.3f}–{a.max():.3f})"
 
 
+def per_run(what: str, differences) -> str:
+    """One line: a difference per run, and whether its sign is the same in every run (a
+    comparison that changes sign between seeds is not a result)."""
+    same = all(d > 0 for d in differences) or all(d < 0 for d in differences)
+    return (f"{what}, per run: " + ", ".join(f"{d:+.3f}" for d in differences)
+            + (" (the same sign in every run)" if same else " (not the same sign in every run)"))
+
+
 def summary(results: list[dict], k: str) -> dict:
     steps = sorted(results[0]["layers"], key=int)
     layers = sorted(results[0]["layers"][steps[0]][k], key=int)

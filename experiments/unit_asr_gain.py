@@ -27,7 +27,7 @@ import json
 import time
 from pathlib import Path
 
-from seeds_summary import spread
+from seeds_summary import per_run, spread
 
 from hubertkit.cluster.quality import label_quality
 from hubertkit.data.manifest import lookup_by_path
@@ -85,11 +85,8 @@ def summarize(runs: list[Path]) -> str:
     rows.append("")
     for a in arms:
         for n in names[1:]:
-            gains = [r[names[0]][a]["cer"] - r[n][a]["cer"] for r in results]
-            same = all(g > 0 for g in gains) or all(g < 0 for g in gains)
-            rows.append(f"unit-{a.upper()}, CER of {names[0]} minus {n}, per run: "
-                        + ", ".join(f"{g:+.3f}" for g in gains)
-                        + (" (the same sign in every run)" if same else " (not the same sign in every run)"))
+            rows.append(per_run(f"unit-{a.upper()}, CER of {names[0]} minus {n}",
+                                [r[names[0]][a]["cer"] - r[n][a]["cer"] for r in results]))
     return "\n".join(rows)
 
 
