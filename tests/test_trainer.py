@@ -65,6 +65,42 @@ def test_every_save_validates_so_the_best_checkpoint_sees_every_saved_update(lab
     assert best["num_updates"] == min(saved, key=saved.get) and best["best"] == min(saved.values())
 
 
+def test_epoch_intervals_save_and_validate_at_the_ends_of_epochs(labelled, tmp_path, monkeypatch):
+    """fairseq's checkpoint.save_interval and dataset.validate_interval count epochs: every
+    epoch's end saves checkpoint_last.pt (save_interval 1), every 2nd validates; no update
+    interval is set, so nothing else happens before the last update."""
+    from hubertkit.train.trainer import Trainer
+
+    saved = []
+    real_save = Trainer.save
+    monkeypatch.setattr(Trainer, "save", lambda self, *a: (saved.append(self.num_updates), real_save(self, *a)))
+    ck = tmp_path / "ck"
+    train("demo", overrides(labelled, ck, **{"optimization.max_update": 20, "lr_scheduler.total_num_update": 20,
+                                             "checkpoint.save_interval_updates": 0, "checkpoint.save_interval": 1,
+                                             "dataset.validate_interval": 2}), progress=False)
+    epochs = [(r["update"], r["epoch"]) for r in log_records(ck)]
+    ends = {u: e for (u, e), (_, after) in zip(epochs, epochs[1:]) if after != e}
+    assert len(ends) >= 3, epochs  # the test needs several epochs within 20 updates
+    assert saved == [*ends, 20]
+    assert sorted(r["update"] for r in log_records(ck, "valid")) == [u for u, e in ends.items() if e % 2 == 0] + [20]
+    state = torch.load(ck / "checkpoint_last.pt", weights_only=True)["trainer"]
+    assert state["num_updates"] == 20
+
+
+def test_resume_from_the_end_of_an_epoch_continues_exactly(labelled, tmp_path):
+    """A run stopped by max_epoch saves at that epoch's end; resumed with more epochs, it
+    goes on as one run would."""
+    long = {"optimization.max_update": 20, "lr_scheduler.total_num_update": 20, "checkpoint.save_interval_updates": 0}
+    train("demo", overrides(labelled, tmp_path / "a", **long), progress=False)
+    train("demo", overrides(labelled, tmp_path / "b", **long, **{"optimization.max_epoch": 2}), progress=False)
+    stopped = torch.load(tmp_path / "b" / "checkpoint_last.pt", weights_only=True)["trainer"]
+    assert stopped["epoch"] == 2 and 0 < stopped["num_updates"] < 20
+    train("demo", overrides(labelled, tmp_path / "b", **long), progress=False)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_resume_continues_exactly(labelled, tmp_path):
     train("demo", overrides(labelled, tmp_path / "a"), progress=False)
     train("demo", overrides(labelled, tmp_path / "b", **{"optimization.max_update": 4}), progress=False)

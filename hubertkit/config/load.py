@@ -50,7 +50,6 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
 # value loads (fairseq's own YAMLs set them), and a value other than the default is
 # named in one warning.
 NO_EFFECT: dict[str, str] = {
-    "dataset.validate_interval": "validation runs every dataset.validate_interval_updates",
     "dataset.skip_invalid_size_inputs_valid_test": "an utterance longer than dataset.max_tokens is an error",
     "distributed_training.distributed_port": "torchrun sets the rendezvous",
     "distributed_training.nprocs_per_node": "torchrun sets the processes per node",
@@ -77,6 +76,8 @@ RANGES = {
     "model.attention_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "model.encoder_layerdrop": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "checkpoint.max_nonfinite_updates": (lambda v: v >= 1, ">= 1"),
+    "dataset.validate_interval": (lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)"),
+    "checkpoint.save_interval": (lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)"),
 }
 
 # model presets for the Python API: the model section of a shipped config

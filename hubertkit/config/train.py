@@ -73,7 +73,7 @@ class DatasetConfig:
     batch_size: int | None = None
     train_subset: str = "train"
     valid_subset: str = "valid"
-    validate_interval: int = 1
+    validate_interval: int = 1  # epochs; 0 (hubertkit's): never at an epoch's end
     validate_interval_updates: int = 0
     validate_after_updates: int = 0
     disable_validation: bool = False
@@ -132,6 +132,7 @@ class TriStageConfig:
 class CheckpointConfig:
     save_dir: str = "checkpoints"
     restore_file: str = "checkpoint_last.pt"
+    save_interval: int = 1  # epochs: checkpoint_last.pt at every N-th epoch's end; 0 (hubertkit's): never
     save_interval_updates: int = 0
     keep_interval_updates: int = -1
     no_epoch_checkpoints: bool = True  # fairseq: false; hubertkit writes no per-epoch checkpoints

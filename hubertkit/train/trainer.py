@@ -372,6 +372,49 @@ class Trainer:
         mine = [u * per_update + self.dist.rank * freq + m for u in range(usable // per_update) for m in range(freq)]
         return batches, mine
 
+    def _show(self, out: dict, window: Stats, bar, logger: MetricsLogger, start: float) -> Stats:
+        """One update on the progress bar, and every ``log_interval`` updates the window's mean
+        in the log; returns the window to add to next."""
+        cfg = self.cfg
+        add_stats(window, {**out, "updates": 1})
+        summary = summarize(out)
+        shown = {"acc_m": f"{summary['acc_m_0']:.3f}"} if "acc_m_0" in summary else {}  # pretraining
+        bar.set_postfix(loss=f"{summary['loss']:.3f}", **shown, lr=f"{out['lr']:.2e}",
+                        h=f"{self.samples_seen / cfg.task.sample_rate / 3600:.2f}",
+                        refresh=False)  # update() redraws, at most every mininterval
+        bar.update(1)
+        if self.num_updates % cfg.common.log_interval:
+            return window
+        logger.log("train", self.num_updates, {**summarize(window), "lr": out["lr"], "epoch": self.epoch,
+                   **({"loss_scale": out["loss_scale"]} if "loss_scale" in out else {}),
+                   "audio_hours": self.samples_seen / cfg.task.sample_rate / 3600,
+                   "nonfinite_updates": self.nonfinite_total, "wall_s": time.time() - start})
+        return {}
+
+    def _due(self, end_of_epoch: bool, stepped: bool) -> tuple[bool, bool]:
+        """Whether to save and to validate now, as fairseq's ``validate_and_save``: saves every
+        ``checkpoint.save_interval`` epochs and ``save_interval_updates`` updates; validation
+        every ``dataset.validate_interval`` epochs and ``validate_interval_updates`` updates,
+        at every mid-epoch save (so checkpoint_best is chosen among all saved updates), none
+        before ``validate_after_updates``; both at the last update (``max_update``, or the end
+        of ``max_epoch``). An interval of 0 never fires. ``stepped`` is false for a skipped
+        (non-finite) update, whose update number has been seen already."""
+        cfg, u = self.cfg, self.num_updates
+        max_epoch = cfg.optimization.max_epoch
+        last = u >= cfg.optimization.max_update or (end_of_epoch and bool(max_epoch) and self.epoch >= max_epoch)
+
+        def every(updates: int) -> bool:
+            return stepped and bool(updates) and u % updates == 0
+
+        def epoch_end(epochs: int) -> bool:
+            return end_of_epoch and bool(epochs) and self.epoch % epochs == 0
+
+        save = last or epoch_end(cfg.checkpoint.save_interval) or every(cfg.checkpoint.save_interval_updates)
+        validate = self.has_valid and (last or (u >= int(cfg.dataset.validate_after_updates) and (
+            (save and not end_of_epoch) or epoch_end(cfg.dataset.validate_interval)
+            or every(cfg.dataset.validate_interval_updates))))
+        return save, validate
+
     def run(self) -> dict:
         cfg = self.cfg
         max_update, freq = cfg.optimization.max_update, cfg.optimization.update_freq[0]
@@ -399,28 +442,12 @@ class Trainer:
                         continue
                     out = self.train_step(pending)
                     pending = []
-                    if out["skipped"]:
+                    end_of_epoch = self.batch_in_epoch == len(mine)
+                    if not out["skipped"]:
+                        window = self._show(out, window, bar, logger, start)
+                    elif not end_of_epoch:
                         continue
-                    add_stats(window, {**out, "updates": 1})
-                    summary = summarize(out)
-                    shown = {"acc_m": f"{summary['acc_m_0']:.3f}"} if "acc_m_0" in summary else {}  # pretraining
-                    bar.set_postfix(loss=f"{summary['loss']:.3f}", **shown,
-                                    lr=f"{out['lr']:.2e}", h=f"{self.samples_seen / cfg.task.sample_rate / 3600:.2f}",
-                                    refresh=False)  # update() redraws, at most every mininterval
-                    bar.update(1)
-                    if self.num_updates % cfg.common.log_interval == 0:
-                        logger.log("train", self.num_updates, {**summarize(window), "lr": out["lr"], "epoch": self.epoch,
-                                   **({"loss_scale": out["loss_scale"]} if "loss_scale" in out else {}),
-                                   "audio_hours": self.samples_seen / cfg.task.sample_rate / 3600,
-                                   "nonfinite_updates": self.nonfinite_total, "wall_s": time.time() - start})
-                        window = {}
-                    save_now = (cfg.checkpoint.save_interval_updates and
-                                self.num_updates % cfg.checkpoint.save_interval_updates == 0) or self.num_updates == max_update
-                    # as fairseq, a save validates too, so checkpoint_best is chosen among every saved update
-                    validate_now = self.has_valid and (self.num_updates == max_update or (
-                        self.num_updates >= int(cfg.dataset.validate_after_updates) and (save_now or (
-                            cfg.dataset.validate_interval_updates and
-                            self.num_updates % cfg.dataset.validate_interval_updates == 0))))
+                    save_now, validate_now = self._due(end_of_epoch, stepped=not out["skipped"])
                     valid = self.validate() if validate_now else None
                     if valid:
                         logger.log("valid", self.num_updates, valid)
