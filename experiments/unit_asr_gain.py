@@ -1,5 +1,5 @@
 """Do better units give better unit-based ASR? The same unit-ASR models trained on
-different discrete units of the demo corpus, scored on its valid split.
+different discrete units of one corpus (the demo's by default), scored on its valid split.
 
 Each unit source is a label directory (``{split}.km`` in manifest order, e.g. a
 pipeline's ``iter1/labels`` from MFCC k-means or ``iter2/labels`` from a HuBERT layer),
