@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -131,6 +132,46 @@ def atomic_dir(path: str | os.PathLike):
             shutil.rmtree(tmp)
 
 
+def open_lock_file(path: str | os.PathLike) -> int:
+    """A descriptor of the lock file ``path``, created if missing. A symbolic link, or a
+    file with other names (hard links), is refused: a lock in a shared folder must never
+    lead hubertkit into writing a file elsewhere."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise HubertkitError(f"{path} is a symbolic link, not a lock file: remove it (hubertkit never writes "
+                                 "through a link there)") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise HubertkitError(f"{path} is not a lock file of hubertkit's (not a regular file with one name): remove it")
+    return fd
+
+
+class FileLock:
+    """A blocking ``flock`` on a lock file, for work several processes may start at once
+    (e.g. building a cache): the first does it, the others wait, then find it done."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = open_lock_file(self.path)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError as e:  # a file system without locks: go on unguarded (the writes stay atomic)
+            logging.getLogger(__name__).warning("cannot lock %s (%s)", self.path, e.strerror)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
 class FolderLock:
     """An exclusive lock on a folder for one process's run (``flock`` on ``.lock`` in it,
     released when the process ends, however it ends): a second run on the same folder
@@ -140,7 +181,7 @@ class FolderLock:
         import fcntl
 
         self.path = Path(folder) / ".lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        self.fd = open_lock_file(self.path)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,5 +1,8 @@
+import os
+
 import pytest
 
+from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_dir
 
 
@@ -37,3 +40,26 @@ def test_stale_temps_of_dead_writers_are_removed(tmp_path):
     write_text(tmp_path / "out.txt", "done")
     assert not stale.exists() and alive.exists() and other.exists()
     assert (tmp_path / "out.txt").read_text() == "done"
+
+
+def test_a_lock_that_is_a_symlink_or_hard_link_is_refused_and_its_target_untouched(tmp_path):
+    """Anyone who can write into a shared save_dir could point .lock at another file: the
+    lock must neither follow the link nor truncate a file that is not its own."""
+    from hubertkit.fileio import FileLock, FolderLock
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious\n")
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / ".lock").symlink_to(notes)
+    with pytest.raises(HubertkitError, match="symbolic link"):
+        FolderLock(tmp_path / "ck", "checkpoint.save_dir")
+    (tmp_path / "ck" / ".lock").unlink()
+    os.link(notes, tmp_path / "ck" / ".lock")
+    with pytest.raises(HubertkitError, match="not a lock file"):
+        FolderLock(tmp_path / "ck", "checkpoint.save_dir")
+    with pytest.raises(HubertkitError, match="not a lock file"):
+        with FileLock(tmp_path / "ck" / ".lock"):
+            pass
+    assert notes.read_text() == "precious\n"
+    (tmp_path / "ck" / ".lock").unlink()
+    FolderLock(tmp_path / "ck", "checkpoint.save_dir").release()  # a plain run still locks
