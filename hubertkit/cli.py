@@ -35,7 +35,8 @@ def _rank(value: str):
 def _cmd_manifest(a):
     from hubertkit.data.manifest import make_manifest
 
-    counts = make_manifest(a.audio_dir, a.dest, a.ext, a.valid_percent, a.seed, a.path_must_contain)
+    counts = make_manifest(a.audio_dir, a.dest, a.ext, a.valid_percent, a.seed, a.path_must_contain,
+                           jobs=a.jobs, progress=not a.quiet)
     return ", ".join(f"{split}.tsv: {n} utterances" for split, n in counts.items()) + f" in {a.dest}"
 
 
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-percent", type=float, default=0.01, help="fraction of files for valid.tsv (default: 0.01)")
     p.add_argument("--seed", type=int, default=42, help="seed of the split (default: 42)")
     p.add_argument("--path-must-contain", default=None, help="keep only paths containing this string")
+    p.add_argument("--jobs", type=int, default=8, help="threads reading audio headers (default: 8; more on network file systems)")
 
     rank_help = "shard index; 'all' = every shard here (with --jobs), 'auto' = from SLURM_ARRAY_TASK_ID or torchrun's RANK"
     p = add("dump-mfcc", _cmd_dump_mfcc, "MFCC+Δ+ΔΔ features (39-dim, 100 Hz) of a manifest shard")

@@ -88,13 +88,34 @@ def test_valid_labels_from_another_kmeans_are_refused(labelled, tmp_path):
     check_same_kmeans(labelled / "labels", ["train", "valid"], ["km"])
 
 
-def test_batches_by_max_tokens():
+def greedy_batches(num_tokens, max_tokens, batch_size, seed, epoch):
+    """The grouping restated item by item, as fairseq's batch_by_size fills batches: add
+    an item while ``items · longest ≤ max_tokens`` and ``items ≤ batch_size``."""
+    rng = np.random.default_rng([seed, epoch])
+    order = np.lexsort((rng.permutation(len(num_tokens)), num_tokens))[::-1]
+    batches, current, longest = [], [], 0
+    for i in order.tolist():
+        grown = max(longest, num_tokens[i]) * (len(current) + 1)
+        if current and ((max_tokens and grown > max_tokens) or (batch_size and len(current) >= batch_size)):
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, num_tokens[i])
+    batches.append(current)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+@pytest.mark.parametrize("max_tokens, batch_size", [(1_400_000, None), (1_400_000, 3), (None, 7), (250_000, 1)])
+def test_batches_by_max_tokens(max_tokens, batch_size):
     sizes = np.random.default_rng(0).integers(32000, 250000, 500)
-    batches = batches_by_size(sizes, 1_400_000, seed=1, epoch=3)
+    sizes[:50] = 100_000  # ties, ordered at random
+    batches = batches_by_size(sizes, max_tokens, batch_size, seed=1, epoch=3)
+    assert batches.tolist() == greedy_batches(sizes, max_tokens, batch_size, seed=1, epoch=3)
     assert sorted(i for b in batches for i in b) == list(range(500))
-    assert all(len(b) * sizes[b].max() <= 1_400_000 for b in batches)
-    assert batches == batches_by_size(sizes, 1_400_000, seed=1, epoch=3)
-    assert batches != batches_by_size(sizes, 1_400_000, seed=1, epoch=4)
+    assert all(len(b) * sizes[b].max() <= (max_tokens or 10**9) and len(b) <= (batch_size or 500) for b in batches)
+    assert batches.tolist() == batches_by_size(sizes, max_tokens, batch_size, seed=1, epoch=3).tolist()
+    assert batches.tolist() != batches_by_size(sizes, max_tokens, batch_size, seed=1, epoch=4).tolist()
+    assert [b.tolist() for b in batches[1::3]] == batches.tolist()[1::3]
     with pytest.raises(HubertkitError, match="max_tokens"):
         batches_by_size(sizes, 100_000)
 
@@ -112,3 +133,18 @@ def test_dictionary_order_and_huge_ids(labelled, tmp_path):
     (lab / "dict.km.txt").write_text("".join(f"{s} 1\n" for s in [*symbols, symbols[3]]))
     with pytest.raises(HubertkitError, match=f"symbol '{symbols[3]}' is listed twice"):
         dataset(labelled, lab)
+
+
+def test_workers_receive_the_dataset_without_its_labels_or_manifest_text(labelled):
+    """A DataLoader worker started by spawn or forkserver gets the dataset pickled: the
+    label store and the manifest are mapped again there, not copied (what a worker holds
+    is a few arrays of one number per utterance)."""
+    import pickle
+
+    ds = dataset(labelled)
+    data = pickle.dumps(ds)
+    assert len(data) < 2000 + 40 * len(ds)
+    assert ds.labels[0].store.values.nbytes > len(data) / 2
+    copy = pickle.loads(data)
+    assert torch.equal(copy[3]["label_list"][0], ds[3]["label_list"][0])
+    assert torch.equal(copy[3]["source"], ds[3]["source"])

@@ -87,6 +87,8 @@ def test_dict_errors(tmp_path):
     with pytest.raises(HubertkitError, match="outside 0..3"):
         make_dict(tmp_path, n_clusters=4)
     (tmp_path / "train.km").write_text("0 1 x\n")
+    with pytest.raises(HubertkitError, match="train.km:1: labels must be non-negative integers"):
+        make_dict(tmp_path)
     with pytest.raises(HubertkitError, match="train.km:1"):
         read_labels(tmp_path / "train.km")
 

@@ -52,7 +52,7 @@ class TranscribedDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict:
-        wav = torch.from_numpy(read_audio(self.manifest.utterances[self.index[i]], self.sample_rate, str(self.manifest.path)))
+        wav = torch.from_numpy(read_audio(self.manifest.utterance(self.index[i]), self.sample_rate, str(self.manifest.path)))
         if self.normalize:
             wav = F.layer_norm(wav, wav.shape)
         return {"id": i, "source": wav, "target": self.targets[i]}

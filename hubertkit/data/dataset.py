@@ -14,9 +14,10 @@ import torch.nn.functional as F
 
 from hubertkit.data.audio import read_audio
 from hubertkit.data.dictionary import NUM_SPECIAL, PAD_INDEX
-from hubertkit.data.labels import made_at_rate, read_dict, read_labels, read_sidecar
+from hubertkit.data.label_store import open_store
+from hubertkit.data.labels import made_at_rate, read_dict, read_sidecar
 from hubertkit.data.manifest import Utterance, read_manifest
-from hubertkit.data.shards import read_utterances
+from hubertkit.data.shards import UtteranceShards, read_utterances
 from hubertkit.data.speakers import read_speakers
 from hubertkit.errors import HubertkitError
 
@@ -40,7 +41,7 @@ class LabelSet:
 def select_by_length(manifest, keep: np.ndarray, min_keep_size: int | None, max_keep_size: int | None):
     """Indices of the utterances ``keep`` allows within the length limits (fairseq's
     min/max_keep_size), and every utterance's size in samples."""
-    sizes = np.array([u.num_samples for u in manifest.utterances])
+    sizes = manifest.sizes
     if min_keep_size:
         keep = keep & (sizes >= min_keep_size)
     if max_keep_size:
@@ -58,10 +59,47 @@ def load_label_sets(label_dir: str | os.PathLike, names: list[str], rate: float)
     return [LabelSet(n, rate, read_dict(Path(label_dir) / f"dict.{n}.txt")) for n in names]
 
 
+class FrameLabels:
+    """One label set of a split: its label store, with label ids mapped to the model's
+    classes (dictionary line + fairseq's 4 specials); the traps checked once, on the
+    store's list of distinct ids rather than on every label."""
+
+    def __init__(self, path: Path, ls: LabelSet, manifest):
+        if not path.is_file():
+            raise HubertkitError(f"label file {path} does not exist (task.label_dir / task.labels)")
+        self.store = open_store(path, progress=True)
+        if len(self.store) != len(manifest):
+            raise HubertkitError(
+                f"{path} has {len(self.store)} lines but {manifest.path} lists {len(manifest)} utterances: "
+                "labels must be made from the same manifest"
+            )
+        known = set(ls.symbols)
+        unknown = [v for v in self.store.ids.tolist() if str(v) not in known]
+        if unknown:
+            raise HubertkitError(
+                f"{path} has labels not in dict.{ls.name}.txt ({len(ls.symbols)} symbols), e.g. "
+                f"{unknown[:5]}: fairseq would silently map them to <unk>; regenerate the dictionary with make-dict"
+            )
+        if not all(s.isdigit() for s in ls.symbols):
+            raise HubertkitError(f"dict.{ls.name}.txt must list integer labels (k-means cluster ids)")
+        # label id → class by binary search over the dictionary's ids (a dense table would
+        # take memory in proportion to the largest id, whatever the dictionary holds)
+        ids = np.array([int(s) for s in ls.symbols], dtype=np.int64)
+        order = np.argsort(ids)
+        self.sorted_ids, self.classes = ids[order], (order + NUM_SPECIAL).astype(np.int64)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        return torch.from_numpy(self.classes[np.searchsorted(self.sorted_ids, self.store[j])])
+
+
 class HubertDataset(torch.utils.data.Dataset):
     """Item ``i``: ``{"id", "source": float waveform, "label_list": [LongTensor]}``; with
     ``feat_dir`` (the disentangling variant) also ``"pitch"`` (``[frames, 2]``: F0 in Hz
-    and voicing, at ``pitch_rate``) and ``"speaker"`` (an index into ``dict.spk.txt``)."""
+    and voicing, at ``pitch_rate``) and ``"speaker"`` (an index into ``dict.spk.txt``).
+
+    Nothing per utterance is a Python object: the manifest, labels and pitch are arrays
+    or memory maps (``FrameLabels``), so building it for LibriSpeech's 281k utterances
+    takes seconds, and DataLoader workers share rather than copy it."""
 
     def __init__(
         self,
@@ -85,70 +123,42 @@ class HubertDataset(torch.utils.data.Dataset):
         self.label_sets = label_sets
         self.max_sample_size = max_sample_size or 2**62
         self.pad_audio, self.random_crop, self.normalize = pad_audio, random_crop, normalize
-        labels = [self._load_labels(Path(label_dir) / f"{split}.{ls.name}", ls) for ls in label_sets]
-        timed = [(f"{split}.{ls.name} labels", lab, ls.rate) for lab, ls in zip(labels, label_sets)]
-        pitch, speakers = None, None
+        self.labels = [FrameLabels(Path(label_dir) / f"{split}.{ls.name}", ls, self.manifest) for ls in label_sets]
+        timed = [(f"{split}.{ls.name} labels", lab.store.lengths, ls.rate) for lab, ls in zip(self.labels, label_sets)]
+        self.pitch, self.speakers = None, None
         if feat_dir is not None:
-            pitch = self._load_pitch(feat_dir)
-            speakers, self.speaker_names = read_speakers(feat_dir, split, len(self.manifest))
-            timed.append((f"pitch in {feat_dir}", pitch, pitch_rate))
+            self.pitch = self._load_pitch(feat_dir)
+            self.speakers, self.speaker_names = read_speakers(feat_dir, split, len(self.manifest))
+            timed.append((f"pitch in {feat_dir}", self.pitch.lengths, pitch_rate))
         keep = self._check_lengths(timed, skip_misaligned)
         self.index, sizes = select_by_length(self.manifest, keep, min_keep_size, max_keep_size)
         dropped = len(keep) - len(self.index)
         if dropped:
             log.info("%s: kept %d utterances, dropped %d (length limits or misalignment)", split, len(self.index), dropped)
         self.sizes = sizes[self.index]
-        self.labels = [[lab[i] for i in self.index] for lab in labels]
         self.pitch_rate = pitch_rate
-        self.pitch = [pitch[i] for i in self.index] if pitch is not None else None
-        self.speakers = [speakers[i] for i in self.index] if speakers is not None else None
 
     # -- checks ---------------------------------------------------------------------------
 
-    def _load_labels(self, path: Path, ls: LabelSet) -> list[torch.Tensor]:
-        lines = read_labels(path) if path.is_file() else None
-        if lines is None:
-            raise HubertkitError(f"label file {path} does not exist (task.label_dir / task.labels)")
-        if len(lines) != len(self.manifest):
-            raise HubertkitError(
-                f"{path} has {len(lines)} lines but {self.manifest.path} lists {len(self.manifest)} utterances: "
-                "labels must be made from the same manifest"
-            )
-        index = {s: i + NUM_SPECIAL for i, s in enumerate(ls.symbols)}
-        unknown = {v for line in lines for v in line if str(v) not in index}
-        if unknown:
-            raise HubertkitError(
-                f"{path} has labels not in dict.{ls.name}.txt ({len(ls.symbols)} symbols), e.g. "
-                f"{sorted(unknown)[:5]}: fairseq would silently map them to <unk>; regenerate the dictionary with make-dict"
-            )
-        if not all(s.isdigit() for s in ls.symbols):
-            raise HubertkitError(f"dict.{ls.name}.txt must list integer labels (k-means cluster ids)")
-        # label id → class by binary search over the dictionary's ids (a dense table would
-        # take memory in proportion to the largest id, whatever the dictionary holds)
-        ids = np.array([int(s) for s in ls.symbols], dtype=np.int64)
-        order = np.argsort(ids)
-        sorted_ids, classes = ids[order], np.array([index[s] for s in ls.symbols], dtype=np.int64)[order]
-        return [torch.from_numpy(classes[np.searchsorted(sorted_ids, np.asarray(line, dtype=np.int64))]) for line in lines]
-
-    def _load_pitch(self, feat_dir) -> list[np.ndarray]:
+    def _load_pitch(self, feat_dir) -> UtteranceShards:
         pitch = read_utterances(feat_dir, self.split)
         if len(pitch) != len(self.manifest):
             raise HubertkitError(
                 f"the pitch dump of {self.split} in {feat_dir} has {len(pitch)} utterances but {self.manifest.path} "
                 f"lists {len(self.manifest)}: dump it from the same manifest"
             )
-        if pitch and pitch[0].shape[1] != 2:
-            raise HubertkitError(f"{feat_dir}: {self.split} features have {pitch[0].shape[1]} columns, not pitch's 2 (F0, voicing)")
+        if pitch.dim != 2:
+            raise HubertkitError(f"{feat_dir}: {self.split} features have {pitch.dim} columns, not pitch's 2 (F0, voicing)")
         return pitch
 
-    def _check_lengths(self, timed: list[tuple[str, list, float]], skip: bool) -> np.ndarray:
+    def _check_lengths(self, timed: list[tuple[str, np.ndarray, float]], skip: bool) -> np.ndarray:
         """fairseq's 0.1 s tolerance between audio and label (or pitch) durations; a
         systematic 2× (or 0.5×) ratio means the rate is wrong."""
         keep = np.ones(len(self.manifest), dtype=bool)
-        audio_s = np.array([u.num_samples / self.sample_rate for u in self.manifest.utterances])
-        for what, seqs, rate in timed:
-            seq_s = np.array([len(t) / rate for t in seqs])
-            actual = made_at_rate([len(t) for t in seqs], audio_s, rate)
+        audio_s = self.manifest.sizes / self.sample_rate
+        for what, lengths, rate in timed:
+            seq_s = lengths / rate
+            actual = made_at_rate(lengths, audio_s, rate)
             if actual:
                 raise HubertkitError(
                     f"{what} are {actual / rate:g}x longer than the audio at {rate:g} Hz: they were made at {actual:g} Hz; "
@@ -156,7 +166,8 @@ class HubertDataset(torch.utils.data.Dataset):
                 )
             bad = np.flatnonzero(np.abs(audio_s - seq_s) > LENGTH_TOLERANCE_S)
             if len(bad) and not skip:
-                names = ", ".join(f"{self.manifest.utterances[i].path} (audio {audio_s[i]:.2f} s, {seq_s[i]:.2f} s)" for i in bad[:5])
+                names = ", ".join(f"{self.manifest.utterance(i).path} (audio {audio_s[i]:.2f} s, {seq_s[i]:.2f} s)"
+                                  for i in bad[:5])
                 raise HubertkitError(
                     f"{len(bad)} utterance(s) of {self.split} have audio and {what} differing by more than "
                     f"{LENGTH_TOLERANCE_S} s: {names}. Regenerate them, or set task.skip_misaligned=true to drop them"
@@ -170,16 +181,17 @@ class HubertDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def utterance(self, i: int) -> Utterance:
-        return self.manifest.utterances[self.index[i]]
+        return self.manifest.utterance(self.index[i])
 
     def __getitem__(self, i: int) -> dict:
-        wav = torch.from_numpy(read_audio(self.utterance(i), self.sample_rate, str(self.manifest.path)))
+        j = self.index[i]
+        wav = torch.from_numpy(read_audio(self.manifest.utterance(j), self.sample_rate, str(self.manifest.path)))
         if self.normalize:
             wav = F.layer_norm(wav, wav.shape)
-        item = {"id": i, "source": wav, "label_list": [lab[i] for lab in self.labels]}
+        item = {"id": i, "source": wav, "label_list": [lab[j] for lab in self.labels]}
         if self.pitch is not None:
-            item["pitch"] = torch.from_numpy(np.array(self.pitch[i], dtype=np.float32))
-            item["speaker"] = self.speakers[i]
+            item["pitch"] = torch.from_numpy(np.array(self.pitch[j], dtype=np.float32))
+            item["speaker"] = int(self.speakers[j])
         return item
 
     @property

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hubertkit.data.label_store import open_store
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_open, write_text
 
@@ -97,7 +98,8 @@ def merge_labels(lab_dir: str | os.PathLike, split: str, nshard: int, label: str
 
 
 def make_dict(lab_dir: str | os.PathLike, label: str = "km", n_clusters: int | None = None) -> dict:
-    """Write ``dict.{label}.txt`` (``label count``) from the merged label files in ``lab_dir``.
+    """Write ``dict.{label}.txt`` (``label count``) from the merged label files in ``lab_dir``,
+    building their label stores (``label_store.py``) on the way.
 
     Every cluster id ``0 .. n_clusters-1`` gets a line, also those no frame uses, so
     that no valid label is "unknown" to the model. ``n_clusters`` comes from the label
@@ -110,8 +112,8 @@ def make_dict(lab_dir: str | os.PathLike, label: str = "km", n_clusters: int | N
     counts: Counter[int] = Counter()
     recorded = set()
     for p in files:
-        for line in read_labels(p):
-            counts.update(line)
+        store = open_store(p, progress=True)  # its counts; and the store training reads is ready
+        counts.update(dict(zip(store.ids.tolist(), store.counts.tolist())))
         info = read_sidecar(p)
         if info and "n_clusters" in info:
             recorded.add(int(info["n_clusters"]))

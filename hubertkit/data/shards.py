@@ -19,8 +19,8 @@ import numpy as np
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import AtomicFile, disk_error, write_text
 
-# Room for any frame count up to 10**15 in the header, so it can be rewritten in place.
-_HEADER_SHAPE_PLACEHOLDER = 10**15
+# Room for any row count up to 10**15 in a header, so it can be rewritten in place.
+HEADER_ROWS_PLACEHOLDER = 10**15
 
 
 def shard_path(feat_dir: str | os.PathLike, split: str, rank: int, nshard: int, ext: str) -> Path:
@@ -34,8 +34,10 @@ def manifest_fingerprint(manifest) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _npy_header(rows: int, dim: int, size: int | None = None) -> bytes:
-    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)}
+def npy_header(shape: tuple[int, ...], descr: str = "<f4", size: int | None = None) -> bytes:
+    """An ``.npy`` header (format 1.0) for C-order data; ``size`` pads it to a header
+    written before, so that one written with placeholder rows can be replaced in place."""
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
     text = repr(header).encode("latin1")
     # version 1.0: magic(6) + version(2) + uint16 header length, total a multiple of 64
     total = size if size is not None else -(-(10 + len(text) + 1) // 64) * 64
@@ -54,7 +56,7 @@ class ShardWriter:
         self.paths = [self._npy_file.path, self._len_file.path]
         self._npy = open(self._npy_file.tmp, "wb")
         self._len = open(self._len_file.tmp, "w")
-        self._header_size = len(_npy_header(_HEADER_SHAPE_PLACEHOLDER, dim))
+        self._header_size = len(npy_header((HEADER_ROWS_PLACEHOLDER, dim)))
         self._npy.write(b"\0" * self._header_size)
         self.frames = 0
         self.utterances = 0
@@ -74,7 +76,7 @@ class ShardWriter:
     def close(self) -> None:
         try:
             self._npy.seek(0)
-            self._npy.write(_npy_header(self.frames, self.dim, self._header_size))
+            self._npy.write(npy_header((self.frames, self.dim), size=self._header_size))
             self._npy.close()
             self._len.close()
             self._npy_file.commit()
@@ -125,6 +127,13 @@ class FeatureShard:
 
     def utterance(self, i: int) -> np.ndarray:
         return self.feats[self.offsets[i] : self.offsets[i] + self.lengths[i]]
+
+    def __getstate__(self) -> dict:  # a worker process maps the file again instead of receiving a copy
+        return {**self.__dict__, "feats": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.feats = np.load(self.path, mmap_mode="r")
 
     def read_rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` copied into memory with ``pread``.
@@ -238,6 +247,27 @@ def find_nshard(feat_dir: str | os.PathLike, split: str) -> int:
     return found[0]
 
 
-def read_utterances(feat_dir: str | os.PathLike, split: str) -> list[np.ndarray]:
-    """Every utterance of a dump, in manifest order, as memory-mapped views."""
-    return [s.utterance(i) for s in read_shards(feat_dir, split, find_nshard(feat_dir, split)) for i in range(len(s))]
+class UtteranceShards:
+    """Every utterance of a dump, in manifest order: ``shards[i]`` is a view of the
+    memory-mapped shard that holds it; ``lengths`` every utterance's frame count."""
+
+    def __init__(self, shards: list[FeatureShard]):
+        self.shards = shards
+        self.lengths = np.concatenate([s.lengths for s in shards])
+        self.dim = shards[0].dim
+        self._shard = np.repeat(np.arange(len(shards), dtype=np.int32), [len(s) for s in shards])
+        self._first = np.cumsum([0] + [len(s) for s in shards])
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        k = self._shard[i]
+        return self.shards[k].utterance(i - self._first[k])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def read_utterances(feat_dir: str | os.PathLike, split: str) -> UtteranceShards:
+    return UtteranceShards(read_shards(feat_dir, split, find_nshard(feat_dir, split)))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from hubertkit.data.manifest import lookup_by_path, manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import write_text
@@ -65,7 +67,7 @@ def write_speakers(tsv_dir, splits: list[str], out_dir, map_file: str | os.PathL
     return {s: len(set(n)) for s, n in per_split.items()}
 
 
-def read_speakers(feat_dir: str | os.PathLike, split: str, count: int) -> tuple[list[int], list[str]]:
+def read_speakers(feat_dir: str | os.PathLike, split: str, count: int) -> tuple[np.ndarray, list[str]]:
     """Speaker index per utterance (-100, ignored by the loss, for a speaker train never
     saw) and the speaker vocabulary."""
     d = Path(feat_dir)
@@ -77,4 +79,4 @@ def read_speakers(feat_dir: str | os.PathLike, split: str, count: int) -> tuple[
     if len(names) != count:
         raise HubertkitError(f"{d / f'{split}.spk'} has {len(names)} lines but the manifest lists {count} utterances")
     index = {n: i for i, n in enumerate(vocab)}
-    return [index.get(n, -100) for n in names], vocab
+    return np.array([index.get(n, -100) for n in names], dtype=np.int32), vocab

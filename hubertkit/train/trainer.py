@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from hubertkit.config import TrainConfig, config_dir_default, load_config
-from hubertkit.data.batching import batches_by_size
+from hubertkit.data.batching import Batches, batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import FolderLock, write_text
@@ -52,7 +52,7 @@ class BatchDataset(torch.utils.data.Dataset):
     """Batch ``k`` of an epoch, loaded and collated (in a DataLoader worker); its crop
     offsets come from ``(seed, epoch, k)``."""
 
-    def __init__(self, dataset: HubertDataset, batches: list[list[int]], seed: int, epoch: int):
+    def __init__(self, dataset: HubertDataset, batches: Batches, seed: int, epoch: int):
         self.dataset, self.batches, self.seed, self.epoch = dataset, batches, seed, epoch
 
     def __len__(self) -> int:
@@ -357,7 +357,7 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def epoch_batches(self, epoch: int) -> tuple[list[list[int]], list[int]]:
+    def epoch_batches(self, epoch: int) -> tuple[Batches, np.ndarray]:
         """The epoch's batches (the same on every process) and which of them this process
         takes: every ``world``-th, so update ``u`` on ``world`` processes sees the batches
         one process with ``update_freq × world`` would."""
@@ -369,8 +369,8 @@ class Trainer:
         if len(batches) < per_update:
             raise HubertkitError(f"{len(batches)} batches cannot feed {world} process(es) x update_freq {freq}; lower dataset.max_tokens")
         usable = len(batches) // per_update * per_update
-        mine = [u * per_update + self.dist.rank * freq + m for u in range(usable // per_update) for m in range(freq)]
-        return batches, mine
+        mine = np.arange(0, usable, per_update)[:, None] + self.dist.rank * freq + np.arange(freq)
+        return batches, mine.ravel()
 
     def _show(self, out: dict, window: Stats, bar, logger: MetricsLogger, start: float) -> Stats:
         """One update on the progress bar, and every ``log_interval`` updates the window's mean

@@ -1,0 +1,271 @@
+"""The data path at LibriSpeech 960 h and Libri-Light scale: time to build the training
+dataset, to batch an epoch and to load the first batch, and memory per process, with
+one and with several processes, against a reference version of hubertkit (today's
+loader: a git revision) in the same run.
+
+    python benchmarks/bench_scale.py --work /path/with/20GB [--sets ls960,ll1000,ll3000,ll6000]
+        [--reference REV] [--procs 4] [--train]
+
+The sets are made without storing their hours: every manifest entry is a symbolic link
+to one of a few real recordings (demo-corpus utterances joined into 8-17 s files) and
+carries its true length; labels (K = 500, 50 Hz, as HuBERT-layer labels) are random,
+with one label per 320 samples, as a dump makes them. ``ls960``: 283,000 train
+utterances of 12.2 s on average (LibriSpeech 960 h has 281,241) and 200 valid;
+``llN``: N hours of the same shape (Libri-Light 60k h ≈ 17.7M such utterances, 10.8
+billion labels). Sets persist under ``--work`` and are reused.
+
+Memory is read from ``/proc/self/status`` and ``smaps_rollup`` of each measuring
+process: ``VmHWM`` (peak RSS), ``RssAnon`` (memory no other process can share: the
+process's own cost) and ``Pss`` (resident memory with pages shared by N processes
+counted 1/N each), after the dataset is built and the first batch loaded; ``--procs N``
+runs N such processes at once, as the ranks of a node would. ``--train`` runs
+``hubertkit train --config-name demo`` for one update (its final validation included) on
+``ls960``, twice (the first may build caches), and reports the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import header  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE, K, HOP = 16000, 500, 320
+PER_SPEAKER = 100
+SHAPES = {"ls960": 283_000}  # utterances; llN: N hours
+
+
+def utterance_count(name: str) -> int:
+    return SHAPES.get(name) or int(int(name[2:]) * 3600 / 12.2)
+
+
+def make_recordings(out: Path) -> list[tuple[str, int]]:
+    """Eight real recordings of 8-17 s, joined from demo-corpus utterances."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted((ROOT / "hubertkit/corpora/demo").glob("*/*.flac"))
+    made, pos = [], 0
+    for k, seconds in enumerate(np.linspace(8.0, 16.5, 8)):
+        path, parts = out / f"rec{k}.flac", []
+        while sum(map(len, parts)) < seconds * RATE:
+            parts.append(sf.read(files[pos % len(files)], dtype="float32")[0])
+            pos += 1
+        wav = np.concatenate(parts)[: int(seconds * RATE)]
+        if not path.exists():
+            sf.write(path, wav, RATE)
+        made.append((str(path), len(wav)))
+    return made
+
+
+def label_text(frames: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Random labels in ``.km`` text, vectorised: each label's digits and a space, with the
+    last space of each line made a newline."""
+    labels = rng.integers(0, K, int(frames.sum()))
+    digits = np.char.mod("%d ", np.arange(K)).astype("S4")  # "7 ", "42 ", "499 "
+    width = np.char.str_len(digits)
+    table = np.frombuffer(digits.tobytes(), np.uint8).reshape(K, 4)
+    mask = np.arange(4)[None, :] < width[labels][:, None]
+    text = table[labels][mask]
+    ends = np.cumsum(width[labels])[np.cumsum(frames) - 1] - 1
+    text[ends] = ord("\n")
+    return text.tobytes()
+
+
+def make_set(work: Path, name: str, recordings: list[tuple[str, int]]) -> Path:
+    d = work / name
+    if (d / "done").exists():
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    for split, n in (("train", utterance_count(name)), ("valid", 200)):
+        which = rng.integers(0, len(recordings), n)
+        sizes = np.array([recordings[w][1] for w in which])
+        rel = [f"{split}/spk{i // PER_SPEAKER:06d}/{i:08d}.flac" for i in range(n)]
+        for i in range(0, n, PER_SPEAKER):
+            (d / "audio" / split / f"spk{i // PER_SPEAKER:06d}").mkdir(parents=True)
+        for r, w in zip(rel, which.tolist()):
+            os.symlink(recordings[w][0], d / "audio" / r)
+        (d / f"{split}.tsv").write_text("\n".join([str(d / "audio"), *(f"{r}\t{s}" for r, s in zip(rel, sizes))]) + "\n")
+        frames = sizes // HOP
+        with open(d / f"{split}.km", "wb") as f:
+            for start in range(0, n, 20000):
+                f.write(label_text(frames[start : start + 20000], rng))
+    (d / "dict.km.txt").write_text("".join(f"{i} 1\n" for i in range(K)))
+    (d / "done").write_text(f"{time.perf_counter() - t:.0f} s\n")
+    return d
+
+
+def memory() -> dict:
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    rollup = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
+    mb = lambda v: int(v.split()[0]) / 1024  # noqa: E731
+    return {"peak_rss_mb": mb(status["VmHWM"]), "anon_mb": mb(status["RssAnon"]), "pss_mb": mb(rollup["Pss"])}
+
+
+def measure(d: Path, barrier: Path | None, procs: int) -> None:
+    """One process: build the dataset, batch the epoch, load the first batch; print JSON."""
+    t0 = time.perf_counter()
+    from hubertkit.data.batching import batches_by_size
+    from hubertkit.data.dataset import HubertDataset, load_label_sets
+    from hubertkit.train.trainer import BatchDataset
+
+    import hubertkit
+
+    out = {"import_s": time.perf_counter() - t0, "module": hubertkit.__file__,
+           **{f"idle_{k}": v for k, v in memory().items()}}
+    t = time.perf_counter()
+    data = HubertDataset(d / "train.tsv", d, "train", load_label_sets(d, ["km"], 50.0),
+                         max_sample_size=250_000, min_keep_size=32_000)
+    out["dataset_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    batches = batches_by_size(data.num_tokens, 1_400_000, seed=1, epoch=1)
+    out["batching_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    batch = BatchDataset(data, batches, 1, 1)[0]
+    out["first_batch_s"] = time.perf_counter() - t
+    out["batches"], out["batch_shape"] = len(batches), list(batch["source"].shape)
+    if barrier is not None:  # every process alive at once, so that shared pages are shared
+        (barrier / f"{os.getpid()}").touch()
+        while len(list(barrier.iterdir())) < procs:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    out.update(memory())
+    print(json.dumps(out), flush=True)
+    if barrier is not None:
+        (barrier / f"{os.getpid()}.done").touch()
+        while len(list(barrier.iterdir())) < 2 * procs:
+            time.sleep(0.05)
+
+
+def run_measure(d: Path, pythonpath: Path, procs: int = 1) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    barrier = Path(tempfile.mkdtemp())
+    cmd = [sys.executable, __file__, "--measure", str(d), "--barrier", str(barrier), "--procs", str(procs)]
+    running = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in running]
+    if any(p.returncode for p in running):
+        raise SystemExit(f"a measuring process failed on {d}")
+    shutil.rmtree(barrier)
+    return results
+
+
+def build_store(d: Path, pythonpath: Path) -> float:
+    """Seconds to build the label stores of train and valid from the text, in a fresh process."""
+    for f in [*d.glob("*.km.*.npy"), *d.glob("*.km.store.json")]:
+        f.unlink()
+    code = ("import time; t = time.perf_counter(); from hubertkit.data.label_store import open_store; "
+            f"[open_store('{d}/' + s + '.km') for s in ('train', 'valid')]; print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(pythonpath)},
+                         check=True, capture_output=True, text=True)
+    return float(out.stdout.strip())
+
+
+def timed_train(d: Path, pythonpath: Path, save_dir: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB; the largest of the process and its workers) of one
+    ``hubertkit train`` run of one update."""
+    shutil.rmtree(save_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "hubertkit", "train", "--config-name", "demo", f"task.data={d}", f"task.label_dir={d}",
+           "model.label_rate=50", "optimization.max_update=1", f"checkpoint.save_dir={save_dir}"]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(pythonpath)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status):
+        raise SystemExit(f"train failed: {proc.stderr.read()[-2000:]}")
+    return wall, usage.ru_maxrss / 2**20
+
+
+def reference_tree(rev: str) -> Path:
+    out = Path(tempfile.mkdtemp()) / rev
+    out.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "hubertkit"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out
+
+
+def fmt(r: dict) -> str:
+    return (f"dataset {r['dataset_s']:.1f} s, batching {r['batching_s']:.2f} s, first batch {r['first_batch_s']:.2f} s; "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB, own (RssAnon) {r['anon_mb']:.0f} MB "
+            f"(idle process: {r['idle_anon_mb']:.0f} MB), PSS {r['pss_mb']:.0f} MB")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hubertkit_scale")
+    parser.add_argument("--sets", default="ls960,ll1000,ll3000,ll6000")
+    parser.add_argument("--reference", default=None, help="git revision whose loader is the reference (on ls960)")
+    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--train", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the llN sets (they are deleted after measuring)")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--barrier", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        return measure(args.measure, args.barrier, args.procs)
+
+    recordings = make_recordings(args.work / "recordings")
+    ours = ROOT
+    ref = reference_tree(args.reference) if args.reference else None
+    print(header("Scale: the training data path at LibriSpeech 960 h and Libri-Light slices"))
+    slope = []
+    for name in args.sets.split(","):
+        t = time.perf_counter()
+        d = make_set(args.work, name, recordings)
+        n = utterance_count(name)
+        size = (d / "train.km").stat().st_size
+        print(f"\n### {name}: {n:,} train utterances ({n * 12.2 / 3600:,.0f} h), "
+              f"{size / 1e9:.2f} GB of label text (set made in {time.perf_counter() - t:.0f} s)\n")
+        store_s = build_store(d, ours)
+        store_bytes = sum(f.stat().st_size for f in d.glob("train.km.*.npy"))
+        print(f"- label store built from the text in **{store_s:.1f} s** ({store_bytes / 1e9:.2f} GB)")
+        one = run_measure(d, ours)[0]
+        print(f"- hubertkit, 1 process: {fmt(one)}")
+        if args.procs > 1:
+            many = run_measure(d, ours, args.procs)
+            print(f"- hubertkit, {args.procs} processes at once, each: " + "; ".join(
+                f"own {r['anon_mb']:.0f} MB, PSS {r['pss_mb']:.0f} MB, dataset {r['dataset_s']:.1f} s" for r in many))
+        if ref is not None and name == "ls960":
+            theirs = run_measure(d, ref)[0]
+            print(f"- reference ({args.reference}, from {Path(theirs['module']).parent}), 1 process: {fmt(theirs)}")
+            print(f"- reference load / store build: **{theirs['dataset_s'] / store_s:.1f}x**; reference load / "
+                  f"hubertkit load: **{theirs['dataset_s'] / one['dataset_s']:.0f}x**; own memory: "
+                  f"{theirs['anon_mb'] - theirs['idle_anon_mb']:.0f} MB against "
+                  f"{one['anon_mb'] - one['idle_anon_mb']:.0f} MB above an idle process")
+        if name.startswith("ll"):
+            slope.append((int(name[2:]), store_s, one["dataset_s"], one["anon_mb"] - one["idle_anon_mb"],
+                          one["peak_rss_mb"]))
+            if not args.keep:
+                shutil.rmtree(d)
+        if args.train and name == "ls960":
+            for label, tree, runs in (("hubertkit", ours, 2), *((("reference", ref, 1),) if ref else ())):
+                for _ in range(runs):  # ours twice: the first may build caches; the reference has none
+                    wall, peak = timed_train(d, tree, args.work / "ck")
+                print(f"- `hubertkit train --config-name demo ... optimization.max_update=1` ({label}, run {runs}): "
+                      f"**{wall:.0f} s, peak RSS {peak:.2f} GB**")
+    if len(slope) >= 2:
+        hours = np.array([s[0] for s in slope], dtype=float)
+        print("\n### Growth over the Libri-Light slices (least squares, per 1,000 h; projected to 60,000 h)\n")
+        for k, what, unit in ((1, "store build", "s"), (2, "dataset build", "s"), (3, "own memory", "MB"),
+                              (4, "peak RSS", "MB")):
+            y = np.array([s[k] for s in slope])
+            a, b = np.polyfit(hours, y, 1)
+            print(f"- {what}: {', '.join(f'{v:.1f}' for v in y)} {unit} at {', '.join(f'{h:,.0f}' for h in hours)} h; "
+                  f"slope {a * 1000:.2f} {unit} per 1,000 h, intercept {b:.1f}; projected to 60,000 h: "
+                  f"**{a * 60000 + b:,.0f} {unit}**")
+
+
+if __name__ == "__main__":
+    main()

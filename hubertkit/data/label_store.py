@@ -1,0 +1,244 @@
+"""The label store: every label of a ``.km`` file in one memory-mapped array of the
+smallest integer type that holds them, and one offset per utterance.
+
+The text ``.km`` stays the interchange file (fairseq reads it; hubertkit writes it). The
+store is built from it once, read by memory mapping, so no process parses labels or
+holds them as Python objects, and the processes of a node share one copy in the page
+cache. It records the size, modification time and inode of the ``.km`` it was built
+from and is rebuilt when they change. It lives beside the ``.km``
+(``train.km.values.npy``, ``train.km.offsets.npy``, ``train.km.store.json``), or in
+``$HUBERTKIT_CACHE`` (default ``~/.cache/hubertkit``) when that folder is read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hubertkit.data.shards import HEADER_ROWS_PLACEHOLDER, npy_header
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import AtomicFile, FileLock, atomic_open, disk_error, write_text
+from hubertkit.progress import progress_bar
+
+STORE_VERSION = 1
+BLOCK_BYTES = 1 << 24  # text parsed at a time: bounds the build's memory (about 20x this)
+_WIDTHS = [np.dtype("<u1"), np.dtype("<u2"), np.dtype("<u4"), np.dtype("<i8")]
+_HIST_LIMIT = 1 << 20  # ids below this are counted with a histogram, larger ones by sorting
+
+
+def _narrowest(largest: int) -> np.dtype:
+    return next(t for t in _WIDTHS if largest <= np.iinfo(t).max)
+
+
+def store_base(label_path: str | os.PathLike) -> Path:
+    """Where the store of ``label_path`` lives, as a path its files extend."""
+    path = Path(label_path)
+    if os.access(path.parent, os.W_OK):
+        return path
+    cache = Path(os.environ.get("HUBERTKIT_CACHE", Path.home() / ".cache" / "hubertkit"))
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return cache / "labels" / key / path.name
+
+
+def _fingerprint(path: Path) -> dict:
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+class LabelStore:
+    """Utterance ``i``'s labels are ``store[i]`` (a view of the memory map)."""
+
+    def __init__(self, source: Path, base: Path, meta: dict):
+        self.source, self.base = source, base
+        self.offsets = np.load(f"{base}.offsets.npy")
+        dtype = np.dtype(meta["dtype"])
+        self.values = (np.load(f"{base}.values.npy", mmap_mode="r") if meta["labels"]
+                       else np.zeros(0, dtype))  # an empty array cannot be memory-mapped
+        self.ids = np.asarray(meta["ids"], dtype=np.int64)  # every distinct label, ascending
+        self.counts = np.asarray(meta["counts"], dtype=np.int64)  # and how often it occurs
+        if len(self.offsets) != meta["utterances"] + 1 or not self.offsets[-1] == len(self.values) == meta["labels"]:
+            raise HubertkitError(f"the label store {base}.* is inconsistent: delete its files and run again")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __reduce__(self):  # a worker process maps the files again instead of receiving a copy
+        return open_store, (self.source,)
+
+
+def _read_meta(source: Path, base: Path) -> dict | None:
+    """The store's description if it exists and was built from ``source`` as it is now."""
+    try:
+        meta = json.loads(Path(f"{base}.store.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    fresh = meta.get("version") == STORE_VERSION and meta.get("source") == _fingerprint(source)
+    return meta if fresh and all(Path(f"{base}.{p}.npy").is_file() for p in ("values", "offsets")) else None
+
+
+def open_store(label_path: str | os.PathLike, progress: bool = False) -> LabelStore:
+    """The store of ``label_path``, built first if missing or stale (one process builds,
+    the others wait for it)."""
+    source = Path(label_path)
+    if not source.is_file():
+        raise HubertkitError(f"label file {source} does not exist")
+    base = store_base(source)
+    meta = _read_meta(source, base)
+    if meta is None:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(base.parent / f".{base.name}.store.lock"):
+            meta = _read_meta(source, base) or _build(source, base, progress)
+    return LabelStore(source, base, meta)
+
+
+class _Counter:
+    """Occurrences of each label id, a histogram for small ids."""
+
+    def __init__(self):
+        self.hist = np.zeros(0, dtype=np.int64)
+        self.large: dict[int, int] = {}
+
+    def add(self, values: np.ndarray) -> None:
+        small = values[values < _HIST_LIMIT]
+        if len(small):
+            counts = np.bincount(small)
+            if len(counts) > len(self.hist):
+                self.hist = np.pad(self.hist, (0, len(counts) - len(self.hist)))
+            self.hist[: len(counts)] += counts
+        if len(small) < len(values):
+            ids, counts = np.unique(values[values >= _HIST_LIMIT], return_counts=True)
+            for i, c in zip(ids.tolist(), counts.tolist()):
+                self.large[i] = self.large.get(i, 0) + c
+
+    def result(self) -> tuple[list[int], list[int]]:
+        ids = np.flatnonzero(self.hist).tolist() + sorted(self.large)
+        return ids, self.hist[self.hist > 0].tolist() + [self.large[i] for i in sorted(self.large)]
+
+
+class _ValuesWriter:
+    """The values ``.npy``, written as it grows; widened (rewritten) in the rare case a
+    later block holds a label too large for the type chosen so far."""
+
+    def __init__(self, path: Path):
+        self.path, self.dtype, self.count = path, _WIDTHS[0], 0
+        self.header = len(npy_header((HEADER_ROWS_PLACEHOLDER,), "<i8"))
+        self.file, self.out = self._open()
+
+    def _open(self):
+        f = AtomicFile(self.path)
+        out = open(f.tmp, "wb")
+        out.write(b"\0" * self.header)
+        return f, out
+
+    def append(self, values: np.ndarray) -> None:
+        if len(values) and _narrowest(int(values.max())).itemsize > self.dtype.itemsize:
+            self._widen(_narrowest(int(values.max())))
+        self.out.write(values.astype(self.dtype).tobytes())
+        self.count += len(values)
+
+    def _widen(self, dtype: np.dtype) -> None:
+        old, old_dtype = self.file, self.dtype
+        self.out.close()
+        self.file, self.out = self._open()
+        self.dtype = dtype
+        step = BLOCK_BYTES // old_dtype.itemsize
+        for start in range(0, self.count, step):
+            block = np.fromfile(old.tmp, old_dtype, min(step, self.count - start), offset=self.header + start * old_dtype.itemsize)
+            self.out.write(block.astype(dtype).tobytes())
+        old.discard()
+
+    def commit(self) -> None:
+        self.out.seek(0)
+        self.out.write(npy_header((self.count,), self.dtype.str, self.header))
+        self.out.close()
+        self.file.commit()
+
+    def discard(self) -> None:
+        self.out.close()
+        self.file.discard()
+
+
+def _blocks(path: Path, progress: bool):
+    """The file's text in blocks that end at a line end (the last one given one if the file lacks it)."""
+    rest, size = b"", os.path.getsize(path)
+    with open(path, "rb") as f, progress_bar(total=size, unit="B", unit_scale=True, desc=f"label store {path.name}",
+                                             disable=not progress or size < 4 * BLOCK_BYTES) as bar:
+        while True:
+            data = f.read(BLOCK_BYTES)
+            bar.update(len(data))
+            if not data:
+                if rest:
+                    yield rest + b"\n"
+                return
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield data[:cut]
+            rest = data[cut:]
+
+
+def parse_block(text: bytes, path: Path, first_line: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and the number of labels per line of ``text`` (whole lines), vectorised;
+    anything that is not a non-negative integer stops with its file and line."""
+    b = np.frombuffer(text, dtype=np.uint8)
+    token = b > 32  # ASCII whitespace and control characters separate labels, as str.split
+    starts = token.copy()
+    starts[1:] &= ~token[:-1]
+    n_tokens = int(starts.sum())
+    bad = token & ((b - 48) > 9)  # not a digit (uint8 arithmetic wraps below '0')
+    values = None
+    if not bad.any():
+        try:
+            values = np.fromstring(text, dtype=np.int64, sep=" ") if n_tokens else np.zeros(0, np.int64)  # C speed
+        except ValueError:
+            pass
+    if values is None or len(values) != n_tokens or (n_tokens and values.max() == np.iinfo(np.int64).max):
+        lines = text.split(b"\n")  # the slow path, only to name the line
+        number = next(i for i, line in enumerate(lines) if not all(t.isdigit() and len(t) < 19 for t in line.split()))
+        line = lines[number].decode(errors="replace")
+        raise HubertkitError(f"{path}:{first_line + number}: labels must be non-negative integers below 2**63, "
+                             f"got {line[:60]!r}")
+    ends = np.flatnonzero(b == 10)
+    per_line = np.diff(np.searchsorted(np.flatnonzero(starts), ends), prepend=0)
+    return values, per_line
+
+
+def _build(source: Path, base: Path, progress: bool) -> dict:
+    fingerprint = _fingerprint(source)
+    writer = _ValuesWriter(Path(f"{base}.values.npy"))
+    counter, per_line, lines = _Counter(), [], 1
+    try:
+        for text in _blocks(source, progress):
+            values, counts = parse_block(text, source, lines)
+            writer.append(values)
+            counter.add(values)
+            per_line.append(counts)
+            lines += len(counts)
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate([np.zeros(0, np.int64), *per_line]))]).astype(np.int64)
+        with atomic_open(f"{base}.offsets.npy", "wb") as f:
+            np.save(f, offsets)
+        writer.commit()
+    except OSError as e:
+        writer.discard()
+        raise disk_error(f"{base}.values.npy", e) from None
+    except BaseException:
+        writer.discard()
+        raise
+    if _fingerprint(source) != fingerprint:
+        raise HubertkitError(f"{source} changed while its label store was being built: run again")
+    ids, counts = counter.result()
+    meta = {"version": STORE_VERSION, "source": fingerprint, "utterances": len(offsets) - 1, "labels": writer.count,
+            "dtype": writer.dtype.str, "ids": ids, "counts": counts}
+    write_text(f"{base}.store.json", json.dumps(meta) + "\n")
+    return meta
