@@ -198,6 +198,22 @@ def _cmd_train(a):
     return f"trained to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
 
 
+def _cmd_submit(a):
+    from hubertkit.train.slurm import SlurmJob, submit_training
+
+    bad = [kv for kv in a.sbatch if "=" not in kv]
+    if bad:
+        raise HubertkitError(f"--sbatch takes KEY=VALUE (e.g. --sbatch account=X), got {bad[0]!r}")
+    extra = dict(kv.split("=", 1) for kv in a.sbatch)
+    job = submit_training(a.config_name, a.overrides, a.config_dir, SlurmJob(
+        nodes=a.nodes, gpus_per_node=a.gpus_per_node, partition=a.partition, timeout_min=a.timeout_min,
+        cpus_per_task=a.cpus_per_task, logs=a.logs, cluster="local" if a.local else None, additional=extra))
+    if not a.wait:
+        return f"submitted job {job.job_id}; logs in {a.logs}"
+    r = job.results()[0]
+    return f"job {job.job_id} trained to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
+
+
 def _cmd_finetune(a):
     from hubertkit.train.trainer import finetune
 
@@ -420,6 +436,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/, e.g. hubert_base_librispeech, demo)")
     p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100")
+
+    p = add("submit", _cmd_submit, "pretrain on a SLURM cluster through submitit: `hubertkit train`'s arguments, "
+            "one process per GPU on each node; a preempted job is requeued and resumes (pip install 'hubertkit[slurm]')")
+    p.add_argument("--nodes", type=int, default=1, help="machines (default: 1)")
+    p.add_argument("--gpus-per-node", type=int, default=8, help="GPUs, and training processes, per machine (default: 8)")
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--timeout-min", type=int, default=72 * 60, help="job time limit in minutes; at the limit the job is "
+                   "requeued and resumes from checkpoint_last.pt (default: 4320)")
+    p.add_argument("--cpus-per-task", type=int, default=10, help="CPUs per process, for data loader workers (default: 10)")
+    p.add_argument("--logs", default="slurm_logs", help="submitit's folder of job logs (default: slurm_logs)")
+    p.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="another sbatch option, e.g. --sbatch account=X --sbatch qos=Y")
+    p.add_argument("--local", action="store_true", help="run the job as processes on this machine (submitit's local executor)")
+    p.add_argument("--wait", action="store_true", help="wait for the job to end and print its result")
+    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/)")
+    p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="as for hubertkit train")
 
     p = add("finetune", _cmd_finetune, "CTC fine-tuning of a pretrained model on letter transcripts (fairseq's finetune configs)")
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/finetune)")

@@ -1,39 +1,50 @@
-"""Ordered parallel map on threads, for I/O-and-BLAS-bound loops over files or chunks."""
+"""Ordered parallel map on threads (I/O-and-BLAS-bound loops over files or chunks) or on
+processes (pure-Python or GIL-holding parsing)."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
-
-import torch
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:
-    """``map(fn, items)`` on ``jobs`` threads, results in input order, at most
-    ``4 · jobs`` items in flight.
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], jobs: int, processes: bool = False) -> Iterator[R]:
+    """``map(fn, items)`` on ``jobs`` threads (or processes), results in input order, at
+    most ``4 · jobs`` items in flight.
 
-    Threads suffice: audio decoding, file reads, numpy and torch kernels release the
-    GIL, and unlike processes they start instantly and need no copy of the results.
-    Each thread's torch ops run single-threaded meanwhile (parallel over items, not
-    inside each small op).
+    Threads suffice where the work releases the GIL (audio decoding, file reads, numpy
+    and torch kernels): unlike processes they start instantly and need no copy of the
+    results. Each thread's torch ops run single-threaded meanwhile (parallel over items,
+    not inside each small op). Processes are started with ``spawn``: safe in a process
+    that holds threads or a GPU context, and ``fn`` must be importable.
     """
     if jobs <= 1:
         yield from map(fn, items)
         return
+    if processes:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield from _in_order(pool, fn, items, jobs)
+        return
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(jobs) as pool:
-            pending: deque = deque()
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= 4 * jobs:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            yield from _in_order(pool, fn, items, jobs)
     finally:
         torch.set_num_threads(threads)
+
+
+def _in_order(pool: Executor, fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= 4 * jobs:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

@@ -96,3 +96,11 @@ def test_an_inconsistent_store_is_refused(tmp_path):
     np.save(tmp_path / "train.km.offsets.npy", np.array([0, 1]))
     with pytest.raises(HubertkitError, match="inconsistent"):
         open_store(tmp_path / "train.km")
+
+
+def test_a_bad_line_in_a_later_block_is_named_by_its_line_in_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(label_store, "BLOCK_BYTES", 50)
+    lines = [[i % 7] * 5 for i in range(100)]
+    write_lines(tmp_path / "train.km", lines + [["3", "4x"]] + lines)
+    with pytest.raises(HubertkitError, match=r"train.km:101: labels must be non-negative integers below 2\*\*63, got '3 4x'"):
+        open_store(tmp_path / "train.km")

@@ -10,32 +10,25 @@ from hubertkit.errors import HubertkitError
 
 
 class Batches(Sequence):
-    """Batch ``k`` is ``order[bounds[k]:bounds[k + 1]]``: two arrays instead of a list
-    per batch, so that ten million utterances cost 16 bytes each."""
+    """Batch ``k`` is ``order[bounds[j]:bounds[j + 1]]`` with ``j = perm[k]``: arrays
+    instead of a list per batch, so that ten million utterances cost 8 bytes each, and
+    shuffling the batches moves one number per batch."""
 
-    def __init__(self, order: np.ndarray, bounds: np.ndarray):
+    def __init__(self, order: np.ndarray, bounds: np.ndarray, perm: np.ndarray | None = None):
         self.order, self.bounds = order, bounds
+        self.perm = np.arange(len(bounds) - 1) if perm is None else perm
 
     def __len__(self) -> int:
-        return len(self.bounds) - 1
+        return len(self.perm)
 
     def __getitem__(self, k):
         if isinstance(k, slice):
             return [self[j] for j in range(len(self))[k]]
-        if not -len(self) <= k < len(self):
-            raise IndexError(k)
-        k %= len(self)
-        return self.order[self.bounds[k] : self.bounds[k + 1]]
+        j = self.perm[k]
+        return self.order[self.bounds[j] : self.bounds[j + 1]]
 
     def tolist(self) -> list[list[int]]:
         return [b.tolist() for b in self]
-
-    def permuted(self, perm: np.ndarray) -> Batches:
-        """The batches in the order ``perm``."""
-        counts = np.diff(self.bounds)[perm]
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        within = np.arange(bounds[-1]) - np.repeat(bounds[:-1], counts)
-        return Batches(self.order[np.repeat(self.bounds[:-1][perm], counts) + within], bounds)
 
 
 def batches_by_size(
@@ -73,5 +66,4 @@ def batches_by_size(
     while start < n:
         start = min(start + int(fits[start]), n)
         bounds.append(start)
-    batches = Batches(np.ascontiguousarray(order), np.asarray(bounds, dtype=np.int64))
-    return batches.permuted(rng.permutation(len(batches))) if shuffle else batches
+    return Batches(order, np.asarray(bounds, dtype=np.int64), rng.permutation(len(bounds) - 1) if shuffle else None)

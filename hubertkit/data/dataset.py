@@ -131,11 +131,11 @@ class HubertDataset(torch.utils.data.Dataset):
             self.speakers, self.speaker_names = read_speakers(feat_dir, split, len(self.manifest))
             timed.append((f"pitch in {feat_dir}", self.pitch.lengths, pitch_rate))
         keep = self._check_lengths(timed, skip_misaligned)
-        self.index, sizes = select_by_length(self.manifest, keep, min_keep_size, max_keep_size)
+        index, _ = select_by_length(self.manifest, keep, min_keep_size, max_keep_size)
+        self.index = index.astype(np.int32 if len(keep) < 2**31 else np.int64)  # 4 bytes an utterance at 60k h
         dropped = len(keep) - len(self.index)
         if dropped:
             log.info("%s: kept %d utterances, dropped %d (length limits or misalignment)", split, len(self.index), dropped)
-        self.sizes = sizes[self.index]
         self.pitch_rate = pitch_rate
 
     # -- checks ---------------------------------------------------------------------------
@@ -193,6 +193,11 @@ class HubertDataset(torch.utils.data.Dataset):
             item["pitch"] = torch.from_numpy(np.array(self.pitch[j], dtype=np.float32))
             item["speaker"] = int(self.speakers[j])
         return item
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Each item's audio samples."""
+        return self.manifest.sizes[self.index]
 
     @property
     def num_tokens(self) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 from hubertkit.data.shards import HEADER_ROWS_PLACEHOLDER, npy_header
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import AtomicFile, FileLock, atomic_open, disk_error, write_text
+from hubertkit.parallel import ordered_map
 from hubertkit.progress import progress_bar
 
 STORE_VERSION = 1
@@ -103,27 +104,18 @@ def open_store(label_path: str | os.PathLike, progress: bool = False) -> LabelSt
 
 
 class _Counter:
-    """Occurrences of each label id, a histogram for small ids."""
+    """Occurrences of each label id, summed over blocks."""
 
     def __init__(self):
-        self.hist = np.zeros(0, dtype=np.int64)
-        self.large: dict[int, int] = {}
+        self.counts: dict[int, int] = {}
 
-    def add(self, values: np.ndarray) -> None:
-        small = values[values < _HIST_LIMIT]
-        if len(small):
-            counts = np.bincount(small)
-            if len(counts) > len(self.hist):
-                self.hist = np.pad(self.hist, (0, len(counts) - len(self.hist)))
-            self.hist[: len(counts)] += counts
-        if len(small) < len(values):
-            ids, counts = np.unique(values[values >= _HIST_LIMIT], return_counts=True)
-            for i, c in zip(ids.tolist(), counts.tolist()):
-                self.large[i] = self.large.get(i, 0) + c
+    def add(self, ids: np.ndarray, counts: np.ndarray) -> None:
+        for i, c in zip(ids.tolist(), counts.tolist()):
+            self.counts[i] = self.counts.get(i, 0) + c
 
     def result(self) -> tuple[list[int], list[int]]:
-        ids = np.flatnonzero(self.hist).tolist() + sorted(self.large)
-        return ids, self.hist[self.hist > 0].tolist() + [self.large[i] for i in sorted(self.large)]
+        ids = sorted(self.counts)
+        return ids, [self.counts[i] for i in ids]
 
 
 class _ValuesWriter:
@@ -169,72 +161,97 @@ class _ValuesWriter:
         self.file.discard()
 
 
-def _blocks(path: Path, progress: bool):
-    """The file's text in blocks that end at a line end (the last one given one if the file lacks it)."""
-    rest, size = b"", os.path.getsize(path)
-    with open(path, "rb") as f, progress_bar(total=size, unit="B", unit_scale=True, desc=f"label store {path.name}",
-                                             disable=not progress or size < 4 * BLOCK_BYTES) as bar:
-        while True:
-            data = f.read(BLOCK_BYTES)
-            bar.update(len(data))
-            if not data:
-                if rest:
-                    yield rest + b"\n"
-                return
-            data = rest + data
-            cut = data.rfind(b"\n") + 1
-            if cut:
-                yield data[:cut]
-            rest = data[cut:]
+def _block_ranges(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges of about ``BLOCK_BYTES`` that end at a line end (or the file's end)."""
+    size, ranges, start = os.path.getsize(path), [], 0
+    with open(path, "rb") as f:
+        while start < size:
+            f.seek(min(start + BLOCK_BYTES, size) - 1)
+            while (data := f.read(1 << 16)) and b"\n" not in data:
+                pass
+            stop = size if not data else f.tell() - len(data) + data.index(b"\n") + 1
+            ranges.append((start, stop))
+            start = stop
+    return ranges
 
 
-def parse_block(text: bytes, path: Path, first_line: int) -> tuple[np.ndarray, np.ndarray]:
+class _BadLine(Exception):
+    """Line ``args[0]`` (0-based, in its block) is not labels: ``args[1]`` is its text."""
+
+
+def parse_block(text: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Labels and the number of labels per line of ``text`` (whole lines), vectorised;
-    anything that is not a non-negative integer stops with its file and line."""
+    anything that is not a non-negative integer raises ``_BadLine``."""
     b = np.frombuffer(text, dtype=np.uint8)
     token = b > 32  # ASCII whitespace and control characters separate labels, as str.split
     starts = token.copy()
     starts[1:] &= ~token[:-1]
-    n_tokens = int(starts.sum())
-    bad = token & ((b - 48) > 9)  # not a digit (uint8 arithmetic wraps below '0')
-    values = None
-    if not bad.any():
-        try:
-            values = np.fromstring(text, dtype=np.int64, sep=" ") if n_tokens else np.zeros(0, np.int64)  # C speed
-        except ValueError:
-            pass
-    if values is None or len(values) != n_tokens or (n_tokens and values.max() == np.iinfo(np.int64).max):
+    first = np.flatnonzero(starts)
+    try:  # numpy's C parser; what it cannot read, it refuses, and the counts below catch the rest
+        values = np.fromstring(text, dtype=np.int64, sep=" ") if len(first) else np.zeros(0, np.int64)
+    except ValueError:
+        values = None
+    if values is None or len(values) != len(first) or (len(values) and not 0 <= values.min() <= values.max() < 2**63 - 1):
         lines = text.split(b"\n")  # the slow path, only to name the line
         number = next(i for i, line in enumerate(lines) if not all(t.isdigit() and len(t) < 19 for t in line.split()))
-        line = lines[number].decode(errors="replace")
-        raise HubertkitError(f"{path}:{first_line + number}: labels must be non-negative integers below 2**63, "
-                             f"got {line[:60]!r}")
-    ends = np.flatnonzero(b == 10)
-    per_line = np.diff(np.searchsorted(np.flatnonzero(starts), ends), prepend=0)
+        raise _BadLine(number, lines[number].decode(errors="replace"))
+    per_line = np.diff(np.searchsorted(first, np.flatnonzero(b == 10)), prepend=0)
     return values, per_line
+
+
+def _parse_range(task: tuple[Path, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One block of the file, parsed (in a worker process): its labels in the narrowest
+    type, labels per line, and each distinct label with its count."""
+    path, start, stop = task
+    with open(path, "rb") as f:
+        f.seek(start)
+        text = f.read(stop - start)
+    if not text.endswith(b"\n"):  # the last line of a file without a final newline
+        text += b"\n"
+    values, per_line = parse_block(text)
+    largest = int(values.max()) if len(values) else 0
+    if largest < _HIST_LIMIT:
+        hist = np.bincount(values)
+        ids = np.flatnonzero(hist)
+        counts = hist[ids]
+    else:
+        ids, counts = np.unique(values, return_counts=True)
+    return values.astype(_narrowest(largest)), per_line, ids, counts
 
 
 def _build(source: Path, base: Path, progress: bool) -> dict:
     fingerprint = _fingerprint(source)
+    ranges = _block_ranges(source)
+    jobs = min(len(ranges), len(os.sched_getaffinity(0)), 8)
     writer = _ValuesWriter(Path(f"{base}.values.npy"))
-    counter, per_line, lines = _Counter(), [], 1
+    counter, per_line, lines = _Counter(), [], 0
+    bar = progress_bar(total=fingerprint["size"], unit="B", unit_scale=True, desc=f"label store {source.name}",
+                       disable=not progress or len(ranges) < 4)
     try:
-        for text in _blocks(source, progress):
-            values, counts = parse_block(text, source, lines)
+        parsed = ordered_map(_parse_range, [(source, a, b) for a, b in ranges], jobs, processes=True)
+        for (start, stop), (values, counts, ids, id_counts) in zip(ranges, parsed):
             writer.append(values)
-            counter.add(values)
+            counter.add(ids, id_counts)
             per_line.append(counts)
             lines += len(counts)
+            bar.update(stop - start)
         offsets = np.concatenate([[0], np.cumsum(np.concatenate([np.zeros(0, np.int64), *per_line]))]).astype(np.int64)
         with atomic_open(f"{base}.offsets.npy", "wb") as f:
             np.save(f, offsets)
         writer.commit()
+    except _BadLine as e:
+        writer.discard()
+        line = lines + e.args[0] + 1  # the lines of the blocks before it, then its own
+        raise HubertkitError(f"{source}:{line}: labels must be non-negative integers below 2**63, "
+                             f"got {e.args[1][:60]!r}") from None
     except OSError as e:
         writer.discard()
         raise disk_error(f"{base}.values.npy", e) from None
     except BaseException:
         writer.discard()
         raise
+    finally:
+        bar.close()
     if _fingerprint(source) != fingerprint:
         raise HubertkitError(f"{source} changed while its label store was being built: run again")
     ids, counts = counter.result()
