@@ -179,8 +179,8 @@ def timed_train(d: Path, pythonpath: Path, save_dir: Path) -> tuple[float, float
     cmd = [sys.executable, "-m", "hubertkit", "train", "--config-name", "demo", f"task.data={d}", f"task.label_dir={d}",
            "model.label_rate=50", "optimization.max_update=1", f"checkpoint.save_dir={save_dir}"]
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(pythonpath)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(pythonpath)}, cwd=pythonpath,  # -m looks in cwd first
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status):

@@ -193,6 +193,24 @@ def test_not_a_hubert_checkpoint(tmp_path):
         from_fairseq({"cfg": {}})
 
 
+def test_a_model_with_nan_weights_is_refused_by_every_reader(tmp_path):
+    """NaN weights give NaN features with exit code 0 (k-means then labels every frame
+    alike): export, dump-hubert and the rest stop at load, for each checkpoint format."""
+    from hubertkit.model.io import export, load_model, save_model
+
+    model = HubertModel(preset("tiny", num_classes=[54], label_rate=100))
+    with torch.no_grad():
+        model.encoder.layers[1].fc1.weight[0, 0] = float("nan")
+    save_model(model, tmp_path / "nan.pt")
+    export_hf(model, tmp_path / "hf")
+    for path in (tmp_path / "nan.pt", tmp_path / "hf"):
+        with pytest.raises(HubertkitError, match=r"NaN or infinite weights in 1 tensor\(s\), e.g. encoder.layers.1.fc1.weight"):
+            load_model(path)
+    with pytest.raises(HubertkitError, match="NaN or infinite weights"):
+        export(tmp_path / "nan.pt", tmp_path / "out", "fairseq")
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_command_all_directions(tmp_path):
     from hubertkit.cli import main
     from hubertkit.model.io import load_model, save_model

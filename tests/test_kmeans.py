@@ -80,6 +80,25 @@ def test_save_load_is_safe_and_exact(tmp_path):
     assert loaded.fingerprint == KMeansModel(c.copy()).fingerprint
 
 
+def test_models_that_cannot_label_are_refused_on_load(tmp_path, prepared):
+    """A NaN centroid would label every frame with one cluster (exit 0); an empty model
+    has nothing to label with; both stop at load, in dump-labels and export-kmeans alike."""
+    from hubertkit.cluster.kmeans import dump_labels, export_kmeans
+
+    c = np.random.default_rng(0).standard_normal((4, 39)).astype(np.float32)
+    c[3, 5] = np.nan
+    KMeansModel(c).save(tmp_path / "nan.pt")
+    KMeansModel(np.zeros((0, 39), np.float32)).save(tmp_path / "empty.pt")
+    with pytest.raises(HubertkitError, match="1 centroid.*NaN or infinite.*cluster 3"):
+        dump_labels(prepared / "feat", "valid", tmp_path / "nan.pt", 1, 0, tmp_path / "lab", progress=False)
+    with pytest.raises(HubertkitError, match="no clusters"):
+        export_kmeans(tmp_path / "empty.pt", tmp_path / "out.bin")
+    torch.save({"format": "hubertkit.kmeans", "version": 1}, tmp_path / "nocenters.pt")
+    with pytest.raises(HubertkitError, match="not a hubertkit k-means model"):
+        load_kmeans(tmp_path / "nocenters.pt")
+    assert not (tmp_path / "lab").exists() and not (tmp_path / "out.bin").exists()
+
+
 def test_fairseq_joblib_model_needs_trust(tmp_path):
     x = np.random.default_rng(0).standard_normal((500, 4)).astype(np.float32)
     km = MiniBatchKMeans(n_clusters=6, n_init=1, random_state=0).fit(x)

@@ -192,3 +192,47 @@ def test_malformed_yaml_is_an_error_naming_the_file(tmp_path, text, message):
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(HubertkitError, match=f"p.yaml {message}" if "UTF" not in message else message):
         load_pipeline(path)
+
+
+def test_a_train_stage_whose_labels_changed_starts_from_scratch(small_corpus, demo_dir, tmp_path):
+    """New labels (another seed, another K) must train a new model: resuming the finished
+    checkpoint would run 0 updates and hand iteration 2 the model of the old labels."""
+    import torch
+
+    cfg = config(small_corpus, demo_dir, tmp_path / "out")
+    cfg.iterations = cfg.iterations[:1]
+    quiet = dict(until="iter1.train", progress=False, log=lambda s: None)
+    run_pipeline(cfg, **quiet)
+    ck = tmp_path / "out" / "iter1" / "checkpoints"
+    before = torch.load(ck / "checkpoint_last.pt", weights_only=True)["model"]
+    cfg.seed = 2
+    assert run_pipeline(cfg, **quiet)["ran"][-1] == "iter1.train"
+    after = torch.load(ck / "checkpoint_last.pt", weights_only=True)
+    assert after["trainer"]["num_updates"] == 4
+    assert not torch.equal(after["model"]["label_embs_concat"], before["label_embs_concat"])  # trained anew
+    assert (tmp_path / "out" / "iter1" / "checkpoints.stale" / "checkpoint_last.pt").is_file()  # the old work kept aside
+    cfg.iterations[0].n_clusters = 15  # another class count: no "use another save_dir" any more
+    assert run_pipeline(cfg, **quiet)["ran"][-3:] == ["iter1.labels", "iter1.quality", "iter1.train"]
+    assert torch.load(ck / "checkpoint_last.pt", weights_only=True)["model"]["label_embs_concat"].shape[0] == 19
+
+
+def test_a_given_manifest_reruns_when_its_audio_changes(prepared, small_corpus, demo_dir, tmp_path):
+    import shutil
+
+    import soundfile as sf
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_corpus, corpus)
+    given = tmp_path / "given"
+    given.mkdir()
+    for split in ("train", "valid"):
+        rows = (prepared / "tsv" / f"{split}.tsv").read_text().splitlines()
+        (given / f"{split}.tsv").write_text("\n".join([str(corpus), *rows[1:]]) + "\n")
+    cfg = config(corpus, demo_dir, tmp_path / "out", manifest=str(given))
+    cfg.iterations = cfg.iterations[:1]
+    quiet = dict(until="iter1.features", progress=False, log=lambda s: None)
+    run_pipeline(cfg, **quiet)
+    first = corpus / (given / "train.tsv").read_text().splitlines()[1].split("\t")[0]
+    wav, sr = sf.read(first)
+    sf.write(first, wav[::-1], sr)  # same length, other content
+    assert run_pipeline(cfg, **quiet)["ran"] == ["manifest", "iter1.features"]

@@ -90,9 +90,9 @@ def load_kmeans(path: str | os.PathLike, trust_pickle: bool = False) -> KMeansMo
             state = torch.load(path, weights_only=True, map_location="cpu")
         except Exception as e:
             raise HubertkitError(f"cannot read k-means model {path}: {e}") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
+        if not isinstance(state, dict) or state.get("format") != FORMAT or not torch.is_tensor(state.get("cluster_centers")):
             raise HubertkitError(f"{path} is a torch file but not a hubertkit k-means model")
-        return KMeansModel(state["cluster_centers"].numpy().astype(np.float32), dict(state.get("meta", {})))
+        return KMeansModel(_usable(state["cluster_centers"].numpy(), path), dict(state.get("meta", {})))
     if not trust_pickle:
         raise HubertkitError(
             f"{path} looks like a pickled (joblib) scikit-learn model, as fairseq's learn_kmeans.py writes. "
@@ -105,7 +105,19 @@ def load_kmeans(path: str | os.PathLike, trust_pickle: bool = False) -> KMeansMo
     km = joblib.load(path)
     if not hasattr(km, "cluster_centers_"):
         raise HubertkitError(f"{path} holds a {type(km).__name__}, not a fitted k-means model")
-    return KMeansModel(np.asarray(km.cluster_centers_, dtype=np.float32), {"source": "joblib", "path": str(path)})
+    return KMeansModel(_usable(np.asarray(km.cluster_centers_), path), {"source": "joblib", "path": str(path)})
+
+
+def _usable(centroids: np.ndarray, path: Path) -> np.ndarray:
+    """Centroids that can label anything: a NaN centroid wins or loses every distance, so
+    one cluster would take every frame with exit code 0."""
+    if centroids.ndim != 2 or centroids.shape[0] == 0 or centroids.shape[1] == 0:
+        raise HubertkitError(f"k-means model {path} has centroids of shape {tuple(centroids.shape)}: no clusters to label with")
+    bad = ~np.isfinite(centroids).all(axis=1)
+    if bad.any():
+        raise HubertkitError(f"k-means model {path} has {int(bad.sum())} centroid(s) with NaN or infinite values "
+                             f"(the first: cluster {int(np.argmax(bad))}); fit it again")
+    return centroids.astype(np.float32)
 
 
 def export_kmeans(km_path: str | os.PathLike, out: str | os.PathLike, trust_pickle: bool = False) -> str:

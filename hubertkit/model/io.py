@@ -80,15 +80,25 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=None) 
     (``state``: the file's contents, when already read)."""
     path = Path(path)
     if path.is_dir():
-        return import_hf(path).eval()
+        return _finite(import_hf(path), path).eval()
     if not path.is_file():
         raise HubertkitError(f"checkpoint {path} does not exist")
     ckpt = state if state is not None else _safe_state(path)
     if ckpt is None:  # fairseq's pickled config objects; that loader explains the options
-        return load_fairseq_checkpoint(path, trust_pickle).eval()
+        return _finite(load_fairseq_checkpoint(path, trust_pickle), path).eval()
     if not isinstance(ckpt, dict):
         raise HubertkitError(f"{path} is not a HuBERT checkpoint")
-    return model_from_checkpoint(ckpt).eval()
+    return _finite(model_from_checkpoint(ckpt), path).eval()
+
+
+def _finite(model: HubertModel, path: Path) -> HubertModel:
+    """A model with NaN or infinite weights computes NaN features (and k-means on them
+    labels every frame alike) with exit code 0: refuse it when it is loaded."""
+    bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise HubertkitError(f"checkpoint {path} has NaN or infinite weights in {len(bad)} tensor(s), e.g. {bad[0]} "
+                             "(a diverged run?): use an earlier checkpoint")
+    return model
 
 
 def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", trust_pickle: bool = False) -> str:

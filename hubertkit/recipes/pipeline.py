@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from functools import partial
@@ -51,10 +52,12 @@ class Stages:
         self.count, self.ran, self.start = 0, [], time.time()
         self.stopped = False
 
-    def run(self, name: str, inputs: dict, fn: Callable[[], object], outputs: tuple[Path, ...] = ()) -> str:
+    def run(self, name: str, inputs: dict, fn: Callable[[], object], outputs: tuple[Path, ...] = (),
+            resumes_in: Path | None = None) -> str:
         """Returns this stage's digest (for the stages that depend on it). The stage is
         skipped only when it ran before with the same inputs and its ``outputs`` are
-        still there, unchanged since."""
+        still there, unchanged since. ``resumes_in``: a folder the stage resumes from
+        (training's checkpoints), kept only while it holds work on the same inputs."""
         if self.stopped:
             raise _Stop
         self.count += 1
@@ -68,6 +71,8 @@ class Stages:
             if done.get("digest") == digest:
                 self.log(f"[{self.count}/{self.total}] {name}: its outputs changed or went missing since it ran; running it again")
             self.log(f"[{self.count}/{self.total}] {name} ...")
+            if resumes_in is not None:
+                self._claim(resumes_in, digest, name)
             t = time.time()
             result = fn()
             self.ran.append(name)
@@ -78,6 +83,22 @@ class Stages:
         if self.until and (name == self.until or name.split(".")[0] == self.until and name.endswith(".train")):
             self.stopped = True
         return digest
+
+
+    def _claim(self, folder: Path, digest: str, name: str) -> None:
+        """Make ``folder`` this stage's for ``digest``: work in it from other inputs (or of
+        unknown origin) is moved aside to ``FOLDER.stale``, so a stage whose inputs changed
+        starts from scratch instead of resuming what the old inputs trained."""
+        marker = folder / ".pipeline_stage.json"
+        owner = _read_record(marker, self.log).get("digest")
+        if folder.is_dir() and any(folder.iterdir()) and owner != digest:
+            stale = folder.with_name(folder.name + ".stale")
+            shutil.rmtree(stale, ignore_errors=True)
+            folder.rename(stale)
+            self.log(f"{name}: its inputs changed since {folder} was written; that work is moved to {stale} "
+                     "and the stage starts from scratch")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(marker, json.dumps({"stage": name, "digest": digest}) + "\n")
 
 
 def _read_record(record: Path, log: Callable[[str], None]) -> dict:
@@ -103,11 +124,13 @@ def _fingerprint(paths) -> list:
     return out
 
 
-def _listing(corpus: str, ext: str) -> str:
-    """A digest of the corpus's audio files (names, sizes, times): new or changed files
-    make a new manifest."""
-    files = sorted(Path(corpus).rglob(f"*.{ext.lstrip('.')}")) if Path(corpus).is_dir() else []
+def _listing(files: list) -> str:
+    """A digest of audio files (names, sizes, times): new or changed files make a new manifest."""
     return hashlib.sha256(json.dumps(_fingerprint(files)).encode()).hexdigest()[:16]
+
+
+def _corpus_files(corpus: str, ext: str) -> list[Path]:
+    return sorted(Path(corpus).rglob(f"*.{ext.lstrip('.')}")) if Path(corpus).is_dir() else []
 
 
 class _Stop(Exception):
@@ -147,7 +170,8 @@ def _run_disentangle(cfg: PipelineConfig, stages: Stages, trained: dict, tsv: Pa
     overrides = [o for o in plain_overrides if not o.startswith("checkpoint.save_dir=")]
     overrides += [f"checkpoint.save_dir={d / 'checkpoints'}", f"task.feat_dir={feat_dir}", *dis.train_overrides]
     tdig = stages.run("disentangle.train", {"plain": plain_digest, "pitch": pdig, "config": dis.train_config, "overrides": overrides},
-                      partial(_train_stage, dis.train_config, overrides, dis.train_config_dir, progress))
+                      partial(_train_stage, dis.train_config, overrides, dis.train_config_dir, progress),
+                      (d / "checkpoints",), resumes_in=d / "checkpoints")
     stages.run("disentangle.probe", {"train": tdig, "alignments": cfg.alignments},
                partial(_probe_stage, cfg, tsv, it, d, progress))
 
@@ -179,7 +203,7 @@ def _run_unit_asr(cfg: PipelineConfig, stages: Stages, labelled: dict, tsv: Path
     for it in (i for i in cfg.iterations if i.name in u.iterations):
         stages.run(f"unit_asr.{it.name}", {"labels": labelled[it.name], "texts": u.texts, "config": u.train_config,
                                            "overrides": u.train_overrides, "beam": u.beam},
-                   partial(_unit_asr_stage, cfg, tsv, it, progress))
+                   partial(_unit_asr_stage, cfg, tsv, it, progress), resumes_in=Path(cfg.out) / "unit_asr" / it.name)
 
 
 def _unit_asr_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, progress: bool) -> str:
@@ -273,11 +297,12 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
     try:
         if cfg.manifest:  # the user's split, copied (its content is the stage's input)
             given = {s: manifest_path(cfg.manifest, s) for s in SPLITS}
-            prev = stages.run("manifest", {s: _file_digest(p) for s, p in given.items()},
-                              partial(_copy_manifests, given, tsv), (tsv,))
+            inputs = {s: _file_digest(p) for s, p in given.items()}  # and the audio they list, as it is now
+            inputs["audio"] = _listing([u.path for p in given.values() for u in read_manifest(p).utterances])
+            prev = stages.run("manifest", inputs, partial(_copy_manifests, given, tsv), (tsv,))
         else:
             prev = stages.run("manifest", {"corpus": cfg.corpus, "ext": cfg.ext, "valid_percent": cfg.valid_percent, "seed": cfg.seed,
-                                           "files": _listing(cfg.corpus, cfg.ext)},
+                                           "files": _listing(_corpus_files(cfg.corpus, cfg.ext))},
                               partial(make_manifest, cfg.corpus, tsv, cfg.ext, cfg.valid_percent, cfg.seed), (tsv,))
         previous_ckpt, previous_train = None, None
         for it in cfg.iterations:
@@ -296,7 +321,8 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
             overrides = [f"task.data={tsv}", f"task.label_dir={lab}", f"checkpoint.save_dir={ck}",
                          f"model.label_rate={it.label_rate}", *it.train_overrides]
             previous_train = stages.run(f"{it.name}.train", {"labels": ldig, "config": it.train_config, "overrides": overrides},
-                                        partial(_train_stage, it.train_config, overrides, it.train_config_dir, progress), (ck,))
+                                        partial(_train_stage, it.train_config, overrides, it.train_config_dir, progress), (ck,),
+                                        resumes_in=ck)
             previous_ckpt = _final_checkpoint(ck)
             results["iterations"][it.name] = str(d)
             trained[it.name] = (previous_train, overrides)
