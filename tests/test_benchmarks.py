@@ -35,3 +35,22 @@ def test_bench_gpu_smoke_run_prints_every_row():
     rows = [line.split("|")[1].strip() for line in out.stdout.splitlines() if line.startswith("| ") and "step (s)" not in line]
     assert rows == ["hubertkit eager", "transformers", "hubertkit train loop"], out.stdout
     assert "model FLOPs per step" in out.stdout
+
+
+def test_bench_scale_labels_are_one_per_hop_and_parse_back():
+    import numpy as np
+    from bench_scale import label_text
+
+    from hubertkit.data.label_store import parse_block
+
+    frames = np.array([3, 1, 250, 7])
+    values, per_line = parse_block(label_text(frames, np.random.default_rng(0)))
+    assert per_line.tolist() == frames.tolist() and 0 <= values.min() and values.max() < 500
+
+
+def test_bench_scale_smoke_run(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "bench_scale.py"), "--work", str(tmp_path), "--sets", "ll2,ll4",
+                          "--procs", "2"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("hubertkit, 1 process: dataset") == 2 and "projected to 60,000 h" in out.stdout
+    assert not (tmp_path / "ll2").exists()  # slices are deleted after measuring
