@@ -298,3 +298,84 @@ def test_label_sets_of_different_sizes_come_from_the_dictionaries(tmp_path):
     assert num_classes == [104, 54]
     del ckpt["hubertkit"]  # as a file fairseq itself wrote: only task_state says how the rows split
     assert from_fairseq(ckpt).cfg.num_classes == [104, 54]
+
+
+def tiny_like(layout: str):
+    """The tiny model in Base's layout (group norm, post-LN) or Large's (layer norm in
+    every conv layer, conv bias, pre-LN), every parameter perturbed so that two swapped
+    names (two layer norms of ones) cannot pass."""
+    torch.manual_seed(0)
+    large = {"extractor_mode": "layer_norm", "layer_norm_first": True, "conv_bias": True} if layout == "large" else {}
+    model = HubertModel(preset("tiny", num_classes=[24], label_rate=50, **large))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def torchaudio_layout(fairseq_state: dict, pretrain: bool) -> dict:
+    """fairseq names → torchaudio's, restated from torchaudio's import_fairseq.py (its
+    documented mapping); ``pretrain``: HuBERTPretrainModel's layout, else the released
+    bundles' Wav2Vec2Model (no mask embedding, no label head)."""
+    import re
+
+    rules = [(r"feature_extractor\.conv_layers\.(\d+)\.0\.", r"feature_extractor.conv_layers.\1.conv."),
+             (r"feature_extractor\.conv_layers\.(\d+)\.2\.(1\.)?", r"feature_extractor.conv_layers.\1.layer_norm."),
+             (r"^post_extract_proj\.", "encoder.feature_projection.projection."),
+             (r"^layer_norm\.", "encoder.feature_projection.layer_norm."),
+             (r"^encoder\.pos_conv\.0\.", "encoder.transformer.pos_conv_embed.conv."),
+             (r"^encoder\.layer_norm\.", "encoder.transformer.layer_norm."),
+             (r"^encoder\.layers\.(\d+)\.self_attn\.", r"encoder.transformer.layers.\1.attention."),
+             (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.", r"encoder.transformer.layers.\1.layer_norm."),
+             (r"^encoder\.layers\.(\d+)\.fc1\.", r"encoder.transformer.layers.\1.feed_forward.intermediate_dense."),
+             (r"^encoder\.layers\.(\d+)\.fc2\.", r"encoder.transformer.layers.\1.feed_forward.output_dense."),
+             (r"^encoder\.layers\.(\d+)\.final_layer_norm\.", r"encoder.transformer.layers.\1.final_layer_norm.")]
+    heads = {"mask_emb": "mask_generator.mask_embedding", "label_embs_concat": "logit_generator.label_embeddings",
+             "final_proj.weight": "logit_generator.final_proj.weight", "final_proj.bias": "logit_generator.final_proj.bias"}
+    out = {}
+    for key, value in fairseq_state.items():
+        if key in heads:
+            if pretrain:
+                out[heads[key]] = value
+            continue
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        out[("wav2vec2." if pretrain else "") + key] = value
+    return out
+
+
+@pytest.mark.parametrize("layout", ["base", "large"])
+@pytest.mark.parametrize("pretrain", [True, False])
+def test_torchaudio_state_dicts_give_the_same_weights(layout, pretrain, tmp_path):
+    """Checked against torchaudio's documented key layout (torchaudio pins another torch and
+    cannot be installed beside this one): our model → fairseq's names (checked against
+    fairseq) → torchaudio's → read back, weight for weight."""
+    from hubertkit.model.io import load_model, starting_weights
+
+    model = tiny_like(layout)
+    state = torchaudio_layout(to_fairseq(model)["model"], pretrain)
+    torch.save(state, tmp_path / "ta.pth")
+    weights = starting_weights(tmp_path / "ta.pth")
+    expected = {k: v for k, v in model.state_dict().items()
+                if pretrain or not k.startswith(("mask_emb", "label_embs_concat", "final_proj"))}
+    assert weights.keys() == expected.keys()
+    for k, v in expected.items():
+        assert torch.equal(weights[k], v), k
+    with pytest.raises(HubertkitError, match="torchaudio state dict.*finetune_from_model"):
+        load_model(tmp_path / "ta.pth")
+
+
+def test_s3prl_converted_checkpoints_load(tmp_path):
+    """s3prl's converted HuBERT checkpoints (upstream/hubert/convert.py: model_cfg, task_cfg,
+    fairseq-named model_weight, dictionaries_symbols with fairseq's specials)."""
+    from hubertkit.model.io import load_model
+
+    model = HubertModel(preset("tiny", num_classes=[104, 54], label_rate=100)).eval()
+    fs = to_fairseq(model)
+    torch.save({"task_cfg": fs["cfg"]["task"], "model_cfg": fs["cfg"]["model"], "model_weight": fs["model"],
+                "dictionaries_symbols": [["<s>", "<pad>", "</s>", "<unk>", *map(str, range(n - 4))] for n in (104, 54)]},
+               tmp_path / "s3prl.pt")
+    loaded = load_model(tmp_path / "s3prl.pt")
+    assert loaded.cfg.num_classes == [104, 54]
+    wav = torch.randn(1, 16000)
+    assert torch.equal(loaded.extract_features(wav)[0], model.extract_features(wav)[0])

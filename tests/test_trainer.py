@@ -266,3 +266,104 @@ def test_a_second_run_on_the_same_save_dir_is_refused(labelled, tmp_path):
     finally:
         held.release()
     assert train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 1}), progress=False)["num_updates"] == 1
+
+
+# -- starting from a checkpoint: fairseq's finetune_from_model and reset_* ---------------------------
+
+
+def relabelled(labelled, tmp_path, k=10):
+    """The same utterances with another label set: K=10 (labels mod 10), no sidecars."""
+    lab = tmp_path / f"labels{k}"
+    lab.mkdir()
+    for split in ("train", "valid"):
+        lines = (labelled / "labels" / f"{split}.km").read_text().splitlines()
+        (lab / f"{split}.km").write_text("".join(" ".join(str(int(v) % k) for v in l.split()) + "\n" for l in lines))
+    (lab / "dict.km.txt").write_text("".join(f"{i} 1\n" for i in range(k)))
+    return lab
+
+
+def test_continued_pretraining_from_a_fairseq_checkpoint_with_a_new_k(labelled, tmp_path):
+    """A released model's encoder, new labels of another K: the encoder starts as the
+    checkpoint's, the label embeddings and projection fresh, the counters at 0; a re-run
+    of the same command resumes its own checkpoint_last.pt instead (fairseq's rule)."""
+    from hubertkit.config import load_config
+    from hubertkit.model.io import export
+    from hubertkit.train.trainer import Trainer
+
+    train("demo", overrides(labelled, tmp_path / "first", **{"optimization.max_update": 2}), progress=False)
+    export(tmp_path / "first" / "checkpoint_last.pt", tmp_path / "released.pt", "fairseq")
+    source = load_model(tmp_path / "released.pt").state_dict()
+    lab = relabelled(labelled, tmp_path)
+    args = overrides(labelled, tmp_path / "cont", **{"task.label_dir": lab, "optimization.max_update": 3,
+                                                     "checkpoint.finetune_from_model": tmp_path / "released.pt"})
+    trainer = Trainer(load_config("demo", args), progress=False)
+    state = trainer.model.state_dict()
+    assert trainer.num_updates == 0 and trainer.epoch == 1
+    assert state["label_embs_concat"].shape[0] == 14 != source["label_embs_concat"].shape[0]
+    for k, v in source.items():
+        if not k.startswith(("label_embs_concat", "final_proj")):
+            assert torch.equal(state[k], v), k
+    trainer.lock.release()
+    assert train("demo", args, progress=False)["num_updates"] == 3
+    assert [r["update"] for r in log_records(tmp_path / "cont")] == [1, 2, 3]
+    resumed = overrides(labelled, tmp_path / "cont", **{"task.label_dir": lab, "optimization.max_update": 5,
+                                                        "checkpoint.finetune_from_model": tmp_path / "released.pt"})
+    train("demo", resumed, progress=False)
+    assert [r["update"] for r in log_records(tmp_path / "cont")] == [1, 2, 3, 4, 5]  # resumed, not started again
+
+
+def test_restore_file_and_the_reset_flags_do_what_fairseqs_do(labelled, tmp_path):
+    train("demo", overrides(labelled, tmp_path / "a", **{"optimization.max_update": 4}), progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint_last.pt", weights_only=True)
+    restore = {"checkpoint.restore_file": tmp_path / "a" / "checkpoint_last.pt", "optimization.max_update": 6}
+    train("demo", overrides(labelled, tmp_path / "b", **restore), progress=False)  # everything restored
+    assert [r["update"] for r in log_records(tmp_path / "b")] == [5, 6]
+    train("demo", overrides(labelled, tmp_path / "c", **restore, **{"checkpoint.reset_optimizer": True}), progress=False)
+    assert [r["update"] for r in log_records(tmp_path / "c")][:2] == [1, 2]  # the update count starts at 0 with the optimizer
+    from hubertkit.config import load_config
+    from hubertkit.train.trainer import Trainer
+
+    for flags, check in (({"checkpoint.reset_dataloader": True}, lambda t: t.epoch == 1 and t.batch_in_epoch == 0
+                          and t.num_updates == 4),
+                         ({"checkpoint.reset_meters": True}, lambda t: t.best == float("inf") and t.samples_seen == 0
+                          and t.num_updates == 4),
+                         ({}, lambda t: t.best == a["trainer"]["best"] and t.samples_seen == a["trainer"]["samples_seen"]
+                          and t.batch_in_epoch == a["trainer"]["batch_in_epoch"])):
+        t = Trainer(load_config("demo", overrides(labelled, tmp_path / f"d{len(flags)}{list(flags)}", **restore, **flags)),
+                    progress=False)
+        assert check(t), flags
+        assert torch.equal(t.model.state_dict()["label_embs_concat"], a["model"]["label_embs_concat"])
+        t.lock.release()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"checkpoint.finetune_from_model": "M", "checkpoint.reset_optimizer": True}, "cannot be set with checkpoint.reset_optimizer"),
+    ({"checkpoint.finetune_from_model": "M", "checkpoint.restore_file": "x.pt"}, "cannot be set together"),
+    ({"checkpoint.restore_file": "/nonexistent/x.pt"}, "restore_file=/nonexistent/x.pt does not exist"),
+    ({"checkpoint.finetune_from_model": "/nonexistent/m.pt"}, "finetune_from_model=/nonexistent/m.pt does not exist"),
+])
+def test_restore_options_that_cannot_work_are_refused(labelled, tmp_path, extra, message):
+    with pytest.raises(HubertkitError, match=message):
+        train("demo", overrides(labelled, tmp_path / "ck", **extra), progress=False)
+
+
+def test_a_foreign_or_relabelled_restore_file_needs_the_resets_and_a_mismatched_encoder_is_named(labelled, tmp_path):
+    from hubertkit.model.io import export
+
+    train("demo", overrides(labelled, tmp_path / "a", **{"optimization.max_update": 2}), progress=False)
+    export(tmp_path / "a" / "checkpoint_last.pt", tmp_path / "a.pt", "fairseq")
+    with pytest.raises(HubertkitError, match="not a hubertkit training checkpoint.*reset_optimizer=true"):
+        train("demo", overrides(labelled, tmp_path / "b", **{"checkpoint.restore_file": tmp_path / "a.pt"}), progress=False)
+    lab = relabelled(labelled, tmp_path)
+    with pytest.raises(HubertkitError, match="has another label set.*reset_optimizer=true"):
+        train("demo", overrides(labelled, tmp_path / "c", **{"task.label_dir": lab,
+                                                             "checkpoint.restore_file": tmp_path / "a" / "checkpoint_last.pt"}),
+              progress=False)
+    ok = {"checkpoint.reset_optimizer": True, "checkpoint.reset_dataloader": True, "optimization.max_update": 1}
+    assert train("demo", overrides(labelled, tmp_path / "d", **{"checkpoint.restore_file": tmp_path / "a.pt", **ok}),
+                 progress=False)["num_updates"] == 1
+    with pytest.raises(HubertkitError, match=r"does not fit the configured model's encoder; .*not in the configured model: "
+                                             r"encoder\.layers\.1\."):
+        train("demo", overrides(labelled, tmp_path / "e", **{"model.encoder_layers": 1,
+                                                             "checkpoint.finetune_from_model": tmp_path / "a.pt"}),
+              progress=False)

@@ -131,7 +131,15 @@ class TriStageConfig:
 @dataclass
 class CheckpointConfig:
     save_dir: str = "checkpoints"
+    # the default: checkpoint_last.pt in save_dir when it is there; any other value, that file
     restore_file: str = "checkpoint_last.pt"
+    # start from this checkpoint's weights (any format hubertkit reads) with a fresh optimizer,
+    # schedule, data order and meters, unless save_dir already holds checkpoint_last.pt
+    finetune_from_model: str | None = None
+    reset_optimizer: bool = False  # restore_file's optimizer state and update count are not loaded
+    reset_lr_scheduler: bool = False  # as fairseq's; hubertkit's schedules are functions of the update count
+    reset_dataloader: bool = False  # the run starts at epoch 1, batch 0
+    reset_meters: bool = False  # the best validation loss, audio hours and skipped-update counts start anew
     save_interval: int = 1  # epochs: checkpoint_last.pt at every N-th epoch's end; 0 (hubertkit's): never
     save_interval_updates: int = 0
     keep_interval_updates: int = -1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -192,14 +193,80 @@ def load_fairseq_checkpoint(path: str | os.PathLike, trust_pickle: bool = False)
                 f"loading it can run code. Pass --trust-pickle if you trust this file. ({str(e).splitlines()[0]})"
             ) from None
         ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_trusted_pickle)
-        ckpt = {k: (v if k == "model" else _plain(v)) for k, v in ckpt.items()}
-    return from_fairseq(ckpt)
+        ckpt = {k: (v if k in ("model", "model_weight") else _plain(v)) for k, v in ckpt.items()}
+    return from_fairseq(s3prl_to_fairseq(ckpt) if is_s3prl(ckpt) else ckpt)
 
 
 def save_fairseq_checkpoint(model: HubertModel, path: str | os.PathLike, **fields) -> None:
     """``fields``: :func:`to_fairseq`'s ``task``, ``dictionaries`` and ``num_updates``."""
     with atomic_path(path) as tmp:
         torch.save(to_fairseq(model, **fields), tmp, pickle_module=FAIRSEQ_PICKLE)
+
+
+def fairseq_to_ours(state: dict) -> dict:
+    """A fairseq HuBERT state dict under hubertkit's names, whatever its architecture
+    (the inverse of :func:`fairseq_names` without a config)."""
+    out = {}
+    for key, value in state.items():
+        key = re.sub(r"^feature_extractor\.conv_layers\.(\d+)\.0\.", r"feature_extractor.conv_layers.\1.conv.", key)
+        key = re.sub(r"^feature_extractor\.conv_layers\.(\d+)\.2\.(1\.)?", r"feature_extractor.conv_layers.\1.norm.", key)
+        out[key.replace("encoder.pos_conv.0.", "encoder.pos_conv.")] = value
+    return out
+
+
+def is_s3prl(ckpt: dict) -> bool:
+    return {"model_cfg", "task_cfg", "model_weight", "dictionaries_symbols"} <= set(ckpt)
+
+
+def s3prl_to_fairseq(ckpt: dict) -> dict:
+    """s3prl's converted HuBERT checkpoint (``model_cfg``, ``task_cfg``, ``model_weight`` in
+    fairseq's names, ``dictionaries_symbols`` with fairseq's specials) in fairseq's layout."""
+    return {"cfg": {"model": ckpt["model_cfg"], "task": ckpt["task_cfg"]}, "model": ckpt["model_weight"],
+            "hubertkit": {"num_classes": [len(s) for s in ckpt["dictionaries_symbols"]]}}
+
+
+# torchaudio's Wav2Vec2Model / HuBERTPretrainModel names → fairseq's (torchaudio's
+# import_fairseq.py documents the layout)
+_TORCHAUDIO = [
+    (r"^wav2vec2\.", ""),
+    (r"^mask_generator\.mask_embedding$", "mask_emb"),
+    (r"^logit_generator\.label_embeddings$", "label_embs_concat"),
+    (r"^logit_generator\.final_proj\.", "final_proj."),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
+    (r"^encoder\.feature_projection\.projection\.", "post_extract_proj."),
+    (r"^encoder\.feature_projection\.layer_norm\.", "layer_norm."),
+    (r"^encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original0$", "encoder.pos_conv.0.weight_g"),
+    (r"^encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original1$", "encoder.pos_conv.0.weight_v"),
+    (r"^encoder\.transformer\.pos_conv_embed\.conv\.", "encoder.pos_conv.0."),
+    (r"^encoder\.transformer\.layer_norm\.", "encoder.layer_norm."),
+    (r"^encoder\.transformer\.layers\.(\d+)\.attention\.", r"encoder.layers.\1.self_attn."),
+    (r"^encoder\.transformer\.layers\.(\d+)\.layer_norm\.", r"encoder.layers.\1.self_attn_layer_norm."),
+    (r"^encoder\.transformer\.layers\.(\d+)\.feed_forward\.intermediate_dense\.", r"encoder.layers.\1.fc1."),
+    (r"^encoder\.transformer\.layers\.(\d+)\.feed_forward\.output_dense\.", r"encoder.layers.\1.fc2."),
+    (r"^encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.", r"encoder.layers.\1.final_layer_norm."),
+]
+
+
+def is_torchaudio(state: dict) -> bool:
+    """A torchaudio HuBERT state dict: ``Wav2Vec2Model``'s (its released bundles) or
+    ``HuBERTPretrainModel``'s (``wav2vec2.`` before the same names)."""
+    return any(re.match(r"^(wav2vec2\.)?encoder\.transformer\.layers\.0\.attention\.", k) for k in state)
+
+
+def torchaudio_to_ours(state: dict) -> dict:
+    """A torchaudio HuBERT state dict under hubertkit's names. Its norm layers are all
+    ``layer_norm``: on every conv layer in layer-norm mode, on the first only with group
+    norm, which fairseq names differently. A fine-tuning head (``aux``) is left out."""
+    layer_norm_mode = any(re.match(r"^(wav2vec2\.)?feature_extractor\.conv_layers\.1\.layer_norm\.", k) for k in state)
+    norm = r"feature_extractor.conv_layers.\1.2.1." if layer_norm_mode else r"feature_extractor.conv_layers.\1.2."
+    fairseq = {}
+    for key, value in state.items():
+        if re.match(r"^(wav2vec2\.)?aux\.", key):
+            continue
+        for pattern, repl in _TORCHAUDIO:
+            key = re.sub(pattern, repl, key)
+        fairseq[re.sub(r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.", norm, key)] = value
+    return fairseq_to_ours(fairseq)
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,8 +20,12 @@ from hubertkit.model.convert import (
     export_hf,
     from_fairseq,
     import_hf,
+    is_s3prl,
+    is_torchaudio,
     load_fairseq_checkpoint,
+    s3prl_to_fairseq,
     save_fairseq_checkpoint,
+    torchaudio_to_ours,
 )
 from hubertkit.model.ctc import FORMAT as CTC_FORMAT
 from hubertkit.model.ctc import export_hf_ctc, load_ctc
@@ -38,6 +42,13 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT or "trainer" not in state:
         raise HubertkitError(f"{path} is not a hubertkit training checkpoint")
     return state
+
+
+def read_training_checkpoint(path: Path) -> dict | None:
+    """A hubertkit training checkpoint's contents, or None when ``path`` holds another kind
+    of checkpoint (fairseq's, a model export, ...)."""
+    state = _safe_state(path)
+    return state if isinstance(state, dict) and state.get("format") == FORMAT and "trainer" in state else None
 
 
 def save_model(model: HubertModel, path: str | os.PathLike, **extra) -> None:
@@ -88,16 +99,63 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=None) 
         return _finite(load_fairseq_checkpoint(path, trust_pickle), path).eval()
     if not isinstance(ckpt, dict):
         raise HubertkitError(f"{path} is not a HuBERT checkpoint")
-    return _finite(model_from_checkpoint(ckpt), path).eval()
+    if is_torchaudio(ckpt):
+        raise HubertkitError(f"{path} is a torchaudio state dict, which records no architecture: start training from it "
+                             "(checkpoint.finetune_from_model) with a config of the same architecture")
+    return _finite(model_from_checkpoint(s3prl_to_fairseq(ckpt) if is_s3prl(ckpt) else ckpt), path).eval()
+
+
+# Parameters that belong to a label set or a disentangling head, not to the encoder: a
+# warm start keeps each group if the checkpoint has it in the same shape, else starts it anew.
+HEAD_GROUPS = {"label set": ("label_embs_concat", "final_proj."), "mask embedding": ("mask_emb",),
+               "speaker adversary": ("speaker_adversary.",), "pitch output": ("pitch_head.",)}
+
+
+def starting_weights(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The weights of any HuBERT checkpoint hubertkit reads (its own, fairseq's, a
+    transformers folder, torchaudio's, s3prl's), under hubertkit's names: to start from."""
+    path = Path(path)
+    state = _safe_state(path) if path.is_file() else None
+    if isinstance(state, dict) and is_torchaudio(state):
+        return _finite_weights(torchaudio_to_ours(state), path)
+    return load_model(path, trust_pickle, state).state_dict()
+
+
+def warm_start(target: dict, source: dict, where: str) -> tuple[dict, list[str]]:
+    """``target`` (a freshly built model's state) with ``source``'s weights: the encoder
+    must match key for key and shape for shape (what differs is named); each head group
+    is taken when ``source`` has it in the same shapes, else kept fresh. Returns the
+    merged state and the head groups that start fresh."""
+    def group(key):
+        return next((g for g, prefixes in HEAD_GROUPS.items() if key.startswith(prefixes)), None)
+
+    encoder = [k for k in target if group(k) is None]
+    missing = [k for k in encoder if k not in source]
+    extra = [k for k in source if k not in target and group(k) is None]
+    shapes = [f"{k} {tuple(source[k].shape)} (configured {tuple(target[k].shape)})" for k in encoder
+              if k in source and source[k].shape != target[k].shape]
+    if missing or extra or shapes:
+        problems = [f"{what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
+                    for what, keys in (("shapes differ", shapes), ("missing from it", missing), ("not in the configured model", extra)) if keys]
+        raise HubertkitError(f"{where} does not fit the configured model's encoder; {'; '.join(problems)}. Use the config "
+                             "of the checkpoint's architecture (e.g. hubert_base_librispeech for a Base checkpoint)")
+    fresh = sorted({group(k) for k in target if group(k) and (k not in source or source[k].shape != target[k].shape)})
+    merged = {k: target[k] if group(k) in fresh else source[k] for k in target}
+    return merged, fresh
+
+
+def _finite_weights(state: dict, path: Path) -> dict:
+    bad = [n for n, p in state.items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise HubertkitError(f"checkpoint {path} has NaN or infinite weights in {len(bad)} tensor(s), e.g. {bad[0]} "
+                             "(a diverged run?): use an earlier checkpoint")
+    return state
 
 
 def _finite(model: HubertModel, path: Path) -> HubertModel:
     """A model with NaN or infinite weights computes NaN features (and k-means on them
     labels every frame alike) with exit code 0: refuse it when it is loaded."""
-    bad = [n for n, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if bad:
-        raise HubertkitError(f"checkpoint {path} has NaN or infinite weights in {len(bad)} tensor(s), e.g. {bad[0]} "
-                             "(a diverged run?): use an earlier checkpoint")
+    _finite_weights(model.state_dict(), path)
     return model
 
 

@@ -30,7 +30,7 @@ from hubertkit.data.batching import Batches, batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import FolderLock, write_text
-from hubertkit.model.io import load_checkpoint
+from hubertkit.model.io import read_training_checkpoint, starting_weights, warm_start
 from hubertkit.progress import progress_bar
 from hubertkit.train.checkpoint import (
     BEST,
@@ -117,7 +117,7 @@ def _mask_generator(seed: int, update: int, micro: int) -> torch.Generator:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True, trust_pickle: bool = False):
-        self.cfg, self.progress = cfg, progress
+        self.cfg, self.progress, self.trust_pickle = cfg, progress, trust_pickle
         self.dist = init_distributed(cfg)
         splits = [cfg.dataset.train_subset]
         self.has_valid = not cfg.dataset.disable_validation and has_split(cfg, cfg.dataset.valid_subset)
@@ -171,6 +171,14 @@ class Trainer:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(self.model, options=options), get_optimizer_state_dict(self.model, self.optimizer, options=options)
 
+    def _full_model_state(self) -> dict:
+        """The unsharded model state on every process (under FSDP, a collective gather)."""
+        if not self.fsdp:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+
     def state(self) -> dict:
         model_state, optimizer_state = self._full_states()
         model_cfg = self.task.encoder(self.model).cfg.to_dict()
@@ -192,12 +200,71 @@ class Trainer:
         }
 
     def _resume(self) -> None:
-        path = self.save_dir / self.cfg.checkpoint.restore_file
-        if not path.is_file():
-            return
-        state = load_checkpoint(path)
-        if state["cfg"]["model"] != self.task.encoder(self.model).cfg.to_dict():
+        """fairseq's ``load_checkpoint``: ``checkpoint_last.pt`` of ``save_dir`` if there
+        (the same command resumes a preempted run), else ``finetune_from_model`` with
+        every reset; a ``restore_file`` other than the default is loaded as given, with
+        the ``reset_*`` flags the user set."""
+        ck = self.cfg.checkpoint
+        resets = {k: getattr(ck, k) for k in ("reset_optimizer", "reset_lr_scheduler", "reset_dataloader", "reset_meters")}
+        if ck.finetune_from_model and any(resets.values()):
+            raise HubertkitError("checkpoint.finetune_from_model resets the optimizer, schedule, data order and meters "
+                                 "itself; it cannot be set with " + ", ".join(f"checkpoint.{k}" for k, v in resets.items() if v))
+        if ck.restore_file != LAST:
+            if ck.finetune_from_model:
+                raise HubertkitError("checkpoint.finetune_from_model and a checkpoint.restore_file other than "
+                                     f"{LAST} cannot be set together (as in fairseq)")
+            path = Path(ck.restore_file)
+            if not path.exists():  # fairseq would train from scratch, silently
+                raise HubertkitError(f"checkpoint.restore_file={path} does not exist")
+            return self._restore(path, **resets)
+        path = self.save_dir / LAST
+        if path.is_file():
+            return self._restore(path, **resets)
+        if ck.finetune_from_model:
+            if not Path(ck.finetune_from_model).exists():
+                raise HubertkitError(f"checkpoint.finetune_from_model={ck.finetune_from_model} does not exist")
+            self._restore(Path(ck.finetune_from_model), True, True, True, True)
+
+    def _restore(self, path: Path, reset_optimizer: bool, reset_lr_scheduler: bool, reset_dataloader: bool,
+                 reset_meters: bool) -> None:
+        """Load ``path``: the weights always (the encoder must match; label-set and
+        disentangling heads of another shape start fresh), the rest unless reset. A
+        checkpoint of another program, or one whose heads changed, has no optimizer
+        state for this model, so it needs ``reset_optimizer`` and ``reset_dataloader``."""
+        state = read_training_checkpoint(path) if path.is_file() else None
+        ours = state is not None
+        same_run = ours and path.resolve() == (self.save_dir / LAST).resolve()
+        if same_run and state["cfg"]["model"] != self.task.encoder(self.model).cfg.to_dict():
             raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
+        source = state["model"] if ours else starting_weights(path, self.trust_pickle)
+        weights, fresh = warm_start(self._full_model_state(), source, str(path))
+        if not (reset_optimizer and reset_dataloader) and (not ours or fresh):
+            why = "is not a hubertkit training checkpoint" if not ours else f"has another {' and '.join(fresh)}"
+            raise HubertkitError(f"{path} {why}: it holds no optimizer state or data position for this model; set "
+                                 "checkpoint.reset_optimizer=true checkpoint.reset_dataloader=true (or use "
+                                 "checkpoint.finetune_from_model)")
+        self._set_states(weights, None if reset_optimizer else state["optimizer"])
+        t = state["trainer"] if ours else {}
+        if not reset_optimizer:
+            self.scaler.load_state_dict(state["scaler"])
+            self.num_updates = t["num_updates"]
+        if not reset_dataloader:
+            self.epoch, self.batch_in_epoch = t["epoch"], t["batch_in_epoch"]
+        if not (reset_optimizer or reset_meters):
+            self.best = t["best"]
+        if not reset_meters:
+            self.nonfinite_total, self.samples_seen = t.get("nonfinite_total", 0), t.get("samples_seen", 0)
+        if not (reset_optimizer or reset_dataloader or reset_meters):  # an exact resume continues the random streams
+            torch.set_rng_state(t["torch_rng"])
+            if t["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(t["cuda_rng"])
+        if fresh:
+            log.info("%s: the %s start fresh (the checkpoint's differ from the configured model's)", path, ", ".join(fresh))
+        log.info("started from %s at update %d (epoch %d)%s", path, self.num_updates, self.epoch,
+                 "" if ours and not any((reset_optimizer, reset_dataloader, reset_meters)) else
+                 f"; reset: {', '.join(n for n, v in (('optimizer', reset_optimizer), ('lr scheduler', reset_lr_scheduler), ('dataloader', reset_dataloader), ('meters', reset_meters)) if v)}")
+
+    def _set_states(self, model_state: dict, optimizer_state: dict | None) -> None:
         if self.fsdp:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -206,19 +273,13 @@ class Trainer:
             )
 
             options = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.model, state["model"], options=options)
-            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=options)
+            set_model_state_dict(self.model, model_state, options=options)
+            if optimizer_state is not None:
+                set_optimizer_state_dict(self.model, self.optimizer, optimizer_state, options=options)
         else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        t = state["trainer"]
-        self.num_updates, self.epoch, self.batch_in_epoch = t["num_updates"], t["epoch"], t["batch_in_epoch"]
-        self.best, self.nonfinite_total, self.samples_seen = t["best"], t["nonfinite_total"], t["samples_seen"]
-        torch.set_rng_state(t["torch_rng"])
-        if t["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(t["cuda_rng"])
-        log.info("resumed from %s at update %d (epoch %d)", path, self.num_updates, self.epoch)
+            self.model.load_state_dict(model_state)
+            if optimizer_state is not None:
+                self.optimizer.load_state_dict(optimizer_state)
 
     def save(self, valid_loss: float | None = None) -> None:
         if self.cfg.checkpoint.no_save:
