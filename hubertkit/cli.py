@@ -194,7 +194,7 @@ def _cmd_unit_asr_transcribe(a):
 def _cmd_train(a):
     from hubertkit.train.trainer import train
 
-    r = train(a.config_name, a.overrides, a.config_dir, progress=not a.quiet)
+    r = train(a.config_name, a.overrides, a.config_dir, progress=not a.quiet, trust_pickle=a.trust_pickle)
     return f"trained to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
 
 
@@ -207,7 +207,8 @@ def _cmd_submit(a):
     extra = dict(kv.split("=", 1) for kv in a.sbatch)
     job = submit_training(a.config_name, a.overrides, a.config_dir, SlurmJob(
         nodes=a.nodes, gpus_per_node=a.gpus_per_node, partition=a.partition, timeout_min=a.timeout_min,
-        cpus_per_task=a.cpus_per_task, logs=a.logs, cluster="local" if a.local else None, additional=extra))
+        cpus_per_task=a.cpus_per_task, logs=a.logs, cluster="local" if a.local else None, additional=extra),
+        trust_pickle=a.trust_pickle)
     if not a.wait:
         return f"submitted job {job.job_id}; logs in {a.logs}"
     r = job.results()[0]
@@ -436,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/, e.g. hubert_base_librispeech, demo)")
     p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a checkpoint.finetune_from_model / restore_file that pickles config objects (fairseq's own)")
 
     p = add("submit", _cmd_submit, "pretrain on a SLURM cluster through submitit: `hubertkit train`'s arguments, "
             "one process per GPU on each node; a preempted job is requeued and resumes (pip install 'hubertkit[slurm]')")
@@ -453,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/)")
     p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="as for hubertkit train")
+    p.add_argument("--trust-pickle", action="store_true", help="as for hubertkit train")
 
     p = add("finetune", _cmd_finetune, "CTC fine-tuning of a pretrained model on letter transcripts (fairseq's finetune configs)")
     p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/finetune)")

@@ -35,8 +35,9 @@ class TrainingTask:
     submitit calls ``checkpoint``, which resubmits the same task, and the trainer resumes
     from ``checkpoint_last.pt`` in ``checkpoint.save_dir`` as any re-run does."""
 
-    def __init__(self, config_name: str, overrides: list[str], config_dir: str | None):
+    def __init__(self, config_name: str, overrides: list[str], config_dir: str | None, trust_pickle: bool = False):
         self.config_name, self.overrides, self.config_dir = config_name, list(overrides), config_dir
+        self.trust_pickle = trust_pickle
 
     def __call__(self) -> dict:
         require("submitit", "slurm")
@@ -45,17 +46,17 @@ class TrainingTask:
         env = TorchDistributedEnvironment()
         # one device per process is chosen from LOCAL_RANK, so every GPU of the node stays visible
         env.export(set_cuda_visible_devices=False, overwrite=True)
-        return train(self.config_name, self.overrides, self.config_dir, progress=False)
+        return train(self.config_name, self.overrides, self.config_dir, progress=False, trust_pickle=self.trust_pickle)
 
     def checkpoint(self, *args, **kwargs):
         require("submitit", "slurm")
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(TrainingTask(self.config_name, self.overrides, self.config_dir))
+        return DelayedSubmission(TrainingTask(self.config_name, self.overrides, self.config_dir, self.trust_pickle))
 
 
 def submit_training(config_name: str, overrides: list[str] = (), config_dir: str | None = None,
-                    job: SlurmJob = SlurmJob()):
+                    job: SlurmJob = SlurmJob(), trust_pickle: bool = False):
     """Submit ``hubertkit train`` as one job of ``job.nodes × job.gpus_per_node`` processes;
     returns submitit's job (``.job_id``, ``.results()``)."""
     submitit = require("submitit", "slurm")
@@ -73,5 +74,5 @@ def submit_training(config_name: str, overrides: list[str] = (), config_dir: str
                       slurm_additional_parameters=dict(job.additional), slurm_signal_delay_s=120)
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
     config_dir = str(Path(config_dir).resolve()) if config_dir else None  # the job may start elsewhere
-    return executor.submit(TrainingTask(config_name, list(overrides), config_dir))
+    return executor.submit(TrainingTask(config_name, list(overrides), config_dir, trust_pickle))
 
