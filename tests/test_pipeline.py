@@ -236,3 +236,38 @@ def test_a_given_manifest_reruns_when_its_audio_changes(prepared, small_corpus, 
     wav, sr = sf.read(first)
     sf.write(first, wav[::-1], sr)  # same length, other content
     assert run_pipeline(cfg, **quiet)["ran"] == ["manifest", "iter1.features"]
+
+
+def test_layer_auto_chooses_by_valid_pnmi_and_init_previous_warm_starts(small_corpus, demo_dir, tmp_path):
+    import torch
+
+    cfg = config(small_corpus, demo_dir, tmp_path / "out")
+    cfg.iterations[1].layer, cfg.iterations[1].init = "auto", "previous"
+    result = run_pipeline(cfg, progress=False, log=lambda s: None)
+    assert "iter2.layer" in result["ran"]
+    out = tmp_path / "out"
+    choice = json.loads((out / "iter2" / "layer_choice.json").read_text())
+    scores = {int(k): v for k, v in choice["valid_pnmi"].items()}
+    assert sorted(scores) == [1, 2] and choice["chosen"] == max(scores, key=scores.get)
+    assert f"layer {choice['chosen']} was taken" in (out / "report.md").read_text()
+    # iteration 2 starts from iteration 1's final model (its trainer test: test_trainer.py), with a new label set
+    args = json.loads((out / "stages" / "iter2.train.json").read_text())["inputs"]["overrides"]
+    assert f"checkpoint.finetune_from_model={out / 'iter1' / 'checkpoints' / 'checkpoint_best.pt'}" in args
+    it2 = torch.load(out / "iter2" / "checkpoints" / "checkpoint_last.pt", weights_only=True)["model"]
+    assert it2["label_embs_concat"].shape[0] == 14  # K=10 + fairseq's 4 specials, where iter1 had 24
+
+
+@pytest.mark.parametrize("it2, message", [
+    ({"layer": "best"}, "layer must be a layer number"),
+    ({"layer": "auto", "init": "previous"}, None),
+    ({"init": "warm"}, "init must be 'scratch' or 'previous'"),
+])
+def test_layer_and_init_values_are_checked(small_corpus, demo_dir, tmp_path, it2, message):
+    tree = {"corpus": str(small_corpus), "iterations": [{"features": "mfcc"}, {"features": "hubert", "layer": 1, **it2}]}
+    if message:
+        with pytest.raises(HubertkitError, match=message):
+            parse_pipeline(tree)
+    else:  # auto without alignments
+        with pytest.raises(HubertkitError, match="needs 'alignments'"):
+            parse_pipeline(tree)
+        assert parse_pipeline({**tree, "alignments": "a.jsonl"}).iterations[1].layer == "auto"

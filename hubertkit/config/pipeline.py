@@ -8,6 +8,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -20,7 +21,8 @@ from hubertkit.errors import HubertkitError, did_you_mean
 class IterationConfig:
     name: str
     features: str = "mfcc"  # "mfcc", or "hubert": layer `layer` of the previous iteration's model
-    layer: int | None = None
+    layer: Any = None  # a layer number (1-based), or "auto": the layer of highest valid PNMI (needs alignments)
+    init: str = "scratch"  # "scratch", or "previous": warm-start from the previous iteration's model
     n_clusters: int = 100
     label_rate: float = 100.0
     kmeans_percent: float = -1.0
@@ -99,6 +101,14 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
             raise HubertkitError(f"iteration {cfg.name}: features must be 'mfcc' or 'hubert', got {cfg.features!r}")
         if cfg.features == "hubert" and (i == 1 or not cfg.layer):
             raise HubertkitError(f"iteration {cfg.name}: 'hubert' features need a 'layer' and a previous iteration")
+        if cfg.layer is not None and cfg.layer != "auto" and not (isinstance(cfg.layer, int) and cfg.layer >= 1):
+            raise HubertkitError(f"iteration {cfg.name}: layer must be a layer number (1 = the first) or 'auto', "
+                                 f"got {cfg.layer!r}")
+        if cfg.layer == "auto" and not tree.get("alignments"):
+            raise HubertkitError(f"iteration {cfg.name}: layer 'auto' chooses by valid PNMI, which needs 'alignments'")
+        if cfg.init not in ("scratch", "previous") or (cfg.init == "previous" and i == 1):
+            raise HubertkitError(f"iteration {cfg.name}: init must be 'scratch' or 'previous' (warm-start from the "
+                                 f"previous iteration's model; not for the first), got {cfg.init!r}")
         iterations.append(cfg)
     if not iterations:
         raise HubertkitError("the pipeline config lists no iterations")

@@ -242,13 +242,30 @@ def _layer_pnmi(ckpt: Path, layer: int, k: int, tsv: Path, work: Path, cfg: Pipe
     return label_quality(labels / "valid.km", cfg.alignments, 50, tsv / "valid.tsv").pnmi
 
 
+def _layer_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, ckpt: Path, d: Path, progress: bool) -> str:
+    """``layer: auto``: the valid PNMI of K-means (the iteration's K) on every layer of the
+    previous model; the best is chosen (``layer_choice.json``, and the report)."""
+    layers = load_model(ckpt).cfg.encoder_layers
+    scores = {layer: _layer_pnmi(ckpt, layer, it.n_clusters, tsv, d / "layer_choice" / f"layer{layer}", cfg, progress)
+              for layer in range(1, layers + 1)}
+    chosen = max(scores, key=scores.get)
+    write_text(d / "layer_choice.json", json.dumps({"chosen": chosen, "valid_pnmi": scores, "k": it.n_clusters}, indent=1) + "\n")
+    return f"layer {chosen} (valid PNMI " + ", ".join(f"{k}: {v:.3f}" for k, v in scores.items()) + ")"
+
+
+def chosen_layer(it: IterationConfig, d: Path) -> int:
+    """The iteration's layer: as configured, or as its layer stage chose."""
+    return json.loads((d / "layer_choice.json").read_text())["chosen"] if it.layer == "auto" else it.layer
+
+
 def _features_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, feats: Path, ckpt: Path | None,
                     progress: bool) -> str:
     for split in SPLITS:
         if it.features == "mfcc":
             dump_mfcc(tsv, split, cfg.nshard, "all", feats, jobs=cfg.jobs, progress=progress)
         else:
-            dump_hubert(tsv, split, ckpt, it.layer, cfg.nshard, "all", feats, jobs=cfg.jobs, progress=progress)
+            dump_hubert(tsv, split, ckpt, chosen_layer(it, feats.parent), cfg.nshard, "all", feats, jobs=cfg.jobs,
+                        progress=progress)
     return f"{it.features} features in {feats}"
 
 
@@ -285,11 +302,13 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
                  log: Callable[[str], None] = print) -> dict:
     out = Path(cfg.out)
     extra = _extra_stages(cfg)
-    valid_names = ["manifest"] + [f"{it.name}.{s}" for it in cfg.iterations for s in STAGES_PER_ITERATION] + extra
+    per_iteration = [[f"{it.name}.{s}" for s in (("layer",) if it.layer == "auto" else ()) + STAGES_PER_ITERATION]
+                     for it in cfg.iterations]
+    valid_names = ["manifest"] + [n for names in per_iteration for n in names] + extra
+    stages = Stages(out, len(valid_names), until, log)
     valid_names += [it.name for it in cfg.iterations]
     if until and until not in valid_names:
         raise HubertkitError(f"--until {until!r} is not a stage; stages: {', '.join(valid_names)}")
-    stages = Stages(out, 1 + len(STAGES_PER_ITERATION) * len(cfg.iterations) + len(extra), until, log)
     trained: dict[str, tuple[str, list[str]]] = {}  # iteration -> (train digest, overrides)
     labelled: dict[str, str] = {}  # iteration -> labels digest
     tsv = out / "manifest"
@@ -308,7 +327,12 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
         for it in cfg.iterations:
             d = out / it.name
             feats, km, lab, ck = d / "features", d / "kmeans.pt", d / "labels", d / "checkpoints"
-            fdig = stages.run(f"{it.name}.features", {"manifest": prev, "features": it.features, "layer": it.layer,
+            layer = it.layer
+            if it.layer == "auto":
+                layer = stages.run(f"{it.name}.layer", {"manifest": prev, "model": previous_train, "k": it.n_clusters,
+                                                        "alignments": cfg.alignments, "seed": cfg.seed, "nshard": cfg.nshard},
+                                   partial(_layer_stage, cfg, tsv, it, previous_ckpt, d, progress), (d / "layer_choice.json",))
+            fdig = stages.run(f"{it.name}.features", {"manifest": prev, "features": it.features, "layer": layer,
                                                       "model": previous_train, "nshard": cfg.nshard},
                               partial(_features_stage, cfg, tsv, it, feats, previous_ckpt, progress), (feats,))
             kdig = stages.run(f"{it.name}.kmeans", {"features": fdig, "k": it.n_clusters, "percent": it.kmeans_percent, "seed": cfg.seed},
@@ -320,7 +344,10 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
                        partial(_quality_stage, cfg, tsv, it, lab, d), (d / "quality.json",) if cfg.alignments else ())
             overrides = [f"task.data={tsv}", f"task.label_dir={lab}", f"checkpoint.save_dir={ck}",
                          f"model.label_rate={it.label_rate}", *it.train_overrides]
-            previous_train = stages.run(f"{it.name}.train", {"labels": ldig, "config": it.train_config, "overrides": overrides},
+            if it.init == "previous":  # the previous model's encoder; its label set is replaced when K differs
+                overrides.append(f"checkpoint.finetune_from_model={previous_ckpt}")
+            previous_train = stages.run(f"{it.name}.train", {"labels": ldig, "config": it.train_config, "overrides": overrides,
+                                                             "init": previous_train if it.init == "previous" else None},
                                         partial(_train_stage, it.train_config, overrides, it.train_config_dir, progress), (ck,),
                                         resumes_in=ck)
             previous_ckpt = _final_checkpoint(ck)

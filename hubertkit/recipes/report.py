@@ -131,7 +131,7 @@ def write_report(cfg) -> Path:
               "| valid cluster purity (chance) | updates | last train loss | last train acc (masked) "
               "| last valid acc (masked) | uniform guess |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    figures = []
+    figures, choices = [], []
     for it in cfg.iterations:
         d = out / it.name
         qfile = d / "quality.json"
@@ -144,7 +144,13 @@ def write_report(cfg) -> Path:
         records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
         train = [r for r in records if r["split"] == "train"]
         valid = [r for r in records if r["split"] == "valid"]
-        feats = "MFCC" if it.features == "mfcc" else f"layer {it.layer} of the previous model"
+        choice = json.loads((d / "layer_choice.json").read_text()) if it.layer == "auto" and (d / "layer_choice.json").is_file() else None
+        if choice:
+            choices.append(f"{it.name}'s layer was chosen by the valid PNMI of k-means (K={choice['k']}) on each layer "
+                           "of the previous model: " + ", ".join(f"layer {k} {v:.3f}" for k, v in choice["valid_pnmi"].items())
+                           + f"; layer {choice['chosen']} was taken.")
+        layer = f"{choice['chosen']} (auto)" if choice else it.layer
+        feats = "MFCC" if it.features == "mfcc" else f"layer {layer} of the previous model"
         qv, cv = (q["valid"], chance[it.name]) if q else ({}, {})
 
         def fmt(v):
@@ -170,6 +176,7 @@ def write_report(cfg) -> Path:
     if qualities:
         figures.insert(0, ("Label quality per iteration", quality_bars(qualities, out / "label_quality.png", chance)))
         lines += ["", _verdict(qualities, chance)]
+    lines += [f"\n{c}" for c in choices]
     lines += [""]
     lines += disentangle_section(out / "disentangled" / "probe", figures)
     lines += unit_asr_section(cfg, qualities)
