@@ -21,8 +21,10 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 	$(PIP) -e '.[asr]'
 	touch $@
 
+# the reference ABX, without its torchaudio pin (tests/test_abx.py compiles its DTW)
 $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(PIP) -e '.[test]'
+	$(PIP) --no-deps zerospeech-libriabx==1.0.5
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

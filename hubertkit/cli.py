@@ -132,6 +132,17 @@ def _cmd_make_dict(a):
     return f"wrote {r['path']}: {r['n_clusters']} labels{unused} counted over {', '.join(r['files'])}"
 
 
+def _cmd_abx(a):
+    from hubertkit.recipes.abx import abx, format_abx, save_abx
+
+    modes = ("within", "across") if a.mode == "all" else (a.mode,)
+    r = abx(a.source, a.tsv_dir, a.split, a.alignments, a.item, a.layer, a.rate, a.km, modes, a.max_size_group,
+            a.max_x_across, a.seed, a.write_item, a.trust_pickle, progress=not a.quiet)
+    if a.out:
+        save_abx(r, a.out)
+    return format_abx(r)
+
+
 def _cmd_label_quality(a):
     import json
 
@@ -385,6 +396,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-rate", type=float, required=True, help="label frames per second (100 for MFCC, 50 for HuBERT layers)")
     p.add_argument("--tsv", required=True, help="the manifest whose lines LAB_FILE follows")
     p.add_argument("--json", action="store_true", help="print all metrics as JSON")
+
+    p = add("abx", _cmd_abx, "ABX error rates (Libri-light / ZeroSpeech 2021: within and across speakers, angular "
+            "distance, DTW) of a model's layers, a feature dump or discrete units, on a split with phone alignments")
+    p.add_argument("source", metavar="CKPT|FEAT_DIR|UNITS", help="a model checkpoint (hubertkit, fairseq, transformers), a "
+                   "dump-mfcc/dump-hubert folder, or units: a `hubertkit units` JSONL or a .km label file")
+    p.add_argument("tsv_dir", metavar="TSV_DIR")
+    p.add_argument("split", metavar="SPLIT")
+    p.add_argument("--alignments", default=None, help="phone alignments JSONL (`hubertkit align`): the items are made from it")
+    p.add_argument("--item", default=None, help="a ZeroSpeech .item file instead of --alignments")
+    p.add_argument("--layer", default="all", help="a model's layer (0: the transformer's input) or 'all' (default)")
+    p.add_argument("--rate", type=float, default=None, help="frames per second of a dump or of units (default: from their lengths)")
+    p.add_argument("--km", default=None, help="units as these k-means centroids instead of one-hot")
+    p.add_argument("--mode", choices=["all", "within", "across"], default="all")
+    p.add_argument("--max-size-group", type=int, default=10, help="tokens per group at most, subsampled above (default: 10)")
+    p.add_argument("--max-x-across", type=int, default=5, help="X speakers per A and B at most, across speakers (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="of the subsampling (default: 0)")
+    p.add_argument("--write-item", default=None, help="also write the items as a ZeroSpeech .item file")
+    p.add_argument("--out", default=None, help="also write the scores as JSON")
+    p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
 
     p = add("export", _cmd_export, "convert a checkpoint (hubertkit, fairseq .pt or transformers folder) to another layout")
     p.add_argument("ckpt", metavar="CKPT")

@@ -1,0 +1,132 @@
+"""``hubertkit abx``: ABX error rates (``cluster/abx.py``) of a model's layers, of a feature
+dump, or of discrete units, on a split whose phones are aligned."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hubertkit.cluster.abx import Items, abx_error_rates, items_from_alignments, read_item_file, write_item_file
+from hubertkit.cluster.kmeans import load_kmeans
+from hubertkit.data.alignments import read_alignments, utterance_key
+from hubertkit.data.audio import read_audio
+from hubertkit.data.manifest import manifest_path, read_manifest
+from hubertkit.data.shards import find_nshard, read_utterances
+from hubertkit.data.speakers import speaker_from_path
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import write_text
+from hubertkit.model.io import load_model
+from hubertkit.progress import progress_bar
+
+
+def load_items(alignments: str | os.PathLike | None = None, item_file: str | os.PathLike | None = None) -> Items:
+    """The items: from a ZeroSpeech ``.item`` file, or made from phone alignments (the
+    speaker of an utterance is its folder, as ``hubertkit speakers`` reads it)."""
+    if (alignments is None) == (item_file is None):
+        raise HubertkitError("give the phone alignments (--alignments) or a ZeroSpeech item file (--item), one of them")
+    if item_file is not None:
+        return read_item_file(item_file)
+    aligned = read_alignments(alignments)
+    return items_from_alignments(aligned, {k: speaker_from_path(k) for k in aligned})
+
+
+def layer_features(model, manifest, keys: set[str], progress: bool = True) -> list[dict[str, np.ndarray]]:
+    """Every layer's frames (0: the transformer's input, L: layer L's output) of the
+    manifest's utterances named in ``keys``: ``[layer][utterance key] -> [frames, dim]``."""
+    out = [{} for _ in range(model.cfg.encoder_layers + 1)]
+    wanted = [u for u in manifest.utterances if utterance_key(os.path.relpath(u.path, manifest.root)) in keys]
+    with torch.inference_mode():
+        for utt in progress_bar(wanted, unit="utt", desc="abx: encoding", disable=not progress):
+            x = torch.from_numpy(read_audio(utt, where=str(manifest.path)))[None]
+            if model.normalize_waveform:
+                x = F.layer_norm(x, x.shape[1:])
+            key = utterance_key(os.path.relpath(utt.path, manifest.root))
+            for store, h in zip(out, model.hidden_states(x)):
+                store[key] = h[0].float().numpy()
+    return out
+
+
+def _frame_rate(frames: dict[str, np.ndarray], manifest) -> float:
+    """Frames per second of a dump or of units, from their lengths and the audio's."""
+    seconds = {utterance_key(os.path.relpath(u.path, manifest.root)): u.num_samples / 16000 for u in manifest.utterances}
+    ratios = [len(v) / seconds[k] for k, v in frames.items() if seconds.get(k)]
+    if not ratios:
+        raise HubertkitError("no utterance of the features is in the manifest: cannot tell their frame rate; give --rate")
+    return float(np.round(np.median(ratios)))
+
+
+def _units(path: Path, manifest, km_path, trust_pickle: bool) -> dict[str, np.ndarray]:
+    """Units of a ``hubertkit units`` JSONL or a ``.km`` label file, one-hot, or as their
+    k-means centroids when ``km_path`` is given."""
+    if path.suffix == ".jsonl":
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        seqs = {utterance_key(r["utt"]): np.asarray(r["units"], dtype=np.int64) for r in records}
+    else:
+        lines = path.read_text().splitlines()
+        if len(lines) != len(manifest):
+            raise HubertkitError(f"{path} has {len(lines)} lines but {manifest.path} lists {len(manifest)} utterances")
+        seqs = {utterance_key(os.path.relpath(u.path, manifest.root)): np.asarray(line.split(), dtype=np.int64)
+                for u, line in zip(manifest.utterances, lines)}
+    if km_path:
+        centroids = load_kmeans(km_path, trust_pickle).centroids
+        if max((s.max() for s in seqs.values() if len(s)), default=0) >= len(centroids):
+            raise HubertkitError(f"{path} holds units beyond the {len(centroids)} clusters of {km_path}")
+        return {k: centroids[s] for k, s in seqs.items()}
+    eye = np.eye(1 + max((int(s.max()) for s in seqs.values() if len(s)), default=0), dtype=np.float32)
+    return {k: eye[s] for k, s in seqs.items()}
+
+
+def abx(source: str | os.PathLike, tsv_dir: str | os.PathLike, split: str, alignments=None, item_file=None,
+        layer: int | str = "all", rate: float | None = None, km: str | os.PathLike | None = None,
+        modes: tuple[str, ...] = ("within", "across"), max_size_group: int = 10, max_x_across: int = 5, seed: int = 0,
+        write_items: str | os.PathLike | None = None, trust_pickle: bool = False, progress: bool = True) -> dict:
+    """``hubertkit abx SOURCE TSV_DIR SPLIT``: ABX error rates of ``SOURCE`` on the split's
+    aligned phones. ``SOURCE``: a model checkpoint (any format hubertkit reads; ``layer``
+    a number or ``"all"``), a feature dump folder (``dump-mfcc``, ``dump-hubert``), or units
+    (a ``hubertkit units`` JSONL or a ``.km`` label file: one-hot, or ``km``'s centroids)."""
+    items = load_items(alignments, item_file)
+    if write_items:
+        write_item_file(items, write_items)
+    manifest = read_manifest(manifest_path(tsv_dir, split))
+    source = Path(source)
+    kw = dict(modes=modes, max_size_group=max_size_group, max_x_across=max_x_across, seed=seed)
+    if source.is_dir() and not (source / "config.json").is_file():  # a feature dump
+        find_nshard(source, split)
+        shards = read_utterances(source, split)
+        if len(shards) != len(manifest):
+            raise HubertkitError(f"{source} holds {len(shards)} utterances of {split}, {manifest.path} lists {len(manifest)}")
+        feats = {utterance_key(os.path.relpath(u.path, manifest.root)): f for u, f in zip(manifest.utterances, shards)}
+        found = {"features": (feats, rate or _frame_rate(feats, manifest))}
+    elif source.suffix in (".jsonl", ".km"):
+        feats = _units(source, manifest, km, trust_pickle)
+        found = {"units": (feats, rate or _frame_rate(feats, manifest))}
+    else:
+        model = load_model(source, trust_pickle)
+        count = model.cfg.encoder_layers
+        layers = list(range(count + 1)) if layer == "all" else [int(layer)]
+        if not all(0 <= n <= count for n in layers):
+            raise HubertkitError(f"--layer must be in 0..{count} (0: the transformer's input) or 'all', got {layer}")
+        every = layer_features(model, manifest, set(items.files), progress)
+        found = {f"layer {n}": (every[n], rate or 16000 / model.cfg.downsample) for n in layers}
+    scores = {}
+    for name, (feats, r) in progress_bar(found.items(), unit="layer", desc="abx: scoring",
+                                         disable=not progress or len(found) == 1):
+        scores[name] = abx_error_rates(feats, items, r, **kw)
+    return {"source": str(source), "split": split, "items": len(items), "scores": scores}
+
+
+def format_abx(result: dict) -> str:
+    modes = sorted({m for s in result["scores"].values() for m in s}, reverse=True)
+    lines = [f"ABX error (%) of {result['source']} on {result['split']} ({result['items']} items)",
+             "| | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
+    lines += [f"| {name} | " + " | ".join(f"{100 * s[m]:.2f}" for m in modes) + " |" for name, s in result["scores"].items()]
+    return "\n".join(lines)
+
+
+def save_abx(result: dict, out: str | os.PathLike) -> None:
+    write_text(out, json.dumps(result, indent=1) + "\n")
