@@ -3,10 +3,11 @@ Cython DTW compiled against this numpy), on the same features and the same items
 the same run: time, peak memory (each in its own process) and the scores.
 
     python benchmarks/bench_abx.py [--ckpt experiments/checkpoints/real_iter1.pt] [--layers 1,3]
+        [--tsv-dir DIR --split SPLIT --alignments FILE]
 
-Features: layers of the checkpoint on the demo corpus (11 minutes of real speech, 24
-speakers), items from its phone alignments. No subsampling on either side (groups and X
-speakers under the limits), so the two compute the same triplets.
+Features: layers of the checkpoint on a manifest (default: the demo corpus, 11 minutes
+of real speech, 24 speakers), items from its phone alignments. No subsampling on either
+side (groups and X speakers under the limits), so the two compute the same triplets.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=str(ROOT / "experiments/checkpoints/real_iter1.pt"))
     parser.add_argument("--layers", default="all", help="comma-separated layer numbers, or all")
+    parser.add_argument("--tsv-dir", type=Path, default=None, help="a manifest folder (default: the demo corpus's)")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--alignments", type=Path, default=ROOT / "hubertkit/corpora/demo/alignments.jsonl")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -86,11 +90,13 @@ def main():
     from hubertkit.recipes.abx import layer_features, load_items
 
     work = Path(tempfile.mkdtemp())
-    make_manifest(ROOT / "hubertkit/corpora/demo", work, valid_percent=0)
-    items = load_items(ROOT / "hubertkit/corpora/demo/alignments.jsonl")
+    if args.tsv_dir is None:
+        make_manifest(ROOT / "hubertkit/corpora/demo", work, valid_percent=0)
+    manifest = read_manifest((args.tsv_dir or work) / f"{args.split}.tsv")
+    items = load_items(args.alignments)
     write_item_file(items, work / "items.item")
     model = load_model(args.ckpt)
-    every = layer_features(model, read_manifest(work / "train.tsv"), set(items.files), progress=False)
+    every = layer_features(model, manifest, set(items.files), progress=False)
     layers = range(len(every)) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
     np.savez(work / "features.npz", **{f"layer {n:02d}|{k}": v for n in layers for k, v in every[n].items()})
     import importlib.util
@@ -111,8 +117,11 @@ def main():
         results[side] = json.loads(run.stdout.strip().splitlines()[-1])
     ours, ref = results["hubertkit"], results["reference"]
     print(header("ABX against zerospeech-libriabx"))
-    print(f"- features: layers {', '.join(str(n) for n in layers)} of `{Path(args.ckpt).name}` on the demo corpus "
-          f"(192 utterances, 11 min, 24 speakers); {len(items)} items from its alignments; 50 frames/s; no subsampling\n")
+    corpus = "the demo corpus (192 utterances, 11 min, 24 speakers)" if args.tsv_dir is None else f"`{manifest.path}`"
+    minutes = sum(len(v) for v in every[0].values()) / 50 / 60
+    print(f"- features: layers {', '.join(str(n) for n in layers)} of `{Path(args.ckpt).name}` on {corpus}, "
+          f"{len(every[0])} utterances, {minutes:.1f} min; {len(items)} items from `{args.alignments.name}`; 50 frames/s; "
+          "no subsampling\n")
     print("| layer | within, hubertkit | within, reference | across, hubertkit | across, reference |")
     print("|---|---:|---:|---:|---:|")
     worst = 0.0

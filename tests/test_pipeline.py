@@ -249,6 +249,7 @@ def test_layer_auto_chooses_by_valid_pnmi_and_init_previous_warm_starts(small_co
     choice = json.loads((out / "iter2" / "layer_choice.json").read_text())
     scores = {int(k): v for k, v in choice["valid_pnmi"].items()}
     assert sorted(scores) == [1, 2] and choice["chosen"] == max(scores, key=scores.get)
+    assert all(0 <= v <= 1 for layer in choice["valid_abx"].values() for v in layer.values())  # beside PNMI
     assert f"layer {choice['chosen']} was taken" in (out / "report.md").read_text()
     # iteration 2 starts from iteration 1's final model (its trainer test: test_trainer.py), with a new label set
     args = json.loads((out / "stages" / "iter2.train.json").read_text())["inputs"]["overrides"]
@@ -261,6 +262,7 @@ def test_layer_auto_chooses_by_valid_pnmi_and_init_previous_warm_starts(small_co
     ({"layer": "best"}, "layer must be a layer number"),
     ({"layer": "auto", "init": "previous"}, None),
     ({"init": "warm"}, "init must be 'scratch' or 'previous'"),
+    ({"layer_metric": "purity"}, "layer_metric must be 'pnmi' or 'abx'"),
 ])
 def test_layer_and_init_values_are_checked(small_corpus, demo_dir, tmp_path, it2, message):
     tree = {"corpus": str(small_corpus), "iterations": [{"features": "mfcc"}, {"features": "hubert", "layer": 1, **it2}]}

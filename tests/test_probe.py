@@ -15,6 +15,7 @@ from hubertkit.recipes.probe import (
     linear_classifier_accuracy,
     linear_regression_corr,
     probe_layers,
+    probe_table,
     read_probes,
 )
 
@@ -62,6 +63,8 @@ def test_probe_layers_on_the_demo(random_model, prepared, demo_dir):
     assert [r.layer for r in results] == list(range(preset("tiny").encoder_layers + 1))
     for r in results:
         assert 0 <= r.speaker_acc <= 1 and 0 <= r.phone_acc <= 1 and -1 <= r.f0_corr <= 1
+        assert 0 <= r.abx_across <= 1  # the valid split's items (within-speaker cells need repeated contexts)
+    assert "ABX across (%)" in probe_table(results)
     # even random convolutions carry phone identity: better than always saying the commonest phone
     align = read_alignments(demo_dir / "alignments.jsonl")
     test_phones = np.concatenate([frame_phones(a, int(a[-1][2] * 50), 50) for k, a in align.items()

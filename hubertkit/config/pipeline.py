@@ -23,6 +23,7 @@ class IterationConfig:
     features: str = "mfcc"  # "mfcc", or "hubert": layer `layer` of the previous iteration's model
     layer: Any = None  # a layer number (1-based), or "auto": the layer of highest valid PNMI (needs alignments)
     init: str = "scratch"  # "scratch", or "previous": warm-start from the previous iteration's model
+    layer_metric: str = "pnmi"  # what layer "auto" maximises: "pnmi", or "abx" (lowest mean of within and across error)
     n_clusters: int = 100
     label_rate: float = 100.0
     kmeans_percent: float = -1.0
@@ -106,6 +107,8 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
                                  f"got {cfg.layer!r}")
         if cfg.layer == "auto" and not tree.get("alignments"):
             raise HubertkitError(f"iteration {cfg.name}: layer 'auto' chooses by valid PNMI, which needs 'alignments'")
+        if cfg.layer_metric not in ("pnmi", "abx"):
+            raise HubertkitError(f"iteration {cfg.name}: layer_metric must be 'pnmi' or 'abx', got {cfg.layer_metric!r}")
         if cfg.init not in ("scratch", "previous") or (cfg.init == "previous" and i == 1):
             raise HubertkitError(f"iteration {cfg.name}: init must be 'scratch' or 'previous' (warm-start from the "
                                  f"previous iteration's model; not for the first), got {cfg.init!r}")

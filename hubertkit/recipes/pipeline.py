@@ -21,6 +21,8 @@ from pathlib import Path
 from functools import partial
 from typing import Callable
 
+import numpy as np
+
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
 from hubertkit.config.pipeline import IterationConfig, PipelineConfig
@@ -33,6 +35,7 @@ from hubertkit.features.hubert import dump_hubert
 from hubertkit.features.pitch import dump_pitch
 from hubertkit.fileio import write_text
 from hubertkit.model.io import load_model
+from hubertkit.recipes.abx import abx
 from hubertkit.recipes.discrete_units import save_units, units_from_labels
 from hubertkit.recipes.probe import probe_layers, write_probes
 from hubertkit.recipes.report import write_report
@@ -243,14 +246,22 @@ def _layer_pnmi(ckpt: Path, layer: int, k: int, tsv: Path, work: Path, cfg: Pipe
 
 
 def _layer_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, ckpt: Path, d: Path, progress: bool) -> str:
-    """``layer: auto``: the valid PNMI of K-means (the iteration's K) on every layer of the
-    previous model; the best is chosen (``layer_choice.json``, and the report)."""
-    layers = load_model(ckpt).cfg.encoder_layers
-    scores = {layer: _layer_pnmi(ckpt, layer, it.n_clusters, tsv, d / "layer_choice" / f"layer{layer}", cfg, progress)
-              for layer in range(1, layers + 1)}
-    chosen = max(scores, key=scores.get)
-    write_text(d / "layer_choice.json", json.dumps({"chosen": chosen, "valid_pnmi": scores, "k": it.n_clusters}, indent=1) + "\n")
-    return f"layer {chosen} (valid PNMI " + ", ".join(f"{k}: {v:.3f}" for k, v in scores.items()) + ")"
+    """``layer: auto``: on every layer of the previous model, the valid PNMI of k-means
+    (the iteration's K) and the valid ABX error rates of the layer's features; the layer
+    best by ``layer_metric`` is chosen (``layer_choice.json``, and the report)."""
+    pnmi, abx_scores = {}, {}
+    for layer in range(1, load_model(ckpt).cfg.encoder_layers + 1):
+        work = d / "layer_choice" / f"layer{layer}"
+        pnmi[layer] = _layer_pnmi(ckpt, layer, it.n_clusters, tsv, work, cfg, progress)
+        abx_scores[layer] = abx(work / "features", tsv, "valid", alignments=cfg.alignments, seed=cfg.seed,
+                                progress=False)["scores"]["features"]
+    if it.layer_metric == "abx":
+        chosen = min(abx_scores, key=lambda n: float(np.mean(list(abx_scores[n].values()))))
+    else:
+        chosen = max(pnmi, key=pnmi.get)
+    write_text(d / "layer_choice.json", json.dumps({"chosen": chosen, "metric": it.layer_metric, "valid_pnmi": pnmi,
+                                                    "valid_abx": abx_scores, "k": it.n_clusters}, indent=1) + "\n")
+    return f"layer {chosen} by {it.layer_metric} (valid PNMI " + ", ".join(f"{k}: {v:.3f}" for k, v in pnmi.items()) + ")"
 
 
 def chosen_layer(it: IterationConfig, d: Path) -> int:
@@ -330,6 +341,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
             layer = it.layer
             if it.layer == "auto":
                 layer = stages.run(f"{it.name}.layer", {"manifest": prev, "model": previous_train, "k": it.n_clusters,
+                                                        "metric": it.layer_metric,
                                                         "alignments": cfg.alignments, "seed": cfg.seed, "nshard": cfg.nshard},
                                    partial(_layer_stage, cfg, tsv, it, previous_ckpt, d, progress), (d / "layer_choice.json",))
             fdig = stages.run(f"{it.name}.features", {"manifest": prev, "features": it.features, "layer": layer,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hubertkit.cluster.abx import abx_error_rates, items_from_alignments
 from hubertkit.data.alignments import frame_phones, read_alignments, utterance_key
 from hubertkit.data.audio import read_audio
 from hubertkit.data.manifest import manifest_path, read_manifest
@@ -43,6 +44,8 @@ class LayerProbe:
     # chance: the accuracy of always answering the most frequent speaker / the train split's most frequent phone
     speaker_chance: float | None = None
     phone_chance: float | None = None
+    abx_within: float | None = None  # ABX error rates on the test split (cluster/abx.py), with alignments
+    abx_across: float | None = None
 
 
 # -- linear probes ----------------------------------------------------------------------
@@ -101,6 +104,7 @@ def linear_regression_corr(x_train: np.ndarray, y_train: np.ndarray, x_test: np.
 @dataclass
 class _Split:
     layers: list[list[np.ndarray]]  # [layer][utterance] -> [frames, dim]
+    keys: list[str]  # each utterance's path without extension, as alignments name it
     speakers: list[str]
     phones: list[list[str] | None]
     pitch: list[np.ndarray]
@@ -118,7 +122,7 @@ def _encode(model, tsv: Path, alignments: dict | None, speaker_map: dict | None,
         chosen = np.linspace(0, len(chosen) - 1, max_utterances).round().astype(int)
     speakers = utterance_speakers(tsv, speaker_map)
     rate = 16000 / model.cfg.downsample
-    out = _Split([[] for _ in range(model.cfg.encoder_layers + 1)], [speakers[i] for i in chosen], [], [])
+    out = _Split([[] for _ in range(model.cfg.encoder_layers + 1)], [], [speakers[i] for i in chosen], [], [])
     utts = [manifest.utterances[i] for i in chosen]
     for utt in progress_bar(utts, desc=f"probe {tsv.stem}", unit="utt", disable=not progress):
         wav = read_audio(utt, where=str(tsv))
@@ -130,6 +134,7 @@ def _encode(model, tsv: Path, alignments: dict | None, speaker_map: dict | None,
             store.append(h[0].float().numpy())
         frames = states[0].shape[1]
         key = utterance_key(os.path.relpath(utt.path, manifest.root))
+        out.keys.append(key)
         out.phones.append(frame_phones(alignments[key], frames, rate) if alignments and key in alignments else None)
         pitch = track_pitch(wav, rate)
         out.pitch.append(np.pad(pitch, ((0, max(0, frames - len(pitch))), (0, 0)))[:frames])
@@ -191,9 +196,13 @@ def probe_layers(
     if train_phones and test_phones:  # the train split's commonest phone, said of every test frame
         names, counts = np.unique(np.concatenate(train_phones), return_counts=True)
         chance["phone_chance"] = float(np.mean(np.concatenate(test_phones) == names[counts.argmax()]))
+    items = _abx_items(te, align) if align else None
     results = []
     for layer in layers:
         probe = LayerProbe(layer, **chance)
+        if items is not None:
+            abx = _abx(te, layer, items, 16000 / model.cfg.downsample, seed)
+            probe.abx_within, probe.abx_across = abx.get("within"), abx.get("across")
         # few utterances per speaker: every utterance of both splits is held out once
         means = np.stack([u.mean(0) for s in (tr, te) for u in s.layers[layer]])
         probe.speaker_acc = cross_validated_accuracy(means, speakers, SPEAKER_FOLDS, np.random.default_rng(seed))
@@ -206,6 +215,23 @@ def probe_layers(
     return results
 
 
+def _abx_items(split: _Split, align: dict):
+    """The ABX items of the split's aligned utterances (None when it has none)."""
+    aligned = {k: align[k] for k in split.keys if k in align}
+    try:
+        return items_from_alignments(aligned, dict(zip(split.keys, split.speakers))) if aligned else None
+    except HubertkitError:  # no phone between two phones
+        return None
+
+
+def _abx(split: _Split, layer: int, items, rate: float, seed: int) -> dict:
+    """ABX error rates of one layer on the split, {} where its items make no triplet."""
+    try:
+        return abx_error_rates(dict(zip(split.keys, split.layers[layer])), items, rate, seed=seed)
+    except HubertkitError:
+        return {}
+
+
 # -- reporting --------------------------------------------------------------------------
 
 
@@ -213,9 +239,14 @@ def probe_table(results: list[LayerProbe], title: str | None = None) -> str:
     def cell(v):
         return "–" if v is None else f"{v:.3f}"
 
+    def percent(v):
+        return "–" if v is None else f"{100 * v:.2f}"
+
     lines = [f"**{title}**", ""] if title else []
-    lines += ["| layer | speaker acc | phone acc | F0 corr |", "|---:|---:|---:|---:|"]
-    lines += [f"| {r.layer} | {cell(r.speaker_acc)} | {cell(r.phone_acc)} | {cell(r.f0_corr)} |" for r in results]
+    lines += ["| layer | speaker acc | phone acc | F0 corr | ABX within (%) | ABX across (%) |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.layer} | {cell(r.speaker_acc)} | {cell(r.phone_acc)} | {cell(r.f0_corr)} | {percent(r.abx_within)} "
+              f"| {percent(r.abx_across)} |" for r in results]
     return "\n".join(lines) + "\n"
 
 

@@ -146,9 +146,10 @@ def write_report(cfg) -> Path:
         valid = [r for r in records if r["split"] == "valid"]
         choice = json.loads((d / "layer_choice.json").read_text()) if it.layer == "auto" and (d / "layer_choice.json").is_file() else None
         if choice:
-            choices.append(f"{it.name}'s layer was chosen by the valid PNMI of k-means (K={choice['k']}) on each layer "
-                           "of the previous model: " + ", ".join(f"layer {k} {v:.3f}" for k, v in choice["valid_pnmi"].items())
-                           + f"; layer {choice['chosen']} was taken.")
+            by = "the valid PNMI of k-means" if choice["metric"] == "pnmi" else "the valid ABX error (mean of within and across)"
+            choices.append(f"{it.name}'s layer was chosen by {by} on each layer of the previous model: " + ", ".join(
+                f"layer {k} PNMI {v:.3f} (K={choice['k']}), ABX {_abx_cell(choice['valid_abx'][k])}"
+                for k, v in choice["valid_pnmi"].items()) + f"; layer {choice['chosen']} was taken.")
         layer = f"{choice['chosen']} (auto)" if choice else it.layer
         feats = "MFCC" if it.features == "mfcc" else f"layer {layer} of the previous model"
         qv, cv = (q["valid"], chance[it.name]) if q else ({}, {})
@@ -191,6 +192,10 @@ def write_report(cfg) -> Path:
     report = out / "report.md"
     write_text(report, "\n".join(lines) + "\n")
     return report
+
+
+def _abx_cell(scores: dict) -> str:
+    return " / ".join(f"{m} {100 * v:.1f} %" for m, v in sorted(scores.items(), reverse=True))
 
 
 def _verdict(qualities: dict, chance: dict) -> str:
