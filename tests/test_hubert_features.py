@@ -59,6 +59,14 @@ def test_bad_layer(prepared, tiny_ckpt, tmp_path):
         dump_hubert(prepared / "tsv", "valid", tiny_ckpt[0], 7, 1, 0, tmp_path, progress=False)
 
 
+@pytest.mark.parametrize("max_chunk", [-16000, 0, 399])
+def test_a_chunk_shorter_than_the_receptive_field_is_refused(prepared, tiny_ckpt, tmp_path, max_chunk):
+    """A negative chunk silently changed the features; one shorter than a frame's window has none."""
+    with pytest.raises(HubertkitError, match="--max-chunk must be at least the model's receptive field, 400 samples"):
+        dump_hubert(prepared / "tsv", "valid", tiny_ckpt[0], 1, 1, 0, tmp_path / "f", max_chunk=max_chunk, progress=False)
+    assert not (tmp_path / "f").exists()
+
+
 def test_the_real_speech_checkpoint_in_the_repository_loads(demo_dir):
     """experiments/checkpoints/real_iter1.pt: a plain hubertkit checkpoint, under 10 MB, layer 1 extractable."""
     from pathlib import Path

@@ -142,3 +142,18 @@ def test_export_kmeans_is_what_fairseqs_dump_km_label_reads(prepared, tmp_path):
     np.testing.assert_array_equal(km.predict(x), ours)
     back = load_kmeans(tmp_path / "km.bin", trust_pickle=True)
     np.testing.assert_array_equal(back.centroids, load_kmeans(tmp_path / "km.pt").centroids)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"percent": float("nan")}, "--percent must be in"), ({"percent": 0}, "--percent must be in"),
+    ({"percent": 1.5}, "--percent must be in"), ({"seed": -1}, "--seed must be in"),
+    ({"algo": "minibatch", "batch_size": 0}, "--batch_size must be an integer of at least 1"),
+    ({"algo": "minibatch", "n_init": 0}, "--n_init must be an integer of at least 1"),
+    ({"algo": "minibatch", "init": "bogus"}, "--init must be 'k-means\\+\\+' or 'random'"),
+    ({"algo": "minibatch", "reassignment_ratio": -0.1}, "--reassignment_ratio must be a number of at least 0"),
+    ({"algo": "minibatch", "tol": float("nan")}, "--tol must be a number of at least 0"),
+])
+def test_bad_options_are_refused_before_any_work(prepared, tmp_path, kw, message):
+    with pytest.raises(HubertkitError, match=message):
+        learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km.pt", 4, progress=False, **kw)
+    assert not (tmp_path / "km.pt").exists()

@@ -350,6 +350,30 @@ def lloyd(
 # fairseq's learn_kmeans.py defaults; its flags of the same names override them.
 MINIBATCH_DEFAULTS = {"init": "k-means++", "batch_size": 10000, "tol": 0.0, "max_no_improvement": 100, "n_init": 20,
                       "reassignment_ratio": 0.0}
+# what each MiniBatchKMeans option accepts (scikit-learn would fail later, with a traceback)
+_MINIBATCH_RULES = {
+    "init": (lambda v: v in ("k-means++", "random"), "'k-means++' or 'random'"),
+    "batch_size": (lambda v: float(v) == int(v) >= 1, "an integer of at least 1"),
+    "n_init": (lambda v: float(v) == int(v) >= 1, "an integer of at least 1"),
+    "max_no_improvement": (lambda v: float(v) == int(v) >= 0, "an integer of at least 0"),
+    "tol": (lambda v: math.isfinite(v) and v >= 0, "a number of at least 0"),
+    "reassignment_ratio": (lambda v: math.isfinite(v) and v >= 0, "a number of at least 0"),
+}
+
+
+def _check_options(percent: float, seed: int, tol: float | None, options: dict) -> None:
+    if not (percent == -1 or 0 < percent <= 1):  # NaN fails both
+        raise HubertkitError(f"--percent must be in (0, 1] (a share of each shard's utterances) or -1 (all), got {percent}")
+    if not 0 <= seed < 2**32:
+        raise HubertkitError(f"--seed must be in 0..2**32-1, got {seed}")
+    for key, value in {**options, **({"tol": tol} if tol is not None else {})}.items():
+        ok, what = _MINIBATCH_RULES[key]
+        try:
+            good = ok(value)
+        except (TypeError, ValueError, OverflowError):
+            good = False
+        if not good:
+            raise HubertkitError(f"--{key} must be {what}, got {value!r}")
 
 
 def minibatch(frames: FrameSet, n_clusters: int, max_iter: int = 100, **options) -> tuple[np.ndarray, float]:
@@ -407,6 +431,7 @@ def learn_kmeans(
     if unknown:
         raise HubertkitError(f"unknown k-means option(s) {', '.join(unknown)}; known: {', '.join(MINIBATCH_DEFAULTS)}")
     minibatch_options = {k: v for k, v in minibatch_options.items() if v is not None}
+    _check_options(percent, seed, tol, minibatch_options)
     if algo == "lloyd" and minibatch_options:
         raise HubertkitError(f"option(s) {', '.join(sorted(minibatch_options))} belong to fairseq's MiniBatchKMeans: add --algo minibatch "
                              "(lloyd runs one k-means++ start over all sampled frames)")

@@ -26,6 +26,9 @@ class HubertLayerFeatures:
         self.dim = self.model.cfg.encoder_embed_dim
         if not 1 <= layer <= self.model.cfg.encoder_layers:  # now, not at the first utterance
             raise HubertkitError(f"LAYER must be in 1..{self.model.cfg.encoder_layers} for {ckpt}, got {layer}")
+        if max_chunk < self.model.cfg.receptive_field:  # a chunk shorter than one frame's window yields nothing
+            raise HubertkitError(f"--max-chunk must be at least the model's receptive field, "
+                                 f"{self.model.cfg.receptive_field} samples, got {max_chunk}")
 
     @torch.inference_mode()
     def __call__(self, wav: np.ndarray) -> np.ndarray:

@@ -103,6 +103,9 @@ READING = """How to read these numbers:
   **Cluster purity**: how often a phone's most frequent cluster is the frame's cluster.
   *Chance* is the same labels shuffled across frames: what K clusters of these sizes
   score with no relation to the phones (not 0 for PNMI on a finite sample).
+- **ABX error** (docs/abx.md): how often a phone token is closer (DTW over frames, angular
+  distance) to a token of another phone than to one of its own, in the same context,
+  within one speaker or across two; 50 % is chance, lower is better.
 - **Training**: the loss is the masked frames' cross-entropy in bits; the accuracy is
   how often the masked frame's label is predicted. Guessing uniformly gets 1/K.
 - **What to expect at this budget**: the demo trains a 3-layer model for a few hundred
@@ -148,7 +151,7 @@ def write_report(cfg) -> Path:
         if choice:
             by = "the valid PNMI of k-means" if choice["metric"] == "pnmi" else "the valid ABX error (mean of within and across)"
             choices.append(f"{it.name}'s layer was chosen by {by} on each layer of the previous model: " + ", ".join(
-                f"layer {k} PNMI {v:.3f} (K={choice['k']}), ABX {_abx_cell(choice['valid_abx'][k])}"
+                f"layer {k} PNMI {v:.3f} (K={choice['k']}), ABX within / across {_abx_cell(choice['valid_abx'][k])} %"
                 for k, v in choice["valid_pnmi"].items()) + f"; layer {choice['chosen']} was taken.")
         layer = f"{choice['chosen']} (auto)" if choice else it.layer
         feats = "MFCC" if it.features == "mfcc" else f"layer {layer} of the previous model"
@@ -195,7 +198,8 @@ def write_report(cfg) -> Path:
 
 
 def _abx_cell(scores: dict) -> str:
-    return " / ".join(f"{m} {100 * v:.1f} %" for m, v in sorted(scores.items(), reverse=True))
+    """ABX error rates as "within / across" percentages."""
+    return " / ".join(f"{100 * v:.1f}" for _, v in sorted(scores.items(), reverse=True))
 
 
 def _verdict(qualities: dict, chance: dict) -> str:
@@ -253,14 +257,20 @@ def disentangle_section(probe_dir: Path, figures: list) -> list[str]:
              "frequent speaker or phone. One run of each model: differences of a few points between the two are "
              "within what another seed gives (docs/disentangle.md).", "",
              "| layer | speaker acc, plain | speaker acc, disentangled | phone acc, plain | phone acc, disentangled "
-             "| F0 corr, plain | F0 corr, disentangled |", "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| F0 corr, plain | F0 corr, disentangled | ABX within / across (%), plain | ABX within / across (%), "
+             "disentangled |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def abx_cell(r):
+        return "–" if r.abx_across is None else _abx_cell({k: v for k, v in (("within", r.abx_within),
+                                                                               ("across", r.abx_across)) if v is not None})
+
     for a, b in zip(runs["plain"], runs["disentangled"]):
         mark = " (adversary)" if a.layer == layer else ""
         lines.append(f"| {a.layer}{mark} | {cell(a.speaker_acc)} | {cell(b.speaker_acc)} | {cell(a.phone_acc)} "
-                     f"| {cell(b.phone_acc)} | {cell(a.f0_corr)} | {cell(b.f0_corr)} |")
+                     f"| {cell(b.phone_acc)} | {cell(a.f0_corr)} | {cell(b.f0_corr)} | {abx_cell(a)} | {abx_cell(b)} |")
     first = runs["plain"][0]
     lines.append(f"| chance | {cell(first.speaker_chance)} | {cell(first.speaker_chance)} | {cell(first.phone_chance)} "
-                 f"| {cell(first.phone_chance)} | 0 | 0 |")
+                 f"| {cell(first.phone_chance)} | 0 | 0 | 50 / 50 | 50 / 50 |")
     if summary.get("pnmi"):
         lines += ["", f"Valid PNMI of k-means (K as the iteration's) on layer {layer}: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in summary["pnmi"].items()) + "."]
