@@ -10,7 +10,7 @@ from hubertkit.cli import build_parser
 
 COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality",
             "dump-hubert", "units", "export", "train", "pipeline", "demo", "dump-pitch", "speakers", "probe", "prepare-text", "transcribe", "finetune",
-            "unit-asr", "unit-asr train", "unit-asr transcribe", "export-kmeans", "align"]
+            "unit-asr", "unit-asr train", "unit-asr transcribe", "export-kmeans", "align", "abx", "submit"]
 
 
 def hubertkit(*args, check=True):
@@ -55,6 +55,25 @@ def test_bad_input_exits_2_without_traceback(tmp_path):
     assert "train.tsv:2" in r.stderr and "nope.flac" in r.stderr and "Traceback" not in r.stderr
     r = hubertkit("dump-mfcc", tmp_path, "train", 1, 0, tmp_path / "feat", "--debug", check=False)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_values_that_mean_nothing_exit_2_naming_the_flag(labelled, tmp_path):
+    """Each stopped with a traceback or an unclear message, or replaced its own input."""
+    import shutil
+
+    shutil.copy(labelled / "km20.pt", tmp_path / "km.pt")
+    for args, message in (
+        (["export-kmeans", tmp_path / "km.pt", tmp_path / "km.pt"], "is KM_PATH itself"),
+        (["export-kmeans", tmp_path / "km.pt", tmp_path], "is a directory"),
+        (["label-quality", labelled / "labels" / "valid.km", tmp_path / "a.jsonl", "--label-rate", 0, "--tsv",
+          labelled / "tsv" / "valid.tsv"], "--label-rate must be a positive number"),
+        (["make-dict", labelled / "labels", "--n-clusters", 0], "--n-clusters must be at least 1"),
+        (["units", tmp_path / "m.pt", tmp_path / "km.pt", labelled / "tsv" / "valid.tsv", "--layer", 1, "--nshard", 0,
+          "--out", tmp_path / "u.jsonl"], "NSHARD (--nshard) must be at least 1"),
+    ):
+        r = hubertkit(*args, check=False)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    assert (tmp_path / "km.pt").read_bytes() == (labelled / "km20.pt").read_bytes()
 
 
 def test_pickled_kmeans_needs_trust_flag(tmp_path):

@@ -129,6 +129,10 @@ def export_kmeans(km_path: str | os.PathLike, out: str | os.PathLike, trust_pick
         from sklearn.cluster import MiniBatchKMeans
     except ImportError:
         raise HubertkitError("export-kmeans writes a scikit-learn model: pip install 'hubertkit[sklearn]'") from None
+    if Path(out).exists() and Path(out).resolve() == Path(km_path).resolve():
+        raise HubertkitError(f"OUT {out} is KM_PATH itself: the export would replace the model; give another file name")
+    if Path(out).is_dir():
+        raise HubertkitError(f"OUT {out} is a directory; give a file name, e.g. {Path(out) / 'km.bin'}")
     km = load_kmeans(km_path, trust_pickle)
     model = MiniBatchKMeans(n_clusters=km.n_clusters, max_iter=100, compute_labels=False, **MINIBATCH_DEFAULTS)
     # the attributes fit() leaves, so predict() and transform() work as on a fitted model

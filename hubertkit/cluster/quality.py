@@ -73,6 +73,9 @@ def quality_from_counts(counts: np.ndarray, utterances: int = 0, frame_diff: int
 
 def paired_frames(lab_file, alignments, tsv, label_rate: float):
     """Per utterance, the frame labels and the phones at the same frames (cut to the shorter)."""
+    if not label_rate > 0:
+        raise HubertkitError(f"--label-rate must be a positive number of labels per second (100 for MFCC, 50 for "
+                             f"HuBERT layers), got {label_rate}")
     labels = read_labels(lab_file)
     manifest = read_manifest(tsv)
     if len(labels) != len(manifest):

@@ -122,6 +122,8 @@ def make_dict(lab_dir: str | os.PathLike, label: str = "km", n_clusters: int | N
                              "sidecar says how many clusters there are: give --n-clusters, or check the dump")
     if len(recorded) > 1:
         raise HubertkitError(f"label files in {lab_dir} come from k-means models with {sorted(recorded)} clusters")
+    if n_clusters is not None and n_clusters < 1:
+        raise HubertkitError(f"--n-clusters must be at least 1, got {n_clusters}")
     if n_clusters is None:
         n_clusters = recorded.pop() if recorded else max(counts) + 1
     if counts and (min(counts) < 0 or max(counts) >= n_clusters):

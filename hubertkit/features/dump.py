@@ -47,6 +47,8 @@ class DumpSummary:
 
 def resolve_ranks(rank: str | int, nshard: int) -> list[int]:
     """``RANK`` as an int, ``all`` (every rank, here), or ``auto`` (from SLURM or torchrun)."""
+    if nshard < 1:
+        raise HubertkitError(f"NSHARD (--nshard) must be at least 1, got {nshard}")
     if isinstance(rank, int):
         return [rank]
     if rank == "all":
