@@ -273,3 +273,24 @@ def test_layer_and_init_values_are_checked(small_corpus, demo_dir, tmp_path, it2
         with pytest.raises(HubertkitError, match="needs 'alignments'"):
             parse_pipeline(tree)
         assert parse_pipeline({**tree, "alignments": "a.jsonl"}).iterations[1].layer == "auto"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: setattr(c.iterations[0], "train_config", "nosuchconfig"), "nosuchconfig"),
+    (lambda c: c.iterations[1].train_overrides.append("model.mask_porb=0.5"), "model.mask_porb"),
+    (lambda c: c.iterations[1].train_overrides.append("optimization.max_update=-1"), "optimization.max_update"),
+])
+def test_a_bad_training_config_stops_before_the_first_stage(small_corpus, demo_dir, tmp_path, change, message):
+    cfg = config(small_corpus, demo_dir, tmp_path / "out")
+    change(cfg)
+    with pytest.raises(HubertkitError, match=message):
+        run_pipeline(cfg, progress=False, log=lambda s: None)
+    assert not (tmp_path / "out" / "stages").exists()  # not one stage ran
+
+
+def test_iteration_names_stay_inside_out_and_an_empty_until_is_refused(small_corpus, demo_dir, tmp_path):
+    tree = {"corpus": str(small_corpus), "iterations": [{"name": "../escape", "features": "mfcc"}]}
+    with pytest.raises(HubertkitError, match="iteration name '../escape'"):
+        parse_pipeline(tree)
+    with pytest.raises(HubertkitError, match="--until '' is not a stage"):
+        run_pipeline(config(small_corpus, demo_dir, tmp_path / "out"), until="", progress=False, log=lambda s: None)

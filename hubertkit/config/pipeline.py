@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,9 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
         iterations.append(cfg)
     if not iterations:
         raise HubertkitError("the pipeline config lists no iterations")
+    for it in iterations:  # names become folders under `out`
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", it.name) or ".." in it.name:
+            raise HubertkitError(f"iteration name {it.name!r}: use letters, digits, '_', '.' and '-' (it names a folder under out)")
     if len({it.name for it in iterations}) != len(iterations):
         raise HubertkitError("iteration names must be unique")
     dis = tree.get("disentangle")

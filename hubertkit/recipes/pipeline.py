@@ -25,6 +25,7 @@ import numpy as np
 
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
+from hubertkit.config import config_dir_default, load_config
 from hubertkit.config.pipeline import IterationConfig, PipelineConfig
 from hubertkit.data.labels import make_dict, merge_labels
 from hubertkit.data.manifest import make_manifest, manifest_path, read_manifest
@@ -295,6 +296,31 @@ def _quality_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, lab: Pat
     return f"valid PNMI {q['valid']['pnmi']:.4f}"
 
 
+def _train_overrides(it: IterationConfig, tsv: Path, d: Path, previous_ckpt: Path | None) -> list[str]:
+    overrides = [f"task.data={tsv}", f"task.label_dir={d / 'labels'}", f"checkpoint.save_dir={d / 'checkpoints'}",
+                 f"model.label_rate={it.label_rate}", *it.train_overrides]
+    if it.init == "previous":  # the previous model's encoder; its label set is replaced when K differs
+        overrides.append(f"checkpoint.finetune_from_model={previous_ckpt}")
+    return overrides
+
+
+def _check_training_configs(cfg: PipelineConfig, tsv: Path) -> None:
+    """Every training config the pipeline will use, loaded now: an unknown config, key or
+    value stops the run before the first stage, not after the dumps and k-means."""
+    out = Path(cfg.out)
+    plain = {it.name: _train_overrides(it, tsv, out / it.name, out / "previous.pt") for it in cfg.iterations}
+    for it in cfg.iterations:
+        load_config(it.train_config, plain[it.name], it.train_config_dir)
+    if cfg.disentangle:
+        dis = cfg.disentangle
+        load_config(dis.train_config, [*plain[dis.iteration], f"task.feat_dir={out / 'pitch'}", *dis.train_overrides],
+                    dis.train_config_dir)
+    for it in (i for i in cfg.iterations if cfg.unit_asr and i.name in cfg.unit_asr.iterations):
+        u = cfg.unit_asr
+        load_config(u.train_config, [f"task.data={tsv}", f"task.texts={u.texts}", f"task.label_rate={it.label_rate}",
+                                     *u.train_overrides], u.train_config_dir or str(config_dir_default() / "unit_asr"))
+
+
 def _train_stage(config: str, overrides: list[str], config_dir: str | None, progress: bool) -> int:
     return train(config, overrides, config_dir, progress=progress)["num_updates"]
 
@@ -318,8 +344,9 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
     valid_names = ["manifest"] + [n for names in per_iteration for n in names] + extra
     stages = Stages(out, len(valid_names), until, log)
     valid_names += [it.name for it in cfg.iterations]
-    if until and until not in valid_names:
+    if until is not None and until not in valid_names:
         raise HubertkitError(f"--until {until!r} is not a stage; stages: {', '.join(valid_names)}")
+    _check_training_configs(cfg, out / "manifest")
     trained: dict[str, tuple[str, list[str]]] = {}  # iteration -> (train digest, overrides)
     labelled: dict[str, str] = {}  # iteration -> labels digest
     tsv = out / "manifest"
@@ -354,10 +381,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, progress: bool =
                                                   partial(_labels_stage, cfg, feats, km, lab, progress), (lab,))
             stages.run(f"{it.name}.quality", {"labels": ldig, "alignments": cfg.alignments, "rate": it.label_rate},
                        partial(_quality_stage, cfg, tsv, it, lab, d), (d / "quality.json",) if cfg.alignments else ())
-            overrides = [f"task.data={tsv}", f"task.label_dir={lab}", f"checkpoint.save_dir={ck}",
-                         f"model.label_rate={it.label_rate}", *it.train_overrides]
-            if it.init == "previous":  # the previous model's encoder; its label set is replaced when K differs
-                overrides.append(f"checkpoint.finetune_from_model={previous_ckpt}")
+            overrides = _train_overrides(it, tsv, d, previous_ckpt)
             previous_train = stages.run(f"{it.name}.train", {"labels": ldig, "config": it.train_config, "overrides": overrides,
                                                              "init": previous_train if it.init == "previous" else None},
                                         partial(_train_stage, it.train_config, overrides, it.train_config_dir, progress), (ck,),
