@@ -99,7 +99,8 @@ class HubertDataset(torch.utils.data.Dataset):
 
     Nothing per utterance is a Python object: the manifest, labels and pitch are arrays
     or memory maps (``FrameLabels``), so building it for LibriSpeech's 281k utterances
-    takes seconds, and DataLoader workers share rather than copy it."""
+    takes under a second (benchmarks/bench_scale.py), and DataLoader workers share
+    rather than copy it."""
 
     def __init__(
         self,

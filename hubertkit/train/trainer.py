@@ -260,9 +260,10 @@ class Trainer:
                 torch.cuda.set_rng_state_all(t["cuda_rng"])
         if fresh:
             log.info("%s: the %s start fresh (the checkpoint's differ from the configured model's)", path, ", ".join(fresh))
+        reset = [name for name, flag in (("optimizer", reset_optimizer), ("lr scheduler", reset_lr_scheduler),
+                                         ("dataloader", reset_dataloader), ("meters", reset_meters)) if flag]
         log.info("started from %s at update %d (epoch %d)%s", path, self.num_updates, self.epoch,
-                 "" if ours and not any((reset_optimizer, reset_dataloader, reset_meters)) else
-                 f"; reset: {', '.join(n for n, v in (('optimizer', reset_optimizer), ('lr scheduler', reset_lr_scheduler), ('dataloader', reset_dataloader), ('meters', reset_meters)) if v)}")
+                 f"; reset: {', '.join(reset)}" if reset else "")
 
     def _set_states(self, model_state: dict, optimizer_state: dict | None) -> None:
         if self.fsdp:
