@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hubertkit.cluster.abx import Items, abx_error_rates, items_from_alignments, read_item_file, write_item_file
 from hubertkit.cluster.kmeans import load_kmeans
 from hubertkit.data.alignments import read_alignments, utterance_key
-from hubertkit.data.audio import read_audio
+from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import manifest_path, read_manifest
 from hubertkit.data.shards import find_nshard, read_utterances
 from hubertkit.data.speakers import speaker_from_path
@@ -53,7 +53,7 @@ def layer_features(model, manifest, keys: set[str], progress: bool = True) -> li
 
 def _frame_rate(frames: dict[str, np.ndarray], manifest) -> float:
     """Frames per second of a dump or of units, from their lengths and the audio's."""
-    seconds = {utterance_key(os.path.relpath(u.path, manifest.root)): u.num_samples / 16000 for u in manifest.utterances}
+    seconds = {utterance_key(os.path.relpath(u.path, manifest.root)): u.num_samples / SAMPLE_RATE for u in manifest.utterances}
     ratios = [len(v) / seconds[k] for k, v in frames.items() if seconds.get(k)]
     if not ratios:
         raise HubertkitError("no utterance of the features is in the manifest: cannot tell their frame rate; give --rate")
@@ -112,7 +112,7 @@ def abx(source: str | os.PathLike, tsv_dir: str | os.PathLike, split: str, align
         if not all(0 <= n <= count for n in layers):
             raise HubertkitError(f"--layer must be in 0..{count} (0: the transformer's input) or 'all', got {layer}")
         every = layer_features(model, manifest, set(items.files), progress)
-        found = {f"layer {n}": (every[n], rate or 16000 / model.cfg.downsample) for n in layers}
+        found = {f"layer {n}": (every[n], rate or SAMPLE_RATE / model.cfg.downsample) for n in layers}
     scores = {}
     for name, (feats, r) in progress_bar(found.items(), unit="layer", desc="abx: scoring",
                                          disable=not progress or len(found) == 1):
