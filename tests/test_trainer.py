@@ -169,7 +169,7 @@ def test_unwritable_save_dir_fails_before_training(labelled, tmp_path):
 def test_full_disk_keeps_the_previous_checkpoint(labelled, tmp_path, monkeypatch):
     import errno
 
-    from hubertkit.train import checkpoint as checkpoint_module
+    from hubertkit.model import checkpoint as checkpoint_module
 
     train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 2}), progress=False)
     before = (tmp_path / "ck" / "checkpoint_last.pt").read_bytes()
@@ -236,8 +236,9 @@ def test_a_failed_checkpoint_write_keeps_the_resume_point(labelled, tmp_path, mo
         return real_save(obj, f, *a, **kw)
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(HubertkitError, match=r"cannot write checkpoint .*checkpoint_1_4.pt: .*file write failed"):
+    with pytest.raises(HubertkitError, match=r"cannot write checkpoint .*checkpoint_1_4.pt: .*file write failed") as e:
         train("demo", overrides(labelled, tmp_path / "ck"), progress=False)
+    assert "nothing was written" in str(e.value) and "resume from " + str(tmp_path / "ck" / "checkpoint_last.pt") in str(e.value)
     assert torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)["trainer"]["num_updates"] == 4
     assert not list((tmp_path / "ck").glob(".*.tmp"))
     monkeypatch.setattr(torch, "save", real_save)

@@ -9,7 +9,7 @@ from hubertkit.config import load_config
 from hubertkit.data.unit_dataset import UnitTextDataset
 from hubertkit.data.unit_vocab import UnitVocab, dedup, hf_tokenizer, units_text
 from hubertkit.errors import HubertkitError
-from hubertkit.model.io import load_checkpoint
+from hubertkit.model.checkpoint import read_checkpoint
 from hubertkit.model.unit_asr import load_unit_asr
 from hubertkit.recipes.discrete_units import save_units, units_from_labels
 from hubertkit.recipes.unit_asr import train_unit_asr, transcribe_units
@@ -98,7 +98,7 @@ def test_ctc_baseline_and_exact_resume(units, demo_dir, tmp_path):
     _train(units, demo_dir, tmp_path / "once", "ctc_demo", fixed)
     _train(units, demo_dir, tmp_path / "twice", "ctc_demo", [*fixed, "optimization.max_update=20"])
     _train(units, demo_dir, tmp_path / "twice", "ctc_demo", fixed)
-    a, b = (load_checkpoint(tmp_path / d / "checkpoint_last.pt") for d in ("once", "twice"))
+    a, b = (read_checkpoint(tmp_path / d / "checkpoint_last.pt").state for d in ("once", "twice"))
     assert a["trainer"]["num_updates"] == b["trainer"]["num_updates"] == 40
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k

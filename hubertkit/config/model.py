@@ -123,8 +123,30 @@ class HubertConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "HubertConfig":
         """Known keys only; fairseq checkpoints carry many keys that do not shape the model."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names}).validate()
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, value in d.items():
+            if key in known and not _of_type(value, known[key]):
+                raise HubertkitError(f"model.{key} must be {_TYPE_NAMES[known[key]]}, got {value!r}")
+        return cls(**{k: v for k, v in d.items() if k in known}).validate()
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "list[int]": "a list of integers"}
+
+
+def _of_type(value, type_name: str) -> bool:
+    """Whether ``value`` (read from a checkpoint's config) has the field's declared type."""
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    return {"int": integer, "float": lambda v: integer(v) or isinstance(v, float), "bool": lambda v: isinstance(v, bool),
+            "str": lambda v: isinstance(v, str),
+            "list[int]": lambda v: isinstance(v, (list, tuple)) and all(integer(x) for x in v)}[type_name](value)
+
+
+# bounds that no real conv stack approaches (fairseq's has 7 layers of 512), so that a
+# mistyped spec is refused instead of allocating without bound
+MAX_CONV_LAYERS, MAX_CONV_DIM, MAX_CONV_KERNEL = 64, 65536, 4096
 
 
 def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
@@ -141,6 +163,8 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
             return node.value
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
             left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Mult) and any(isinstance(v, int) and v > MAX_CONV_LAYERS for v in (left, right)):
+                raise ValueError(f"a repeat count above {MAX_CONV_LAYERS} layers")  # before the list is built
             return left + right if isinstance(node.op, ast.Add) else left * right
         raise ValueError(ast.dump(node))
 
@@ -149,6 +173,12 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
         layers = [tuple(int(v) for v in layer) for layer in layers]
         if not layers or any(len(layer) != 3 for layer in layers):
             raise ValueError("need (dim, kernel, stride) triples")
+        if len(layers) > MAX_CONV_LAYERS:
+            raise ValueError(f"{len(layers)} layers; at most {MAX_CONV_LAYERS}")
+        for dim, kernel, stride in layers:
+            if not (1 <= dim <= MAX_CONV_DIM and 1 <= kernel <= MAX_CONV_KERNEL and 1 <= stride <= MAX_CONV_KERNEL):
+                raise ValueError(f"({dim}, {kernel}, {stride}): dims must be in 1..{MAX_CONV_DIM}, kernels and strides "
+                                 f"in 1..{MAX_CONV_KERNEL}")
     except (SyntaxError, ValueError, TypeError) as e:
         raise HubertkitError(f"model.conv_feature_layers {spec!r} is not a list of (dim, kernel, stride): {e}") from None
     return layers

@@ -24,6 +24,7 @@ from hubertkit.data.dictionary import (
 )
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_path, write_text
+from hubertkit.model.checkpoint import load_weights
 from hubertkit.model.hubert import HubertModel
 
 # ---------------------------------------------------------------------------------------
@@ -97,15 +98,17 @@ def _dictionary_sizes(task_state) -> list[int] | None:
 
 def from_fairseq(ckpt: dict) -> HubertModel:
     """Build a model from a fairseq HuBERT checkpoint dict (``cfg`` or legacy ``args``)."""
-    if "model" not in ckpt:
+    if not isinstance(ckpt.get("model"), dict):
         raise HubertkitError("not a fairseq checkpoint: no 'model' state dict")
     state = ckpt["model"]
     cfg_src = ckpt.get("cfg") or {}
+    if not isinstance(cfg_src, dict) or not all(isinstance(cfg_src.get(k) or {}, dict) for k in ("model", "task")):
+        raise HubertkitError("its 'cfg' is not fairseq's config (a dict with model and task sections)")
     model_cfg = dict(cfg_src.get("model") or {}) or dict(ckpt.get("args") or {})
     task_cfg = dict(cfg_src.get("task") or {})
     if model_cfg.get("_name", "hubert") != "hubert":
         raise HubertkitError(f"checkpoint holds a {model_cfg.get('_name')!r} model, not HuBERT")
-    if "label_embs_concat" not in state:
+    if not torch.is_tensor(state.get("label_embs_concat")):
         raise HubertkitError("checkpoint has no label_embs_concat: is it a fine-tuned (CTC) model? Those are not supported here")
     num_classes = (ckpt.get("hubertkit") or {}).get("num_classes") or _dictionary_sizes(ckpt.get("task_state"))
     if num_classes is None:  # no dictionaries: the label sets are assumed equal in size
@@ -123,7 +126,7 @@ def from_fairseq(ckpt: dict) -> HubertModel:
     missing = [theirs for _, theirs in names if theirs not in state]
     if missing:
         raise HubertkitError(f"fairseq checkpoint lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
-    model.load_state_dict({ours: state[theirs] for ours, theirs in names}, strict=True)
+    load_weights(model, {ours: state[theirs] for ours, theirs in names}, "the fairseq checkpoint")
     model.normalize_waveform = bool(task_cfg.get("normalize", False))
     return model
 

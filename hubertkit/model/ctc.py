@@ -22,11 +22,11 @@ from hubertkit.data.dictionary import (
     SPECIALS,  # fairseq's Dictionary; <s> is the CTC blank
 )
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import atomic_path, write_text
+from hubertkit.fileio import write_text
+from hubertkit.model.checkpoint import load_weights, require, write_checkpoint
 from hubertkit.model.convert import _hf_weights, export_hf, hf_config, import_hf
 from hubertkit.model.hubert import HubertModel
 
-FORMAT = "hubertkit.ctc"
 HF_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # transformers' names for the same indices
 BLANK = 0
 
@@ -80,40 +80,23 @@ def frame_lengths(log_probs: torch.Tensor, padding_mask: torch.Tensor | None) ->
 # -- checkpoints ----------------------------------------------------------------------------
 
 
-def ctc_state(model: HubertCTC) -> dict:
-    return {
-        "format": FORMAT,
-        "cfg": {"model": model.hubert.cfg.to_dict(), "task": {"normalize": model.hubert.normalize_waveform}},
-        "symbols": model.symbols,
-        "final_dropout": model.final_dropout.p,
-        "model": model.state_dict(),
-    }
-
-
 def save_ctc(model: HubertCTC, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(ctc_state(model), tmp)
-
-
-def model_from_ctc_state(state: dict) -> HubertCTC:
-    model = HubertCTC(HubertConfig.from_dict(state["cfg"]["model"]), state["symbols"], state.get("final_dropout", 0.0))
-    model.load_state_dict(state["model"])
-    model.hubert.normalize_waveform = bool(state["cfg"].get("task", {}).get("normalize", False))
-    return model
+    """A ``ctc`` checkpoint (``checkpoint.py``)."""
+    cfg = {"model": model.hubert.cfg.to_dict(), "task": {"normalize": model.hubert.normalize_waveform}}
+    write_checkpoint(path, "ctc", {"cfg": cfg, "symbols": model.symbols, "final_dropout": model.final_dropout.p,
+                                   "model": model.state_dict()})
 
 
 def load_ctc(path: str | os.PathLike) -> HubertCTC:
-    """A fine-tuned model in eval mode: a hubertkit fine-tuning checkpoint, or a
-    ``transformers`` ``HubertForCTC`` folder."""
+    """A fine-tuned model in eval mode: a hubertkit fine-tuning checkpoint (saved, or a
+    training one), or a ``transformers`` ``HubertForCTC`` folder."""
     path = Path(path)
     if path.is_dir():
         return import_hf_ctc(path).eval()
-    if not path.is_file():
-        raise HubertkitError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not (state.get("format") == FORMAT or "symbols" in state):  # saved, or a fine-tuning checkpoint
-        raise HubertkitError(f"{path} is not a fine-tuned (CTC) checkpoint; pretrained models go to dump-hubert or finetune")
-    return model_from_ctc_state(state).eval()
+    ck = require(path, ("ctc",), "transcribing")
+    model = load_weights(HubertCTC(ck.hubert_config, ck.state["symbols"], ck.state["final_dropout"]), ck.state["model"], str(path))
+    model.hubert.normalize_waveform = ck.normalize
+    return model.eval()
 
 
 # -- transformers ---------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""One loader for every HuBERT checkpoint hubertkit understands, and its own format.
+"""One loader for every HuBERT checkpoint hubertkit understands (the file format is
+``checkpoint.py``'s), warm starts, and exports.
 
 ``load_model`` accepts a hubertkit checkpoint, a fairseq HuBERT ``.pt`` or a
 ``transformers`` Hubert folder, so every command that takes ``CKPT`` takes all three.
@@ -7,15 +8,19 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import torch
 
-from hubertkit.config.model import HubertConfig
-from hubertkit.data.dictionary import reading_fairseq_dictionaries
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import atomic_path
+from hubertkit.model.checkpoint import (
+    WHAT,
+    Checkpoint,
+    load_weights,
+    read_checkpoint,
+    read_state,
+    write_checkpoint,
+)
 from hubertkit.model.convert import (
     export_hf,
     from_fairseq,
@@ -27,82 +32,47 @@ from hubertkit.model.convert import (
     save_fairseq_checkpoint,
     torchaudio_to_ours,
 )
-from hubertkit.model.ctc import FORMAT as CTC_FORMAT
 from hubertkit.model.ctc import export_hf_ctc, load_ctc
 from hubertkit.model.hubert import HubertModel
 
-FORMAT = "hubertkit.checkpoint"
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise HubertkitError(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "trainer" not in state:
-        raise HubertkitError(f"{path} is not a hubertkit training checkpoint")
-    return state
-
-
-def read_training_checkpoint(path: Path) -> dict | None:
-    """A hubertkit training checkpoint's contents, or None when ``path`` holds another kind
-    of checkpoint (fairseq's, a model export, ...)."""
-    state = _safe_state(path)
-    return state if isinstance(state, dict) and state.get("format") == FORMAT and "trainer" in state else None
-
 
 def save_model(model: HubertModel, path: str | os.PathLike, **extra) -> None:
-    """``{"format", "cfg": {"model": ...}, "model": state_dict, **extra}``, atomically;
-    loadable with ``torch.load(weights_only=True)``."""
+    """A ``hubert`` checkpoint (``model/checkpoint.py``): the config, the weights and how
+    waveforms are read; loadable with ``torch.load(weights_only=True)``."""
     cfg = {"model": model.cfg.to_dict(), "task": {"normalize": model.normalize_waveform}}
-    state = {"format": FORMAT, "version": 1, "cfg": cfg, "model": model.state_dict(), **extra}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_checkpoint(path, "hubert", {"cfg": cfg, "model": model.state_dict(), **extra})
 
 
-def model_from_checkpoint(ckpt: dict) -> HubertModel:
-    if "symbols" in ckpt:
-        raise HubertkitError("this is a fine-tuned (CTC) checkpoint: use it with transcribe or export")
-    if ckpt.get("format") == FORMAT:
-        cfg = ckpt["cfg"]
-        model = HubertModel(HubertConfig.from_dict(cfg["model"]))
-        model.load_state_dict(ckpt["model"])
-        task = cfg.get("task") or cfg.get("train", {}).get("task", {})
-        model.normalize_waveform = bool(task.get("normalize", False))
-        return model
-    return from_fairseq(ckpt)
-
-
-def _safe_state(path: Path):
-    """The checkpoint read with ``weights_only=True`` (fairseq ``Dictionary`` objects as
-    plain fields), or None when it pickles other objects (fairseq's config classes)."""
-    try:
-        with reading_fairseq_dictionaries():
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise HubertkitError(f"{path} cannot be read as a checkpoint (empty, truncated or not a PyTorch file): "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+def model_from_checkpoint(ck: Checkpoint) -> HubertModel:
+    if ck.kind != "hubert":
+        raise HubertkitError(f"{ck.path} holds {WHAT[ck.kind]}, not a pretrained HuBERT"
+                             + (": use it with transcribe or export" if ck.kind == "ctc" else ""))
+    model = load_weights(HubertModel(ck.hubert_config), ck.state["model"], str(ck.path))
+    model.normalize_waveform = ck.normalize
+    return model
 
 
 def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=None) -> HubertModel:
-    """A model in eval mode from a hubertkit/fairseq checkpoint or a transformers folder
-    (``state``: the file's contents, when already read)."""
+    """A model in eval mode from a hubertkit, fairseq or s3prl checkpoint or a transformers
+    folder (``state``: the file's contents, when already read)."""
     path = Path(path)
     if path.is_dir():
         return _finite(import_hf(path), path).eval()
-    if not path.is_file():
-        raise HubertkitError(f"checkpoint {path} does not exist")
-    ckpt = state if state is not None else _safe_state(path)
-    if ckpt is None:  # fairseq's pickled config objects; that loader explains the options
+    state = read_state(path) if state is None else state
+    if state is None:  # fairseq's pickled config objects; that loader explains the options
         return _finite(load_fairseq_checkpoint(path, trust_pickle), path).eval()
-    if not isinstance(ckpt, dict):
+    ck = read_checkpoint(path, state)
+    if ck is not None:
+        return _finite(model_from_checkpoint(ck), path).eval()
+    if not isinstance(state, dict):
         raise HubertkitError(f"{path} is not a HuBERT checkpoint")
-    if is_torchaudio(ckpt):
+    if is_torchaudio(state):
         raise HubertkitError(f"{path} is a torchaudio state dict, which records no architecture: start training from it "
                              "(checkpoint.finetune_from_model) with a config of the same architecture")
-    return _finite(model_from_checkpoint(s3prl_to_fairseq(ckpt) if is_s3prl(ckpt) else ckpt), path).eval()
+    try:
+        return _finite(from_fairseq(s3prl_to_fairseq(state) if is_s3prl(state) else state), path).eval()
+    except HubertkitError as e:
+        raise HubertkitError(f"{path}: {e}") from None
 
 
 # Parameters that belong to a label set or a disentangling head, not to the encoder: a
@@ -115,7 +85,7 @@ def starting_weights(path: str | os.PathLike, trust_pickle: bool = False) -> dic
     """The weights of any HuBERT checkpoint hubertkit reads (its own, fairseq's, a
     transformers folder, torchaudio's, s3prl's), under hubertkit's names: to start from."""
     path = Path(path)
-    state = _safe_state(path) if path.is_file() else None
+    state = read_state(path) if path.is_file() else None
     if isinstance(state, dict) and is_torchaudio(state):
         return _finite_weights(torchaudio_to_ours(state), path)
     return load_model(path, trust_pickle, state).state_dict()
@@ -165,8 +135,11 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
 
     if fmt not in ("hf", "fairseq"):
         raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
-    state = _safe_state(Path(ckpt)) if Path(ckpt).is_file() else None  # read once
-    if isinstance(state, dict) and (state.get("format") == CTC_FORMAT or "symbols" in state):  # fine-tuned, or fine-tuning
+    state = read_state(ckpt) if Path(ckpt).is_file() else None  # read once
+    ck = read_checkpoint(ckpt, state) if state is not None else None
+    if ck is not None and ck.kind == "unit_asr":
+        raise HubertkitError(f"{ckpt} holds a unit-ASR model; export converts HuBERT and fine-tuned (CTC) models")
+    if ck is not None and ck.kind == "ctc":  # fine-tuned, or fine-tuning
         if fmt != "hf":
             raise HubertkitError("a fine-tuned (CTC) model exports to --format hf (transformers' HubertForCTC) only")
         export_hf_ctc(load_ctc(ckpt), out)

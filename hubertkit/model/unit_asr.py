@@ -23,8 +23,8 @@ from hubertkit.config.train import UnitAsrModelConfig
 from hubertkit.data.unit_vocab import BOS, EOS, PAD, UnitVocab, hf_tokenizer
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import atomic_dir
+from hubertkit.model.checkpoint import load_weights, require
 from hubertkit.model.decode import greedy_ids
-from hubertkit.model.io import load_checkpoint
 from hubertkit.optional import require_transformers
 
 CONFIG_KEY = "hubertkit_unit_asr"  # the architecture, inside a saved folder's config.json
@@ -157,10 +157,9 @@ def load_unit_asr(path: str | os.PathLike) -> nn.Module:
                 return UnitBart(arch, BartForConditionalGeneration.from_pretrained(path)).eval()
         except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:  # e.g. weights that pickle objects
             raise HubertkitError(f"{path}: its BART weights cannot be loaded safely: {str(e).splitlines()[0]}") from None
-    state = load_checkpoint(path)
-    arch = state.get("cfg", {}).get("model", {})
-    if "arch" not in arch or "num_units" not in arch:
-        raise HubertkitError(f"{path} is not a unit-ASR checkpoint (a HuBERT checkpoint? use transcribe for those)")
-    model = build_unit_asr(UnitAsrArch(**arch))
-    model.load_state_dict(state["model"])
-    return model.eval()
+    ck = require(path, ("unit_asr",), "unit-asr transcribe")
+    try:
+        arch = UnitAsrArch(**ck.model_cfg)
+    except TypeError as e:
+        raise HubertkitError(f"{path}: its cfg.model does not describe a unit-ASR model: {e}") from None
+    return load_weights(build_unit_asr(arch), ck.state["model"], str(path)).eval()

@@ -7,11 +7,8 @@ import os
 import re
 from pathlib import Path
 
-import torch
-
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import atomic_path
-from hubertkit.model.io import FORMAT
+from hubertkit.model.checkpoint import write_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -19,19 +16,14 @@ LAST, BEST = "checkpoint_last.pt", "checkpoint_best.pt"
 _INTERVAL = re.compile(r"checkpoint_(\d+)_(\d+)\.pt$")
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` via a temporary file, fsync and rename: a crash or a
-    full disk never leaves a truncated checkpoint behind."""
-    def failed(e: Exception) -> HubertkitError:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-        kept = "the previous one is intact" if path.is_file() else "no earlier one existed"
-        return HubertkitError(f"cannot write checkpoint {path}: {why} ({kept}; free space and re-run to resume)")
-
-    with atomic_path(path) as tmp:
-        try:
-            torch.save({"format": FORMAT, "version": 1, **state}, tmp)
-        except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
-            raise failed(e) from None
+def save_checkpoint(path: Path, kind: str, state: dict) -> None:
+    """``write_checkpoint``; when the disk is full, the refusal says where a re-run resumes."""
+    try:
+        write_checkpoint(path, kind, state)
+    except HubertkitError as e:
+        last = path.parent / LAST
+        where = f"re-run to resume from {last}" if last.is_file() else "no checkpoint was saved yet: a re-run starts from update 0"
+        raise HubertkitError(f"{e}; free space, then {where}") from None
 
 
 def interval_name(epoch: int, updates: int) -> str:

@@ -30,7 +30,8 @@ from hubertkit.data.batching import Batches, batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import FolderLock, write_text
-from hubertkit.model.io import read_training_checkpoint, starting_weights, warm_start
+from hubertkit.model.checkpoint import read_checkpoint
+from hubertkit.model.io import starting_weights, warm_start
 from hubertkit.progress import progress_bar
 from hubertkit.train.checkpoint import (
     BEST,
@@ -231,9 +232,13 @@ class Trainer:
         disentangling heads of another shape start fresh), the rest unless reset. A
         checkpoint of another program, or one whose heads changed, has no optimizer
         state for this model, so it needs ``reset_optimizer`` and ``reset_dataloader``."""
-        state = read_training_checkpoint(path) if path.is_file() else None
-        ours = state is not None
-        same_run = ours and path.resolve() == (self.save_dir / LAST).resolve()
+        ck = read_checkpoint(path) if path.is_file() else None
+        ours = ck is not None and ck.training and ck.kind == self.task.checkpoint_kind
+        state = ck.state if ours else None
+        same_run = path.resolve() == (self.save_dir / LAST).resolve()
+        if same_run and not ours:
+            raise HubertkitError(f"{path} is not a training checkpoint of this task ({self.task.checkpoint_kind}); "
+                                 "use another checkpoint.save_dir")
         if same_run and state["cfg"]["model"] != self.task.encoder(self.model).cfg.to_dict():
             raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
         source = state["model"] if ours else starting_weights(path, self.trust_pickle)
@@ -293,12 +298,12 @@ class Trainer:
         if is_best:
             state["trainer"]["best"] = valid_loss
         # the resume point first: if the disk fills up later, the run still continues from here
-        save_checkpoint(self.save_dir / LAST, state)
+        save_checkpoint(self.save_dir / LAST, self.task.checkpoint_kind, state)
         if is_best:
             self.best = valid_loss
-            save_checkpoint(self.save_dir / BEST, state)
+            save_checkpoint(self.save_dir / BEST, self.task.checkpoint_kind, state)
         if ck.save_interval_updates and self.num_updates % ck.save_interval_updates == 0:
-            save_checkpoint(self.save_dir / interval_name(self.epoch, self.num_updates), state)
+            save_checkpoint(self.save_dir / interval_name(self.epoch, self.num_updates), self.task.checkpoint_kind, state)
             prune_interval_checkpoints(self.save_dir, ck.keep_interval_updates)
 
     def _best_metric(self, valid: dict | None) -> float | None:

@@ -40,6 +40,7 @@ Stats = dict[str, "float | Ratio"]
 
 class Task(Protocol):
     datasets: list  # one per split asked for: train first
+    checkpoint_kind: str  # what its checkpoints hold (model/checkpoint.py's KINDS)
 
     def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False): ...
 

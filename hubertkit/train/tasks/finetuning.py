@@ -21,6 +21,8 @@ from hubertkit.train.tasks.base import Stats, add_errors, unwrap
 
 
 class FinetuningTask:
+    checkpoint_kind = "ctc"
+
     def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False):
         self.cfg, self.trust_pickle = cfg, trust_pickle
         task = cfg.task

@@ -17,6 +17,8 @@ from hubertkit.train.tasks.base import Ratio, Stats
 
 
 class PretrainingTask:
+    checkpoint_kind = "hubert"
+
     def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False):
         task = cfg.task
         if task.label_rate != -1 and float(task.label_rate) != float(cfg.model.label_rate):

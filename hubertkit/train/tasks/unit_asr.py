@@ -20,6 +20,8 @@ from hubertkit.train.tasks.base import Stats, add_errors, unwrap
 class UnitAsrTask:
     """Units to letters (``unit-asr train``): BART with cross-entropy, or the CTC baseline."""
 
+    checkpoint_kind = "unit_asr"
+
     def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False):
         self.cfg = cfg
         task, m = cfg.task, cfg.model
