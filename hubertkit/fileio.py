@@ -105,6 +105,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
             yield f
 
 
+def save_torch(obj, path: str | os.PathLike, what: str = "", **kwargs) -> None:
+    """``torch.save`` atomically. A full disk is an error naming the file (torch's zip
+    writer reports one as a RuntimeError, not an OSError), and an older file at ``path``
+    is left intact."""
+    import torch  # here, so that importing this module does not load torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(obj, tmp, **kwargs)
+        except (OSError, RuntimeError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            kept = f"the earlier {path.name} is intact" if path.is_file() else "nothing was written"
+            raise HubertkitError(f"cannot write {what + ' ' if what else ''}{path}: {why} ({kept})") from None
+
+
+def read_utf8(path: str | os.PathLike, what: str) -> str:
+    """A text file's contents; a file in another encoding is an error naming it and the
+    line of the first byte that is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise HubertkitError(f"{what} {path}:{line} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)

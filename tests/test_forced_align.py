@@ -64,3 +64,32 @@ def test_nothing_aligned_is_an_error_and_leaves_no_file(voice, tmp_path):
     with pytest.raises(HubertkitError, match="no utterance .* could be aligned"):
         align(voice, "train", tmp_path / "texts.tsv", tmp_path / "al.jsonl", progress=False)
     assert not list(tmp_path.glob("*al.jsonl*"))
+
+
+@pytest.mark.parametrize("name,content,named", [
+    ("texts.tsv", "f1/a\tcaf\xe9\n".encode("latin-1"), "texts.tsv:1 is not UTF-8"),
+    ("texts.jsonl", b'{"utt": "f1/a", "text": 5}\n', "texts.jsonl:1: expected a JSON object .*'text' is 5"),
+    ("texts.jsonl", b'{"utt": "f1/a", "text": null}\n', "texts.jsonl:1: .*'text' is None"),
+    ("texts.jsonl", b'{"utt": 7, "text": "hi"}\n', "texts.jsonl:1: expected a JSON object"),
+])
+def test_transcripts_that_cannot_be_read_are_refused_naming_the_line(voice, tmp_path, name, content, named):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(HubertkitError, match=named):
+        align(voice, "train", tmp_path / name, tmp_path / "al.jsonl", progress=False)
+    assert not (tmp_path / "al.jsonl").exists()
+
+
+@pytest.mark.parametrize("content,named", [
+    ("HELLO HH AH0 L OW1\nZORBLAX Z QQ R B\n".encode(), r"lexicon.txt:2: QQ not among the aligner's phones"),
+    ("ZORBLAX Z AO1 R B L \xc6 K S\n".encode("latin-1"), "lexicon .*lexicon.txt:1 is not UTF-8"),
+])
+def test_a_lexicon_the_aligner_cannot_use_is_refused_naming_the_line(voice, demo_dir, tmp_path, content, named):
+    (tmp_path / "lexicon.txt").write_bytes(content)
+    with pytest.raises(HubertkitError, match=named):
+        align(voice, "train", demo_dir / "alignments.jsonl", tmp_path / "al.jsonl", lexicon=tmp_path / "lexicon.txt",
+              progress=False)
+
+
+def test_out_a_folder_is_refused_before_aligning(voice, demo_dir, tmp_path):
+    with pytest.raises(HubertkitError, match="--out .* is a folder"):
+        align(voice, "train", demo_dir / "alignments.jsonl", tmp_path, progress=False)

@@ -157,3 +157,19 @@ def test_bad_options_are_refused_before_any_work(prepared, tmp_path, kw, message
     with pytest.raises(HubertkitError, match=message):
         learn_kmeans(prepared / "feat", "train", 2, tmp_path / "km.pt", 4, progress=False, **kw)
     assert not (tmp_path / "km.pt").exists()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed "
+                                                "writing file data/0: file write failed"),
+                                   OSError(28, "No space left on device")])
+def test_a_full_disk_when_saving_is_named_not_a_traceback(prepared, tmp_path, capsys, monkeypatch, error):
+    def full_disk(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit) as e:
+        main(["learn-kmeans", str(prepared / "feat"), "train", "2", str(tmp_path / "km.pt"), "5", "-q"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert "cannot write k-means model " + str(tmp_path / "km.pt") in err and "nothing was written" in err
+    assert not list(tmp_path.iterdir())

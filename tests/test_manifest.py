@@ -67,6 +67,21 @@ def test_read_manifest_names_bad_line(tmp_path):
         read_manifest(tmp_path / "x.tsv")
 
 
+def test_a_byte_order_mark_before_the_root_is_named(tmp_path):
+    (tmp_path / "x.tsv").write_bytes(f"\ufeff{tmp_path}\na.flac\t100\n".encode())
+    with pytest.raises(HubertkitError, match="x.tsv:1: the root directory starts with a byte-order mark"):
+        read_manifest(tmp_path / "x.tsv")
+
+
+def test_a_folder_listed_as_audio_is_named_as_a_folder(tmp_path):
+    from hubertkit.data.audio import read_audio
+
+    (tmp_path / "sub.flac").mkdir()
+    (tmp_path / "x.tsv").write_text(f"{tmp_path}\nsub.flac\t16000\n")
+    with pytest.raises(HubertkitError, match="x.tsv:2: audio file .*sub.flac is a folder, not an audio file"):
+        read_audio(read_manifest(tmp_path / "x.tsv").utterance(0), where=str(tmp_path / "x.tsv"))
+
+
 @pytest.mark.parametrize("total,nshard", [(10, 3), (7, 7), (101, 4), (5, 2)])
 def test_shard_range_is_a_partition_with_fairseq_rounding(total, nshard):
     ranges = [shard_range(total, nshard, r) for r in range(nshard)]

@@ -70,18 +70,20 @@ def test_empty_npy_is_refused(shard, tmp_path, capsys):
     assert "valid_0_1.npy is not a valid .npy file" in err
 
 
-def test_shards_of_two_dumps_are_not_mixed(prepared, tmp_path, capsys):
+def test_shards_of_two_dumps_are_not_mixed(labelled, tmp_path, capsys):
     """Two dumps of different manifests into one folder: learn-kmeans and dump-labels refuse the mix."""
     from hubertkit.features.dump import dump_mfcc
 
     other = tmp_path / "tsv"
     other.mkdir()
-    rows = (prepared / "tsv" / "train.tsv").read_text().splitlines()
+    rows = (labelled / "tsv" / "train.tsv").read_text().splitlines()
     (other / "train.tsv").write_text("\n".join(rows[:1] + rows[1:][::-1]) + "\n")  # same files, another order
-    dump_mfcc(prepared / "tsv", "train", 2, "all", tmp_path / "feat", progress=False)
+    dump_mfcc(labelled / "tsv", "train", 2, "all", tmp_path / "feat", progress=False)
     dump_mfcc(other, "train", 2, 1, tmp_path / "feat", progress=False)  # rank 1 only, from the other manifest
     err = refused(capsys, "learn-kmeans", tmp_path / "feat", "train", 2, tmp_path / "km.pt", 5)
     assert "come from 2 different manifests (ranks [0] vs [1])" in err and not (tmp_path / "km.pt").exists()
+    err = refused(capsys, "dump-labels", tmp_path / "feat", "train", labelled / "km20.pt", 2, 0, tmp_path / "lab")
+    assert "come from 2 different manifests (ranks [0] vs [1])" in err and not (tmp_path / "lab").exists()
 
 
 def test_audio_shorter_than_a_frame_is_named(tmp_path, caplog):

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from hubertkit.data.labels import write_sidecar
-from hubertkit.data.shards import FeatureShard, read_shard, read_shards
+from hubertkit.data.shards import FeatureShard, check_one_manifest, read_shard, read_shards
 from hubertkit.errors import HubertkitError
 from hubertkit.features.dump import resolve_ranks
-from hubertkit.fileio import atomic_open, atomic_path
+from hubertkit.fileio import atomic_open, atomic_path, save_torch
 from hubertkit.parallel import ordered_map
 from hubertkit.progress import progress_bar
 
@@ -67,8 +67,7 @@ class KMeansModel:
             "cluster_centers": torch.from_numpy(np.ascontiguousarray(self.centroids, dtype=np.float32)),
             "meta": dict(self.meta),
         }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_torch(state, path, "k-means model")
 
     def predict(self, feats: np.ndarray | torch.Tensor) -> np.ndarray:
         return assign(torch.as_tensor(np.asarray(feats, dtype=np.float32)), self._centroids_t())[0].numpy()
@@ -515,6 +514,7 @@ def dump_labels(
     c, c_norm = km._centroids_t()
     text = _LabelText(km.n_clusters)
     written, frames = [], 0
+    check_one_manifest(feat_dir, split, nshard)
     for r in resolve_ranks(rank, nshard):
         shard = read_shard(feat_dir, split, r, nshard)
         if shard.dim != km.dim:

@@ -26,6 +26,7 @@ from omegaconf.errors import (
 from hubertkit.config.model import HubertConfig
 from hubertkit.config.train import GROUPS, PAIRS, SECTIONS, TrainConfig, section_class
 from hubertkit.errors import HubertkitError, did_you_mean
+from hubertkit.fileio import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,7 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict:
     shapes are errors naming the file (and the line, where YAML says it)."""
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise HubertkitError(f"{what} {path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+        tree = yaml.safe_load(read_utf8(path, what))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

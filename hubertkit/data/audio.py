@@ -22,7 +22,8 @@ def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") 
     """Float32 mono waveform in [-1, 1]; stereo is averaged to mono (with a warning)."""
     where = f"{where}:{utt.line}: " if where else f"line {utt.line}: "
     if not os.path.isfile(utt.path):
-        raise HubertkitError(f"{where}audio file {utt.path} does not exist")
+        what = "is a folder, not an audio file" if os.path.isdir(utt.path) else "does not exist"
+        raise HubertkitError(f"{where}audio file {utt.path} {what}")
     try:
         wav, sr = sf.read(utt.path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:

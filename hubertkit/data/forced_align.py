@@ -26,7 +26,7 @@ from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import lookup_by_path, manifest_path, read_manifest
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import atomic_open
+from hubertkit.fileio import atomic_open, read_utf8
 from hubertkit.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -63,17 +63,27 @@ def _decoder(**beams):
 WIDE_BEAMS = {"beam": 1e-100, "pbeam": 1e-100, "wbeam": 1e-80}
 
 
+# the phones of PocketSphinx's US English acoustic model: the CMU dictionary's ARPAbet
+ARPABET = frozenset("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z "
+                    "ZH".split())
+
+
 def read_lexicon(path: str | os.PathLike) -> dict[str, str]:
     """``WORD PH1 PH2 ...`` lines (ARPAbet; stress digits are dropped, as the CMU
     dictionary of PocketSphinx has none)."""
     lexicon = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path, "lexicon").splitlines(), start=1):
         parts = line.split()
         if len(parts) < 2:
             if parts:
                 raise HubertkitError(f"{path}:{number}: expected 'WORD PHONE ...', got {line!r}")
             continue
-        lexicon.setdefault(parts[0].lower(), " ".join(re.sub(r"\d", "", p).upper() for p in parts[1:]))
+        phones = [re.sub(r"\d", "", p).upper() for p in parts[1:]]
+        unknown = sorted(set(phones) - ARPABET)
+        if unknown:
+            raise HubertkitError(f"{path}:{number}: {' '.join(unknown)} not among the aligner's phones (ARPAbet: "
+                                 f"{' '.join(sorted(ARPABET))})")
+        lexicon.setdefault(parts[0].lower(), " ".join(phones))
     return lexicon
 
 
@@ -143,6 +153,8 @@ def _record(rel: str, text: str, duration: float, aligned: list[list]) -> dict:
 def align(tsv_dir, split: str, texts, out, lexicon=None, progress: bool = True) -> AlignSummary:
     """``hubertkit align TSV_DIR SPLIT --texts F --out alignments.jsonl``: one JSON line per
     aligned utterance of ``{split}.tsv``, in manifest order, written atomically."""
+    if Path(out).is_dir():
+        raise HubertkitError(f"--out {out} is a folder; give the alignments file to write (e.g. {Path(out) / 'alignments.jsonl'})")
     manifest = read_manifest(manifest_path(tsv_dir, split))
     table = read_texts(texts)
     extra = read_lexicon(lexicon) if lexicon else {}

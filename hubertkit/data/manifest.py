@@ -105,6 +105,9 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         root = _decode(first, path, 1).strip()
         if not first:
             raise HubertkitError(f"manifest {path} is empty: its first line must be the audio root directory")
+        if root.startswith("\ufeff"):  # an editor's byte-order mark; fairseq would read it as part of the root
+            raise HubertkitError(f"{path}:1: the root directory starts with a byte-order mark (U+FEFF), which fairseq "
+                                 "reads as part of the path: save the manifest as UTF-8 without BOM")
         position = len(first)
         for number, line in enumerate(f, start=2):
             tab = line.find(b"\t")

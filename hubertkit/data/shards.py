@@ -219,6 +219,13 @@ def read_shards(feat_dir: str | os.PathLike, split: str, nshard: int) -> list[Fe
     dims = {s.feats.shape[1] for s in shards}
     if len(dims) > 1:
         raise HubertkitError(f"shards of {split} in {feat_dir} have different dimensions {sorted(dims)}")
+    check_one_manifest(feat_dir, split, nshard)
+    return shards
+
+
+def check_one_manifest(feat_dir: str | os.PathLike, split: str, nshard: int) -> None:
+    """Refuse a folder whose shards of ``split`` (those there so far) were dumped from two
+    different manifests: their utterances do not line up with either."""
     sources = {}
     for rank in range(nshard):
         side = shard_path(feat_dir, split, rank, nshard, "json")
@@ -234,7 +241,6 @@ def read_shards(feat_dir: str | os.PathLike, split: str, nshard: int) -> list[Fe
         raise HubertkitError(f"the shards of {split} in {feat_dir} come from {len(groups)} different manifests "
                              f"(ranks {' vs '.join(str(g) for g in groups.values())}): two dumps wrote into one folder; "
                              "re-run the dump of every rank from one manifest")
-    return shards
 
 
 def find_nshard(feat_dir: str | os.PathLike, split: str) -> int:

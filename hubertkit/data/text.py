@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hubertkit.data.manifest import lookup_by_path, manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import write_text
+from hubertkit.fileio import read_utf8, write_text
 
 WORD_BOUNDARY = "|"
 
@@ -47,14 +47,16 @@ def read_texts(path: str | os.PathLike) -> dict[str, str]:
     if not path.is_file():
         raise HubertkitError(f"transcript file {path} does not exist")
     table = {}
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(read_utf8(path, "transcript file").splitlines(), start=1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):
             try:
                 record = json.loads(line)
                 key, text = os.path.splitext(record.get("path") or record["utt"])[0], record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                if not isinstance(text, str):
+                    raise TypeError(f"'text' is {text!r}, not a string")
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                 raise HubertkitError(f"{path}:{n}: expected a JSON object with 'path' (or 'utt') and 'text': {e}") from None
         else:
             key, _, text = line.partition("\t")

@@ -27,7 +27,7 @@ from torch import nn
 from hubertkit.config.model import HubertConfig
 from hubertkit.data.dictionary import reading_fairseq_dictionaries
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import atomic_path
+from hubertkit.fileio import save_torch
 
 FORMAT = "hubertkit.checkpoint"
 VERSION = 2
@@ -80,14 +80,7 @@ def write_checkpoint(path: str | os.PathLike, kind: str, state: dict) -> None:
     stays intact."""
     if kind not in KINDS:
         raise ValueError(f"unknown checkpoint kind {kind!r}")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        try:
-            torch.save({"format": FORMAT, "version": VERSION, "kind": kind, **state}, tmp)
-        except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
-            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-            kept = f"the earlier {path.name} is intact" if path.is_file() else "nothing was written"
-            raise HubertkitError(f"cannot write checkpoint {path}: {why} ({kept})") from None
+    save_torch({"format": FORMAT, "version": VERSION, "kind": kind, **state}, path, "checkpoint")
 
 
 def read_state(path: str | os.PathLike):

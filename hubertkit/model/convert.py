@@ -23,7 +23,7 @@ from hubertkit.data.dictionary import (
     reading_fairseq_dictionaries,
 )
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import atomic_path, write_text
+from hubertkit.fileio import save_torch, write_text
 from hubertkit.model.checkpoint import load_weights
 from hubertkit.model.hubert import HubertModel
 
@@ -202,8 +202,7 @@ def load_fairseq_checkpoint(path: str | os.PathLike, trust_pickle: bool = False)
 
 def save_fairseq_checkpoint(model: HubertModel, path: str | os.PathLike, **fields) -> None:
     """``fields``: :func:`to_fairseq`'s ``task``, ``dictionaries`` and ``num_updates``."""
-    with atomic_path(path) as tmp:
-        torch.save(to_fairseq(model, **fields), tmp, pickle_module=FAIRSEQ_PICKLE)
+    save_torch(to_fairseq(model, **fields), path, "checkpoint", pickle_module=FAIRSEQ_PICKLE)
 
 
 def fairseq_to_ours(state: dict) -> dict:
@@ -360,12 +359,10 @@ def export_hf(model: HubertModel, out: str | os.PathLike, prefix: str = "", extr
     state = model.state_dict()
     tensors = {theirs: state[ours].contiguous() for ours, theirs in hf_names(model.cfg, prefix)}
     tensors.update(extra or {})
-    with atomic_path(out / "pytorch_model.bin") as tmp:
-        torch.save(tensors, tmp)
+    save_torch(tensors, out / "pytorch_model.bin")
     head = {k: state[k] for k in HEAD_KEYS if k in state}  # absent in fine-tuned encoders
     if head:
-        with atomic_path(out / HEAD_FILE) as tmp:
-            torch.save(head, tmp)
+        save_torch(head, out / HEAD_FILE)
     write_text(out / "config.json", json.dumps(hf_config(model.cfg.without_heads()), indent=2) + "\n")
     write_text(out / "preprocessor_config.json", json.dumps({
         "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
