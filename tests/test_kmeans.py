@@ -99,6 +99,19 @@ def test_models_that_cannot_label_are_refused_on_load(tmp_path, prepared):
     assert not (tmp_path / "lab").exists() and not (tmp_path / "out.bin").exists()
 
 
+def test_a_folder_an_empty_or_a_damaged_model_file_is_named_as_such(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    KMeansModel(np.ones((3, 4), np.float32)).save(tmp_path / "km.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "km.pt").read_bytes()[:100])
+    (tmp_path / "junk.bin").write_bytes(b"\x80\x04junk")
+    for name, message in (("folder", "folder is a folder"), ("empty.pt", "empty.pt is empty"),
+                          ("cut.pt", r"cut.pt \(truncated or damaged\?\): PytorchStreamReader"),
+                          ("junk.bin", "junk.bin as a joblib pickle")):
+        with pytest.raises(HubertkitError, match=message):
+            load_kmeans(tmp_path / name, trust_pickle=True)
+
+
 def test_fairseq_joblib_model_needs_trust(tmp_path):
     x = np.random.default_rng(0).standard_normal((500, 4)).astype(np.float32)
     km = MiniBatchKMeans(n_clusters=6, n_init=1, random_state=0).fit(x)

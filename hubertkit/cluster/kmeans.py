@@ -81,14 +81,17 @@ def load_kmeans(path: str | os.PathLike, trust_pickle: bool = False) -> KMeansMo
     """Read a hubertkit k-means model, or fairseq's joblib ``km.bin`` when ``trust_pickle``."""
     path = Path(path)
     if not path.is_file():
-        raise HubertkitError(f"k-means model {path} does not exist")
+        raise HubertkitError(f"k-means model {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     with open(path, "rb") as f:
         magic = f.read(2)
+    if not magic:
+        raise HubertkitError(f"k-means model {path} is empty")
     if magic == b"PK":  # torch.save's zip container
         try:
             state = torch.load(path, weights_only=True, map_location="cpu")
         except Exception as e:
-            raise HubertkitError(f"cannot read k-means model {path}: {e}") from None
+            raise HubertkitError(f"cannot read k-means model {path} (truncated or damaged?): "
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT or not torch.is_tensor(state.get("cluster_centers")):
             raise HubertkitError(f"{path} is a torch file but not a hubertkit k-means model")
         return KMeansModel(_usable(state["cluster_centers"].numpy(), path), dict(state.get("meta", {})))
@@ -101,7 +104,11 @@ def load_kmeans(path: str | os.PathLike, trust_pickle: bool = False) -> KMeansMo
         import joblib
     except ImportError:
         raise HubertkitError("reading a joblib k-means model needs joblib: pip install 'hubertkit[sklearn]'") from None
-    km = joblib.load(path)
+    try:
+        km = joblib.load(path)
+    except Exception as e:  # whatever unpickling a damaged or foreign file raises
+        raise HubertkitError(f"cannot read k-means model {path} as a joblib pickle: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not hasattr(km, "cluster_centers_"):
         raise HubertkitError(f"{path} holds a {type(km).__name__}, not a fitted k-means model")
     return KMeansModel(_usable(np.asarray(km.cluster_centers_), path), {"source": "joblib", "path": str(path)})
