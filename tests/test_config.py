@@ -1,9 +1,12 @@
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
 from hubertkit.config import config_dir_default, load_config, parse_override, read_yaml_mapping
-from hubertkit.config.load import UNSUPPORTED, _merge, _read_yaml
+from hubertkit.config import train as train_config
+from hubertkit.config.load import NO_EFFECT, UNSUPPORTED, _merge, _read_yaml
 from hubertkit.config.train import section_class
 from hubertkit.errors import HubertkitError
 
@@ -53,7 +56,8 @@ def test_override_values_are_yaml():
 def test_missing_config_lists_available(tmp_path):
     with pytest.raises(HubertkitError, match="available: .*hubert_base_librispeech"):
         load_config("hubert_base", REQUIRED)
-    (tmp_path / "mine.yaml").write_text("model:\n  label_rate: 50\n  encoder_layers: 2\ntask:\n  data: /d\n")
+    (tmp_path / "mine.yaml").write_text("model:\n  label_rate: 50\n  encoder_layers: 2\ntask:\n  data: /d\n"
+                                        "optimization:\n  max_update: 10\n")
     cfg = load_config("mine", [], config_dir=tmp_path)
     assert cfg.model.encoder_layers == 2 and cfg.task.label_dir is None
 
@@ -273,3 +277,62 @@ def test_a_wrong_type_names_the_key():
         load_config("hubert_base_librispeech", REQUIRED + ["optimization.max_update=lots"])
     cfg = load_config("hubert_base_librispeech", REQUIRED + ["optimization.max_update=1e5", "optimization.lr=0.001"])
     assert cfg.optimization.max_update == 100000 and cfg.optimization.lr == [0.001]
+
+
+FAIRSEQ_DEFAULTS = json.loads((Path(__file__).parent / "data" / "fairseq_defaults.json").read_text())
+# hubertkit's dataclass -> fairseq's, whose code defaults it keeps (tools/fairseq_defaults.py
+# parsed them from fairseq's source; the file records the commit)
+FAIRSEQ_CLASSES = {
+    "common": ("CommonConfig", train_config.CommonConfig),
+    "dataset": ("DatasetConfig", train_config.DatasetConfig),
+    "optimization": ("OptimizationConfig", train_config.OptimizationConfig),
+    "checkpoint": ("CheckpointConfig", train_config.CheckpointConfig),
+    "distributed_training": ("DistributedTrainingConfig", train_config.DistributedTrainingConfig),
+    "optimizer": ("FairseqAdamConfig", train_config.AdamConfig),
+    "lr_scheduler": ("PolynomialDecayLRScheduleConfig", train_config.PolynomialDecayConfig),
+    "lr_scheduler ": ("TriStageLRScheduleConfig", train_config.TriStageConfig),
+    "criterion": ("HubertCriterionConfig", train_config.HubertCriterionConfig),
+    "criterion ": ("CtcCriterionConfig", train_config.CtcCriterionConfig),
+    "criterion  ": ("LabelSmoothedCrossEntropyCriterionConfig", train_config.LabelSmoothedCrossEntropyConfig),
+    "model": ("HubertConfig", train_config.HubertModelConfig),
+    "model ": ("HubertCtcConfig", train_config.HubertCtcModelConfig),
+    "task": ("HubertPretrainingConfig", train_config.PretrainingTaskConfig),
+}
+
+
+def _comparable(value):
+    """fairseq writes Adam's betas as a tuple, hubertkit as fairseq's YAMLs do: a string."""
+    if isinstance(value, str) and value.startswith("("):
+        return [float(v) for v in value.strip("()").split(",")]
+    return value
+
+
+@pytest.mark.parametrize("group", sorted(FAIRSEQ_CLASSES))
+def test_every_default_is_fairseqs_code_default(group):
+    """A YAML that leaves a key out trains as under fairseq. The departures are the keys
+    whose other values hubertkit refuses (UNSUPPORTED), keys with no effect here
+    (NO_EFFECT), and fields that say why in their metadata (``departs``)."""
+    theirs_name, ours = FAIRSEQ_CLASSES[group]
+    theirs = FAIRSEQ_DEFAULTS["classes"][theirs_name]
+    differ = []
+    for f in dataclasses.fields(ours):
+        key = f"{group.strip()}.{f.name}"
+        if f.name == "_name" or f.name not in theirs or key in NO_EFFECT or "departs" in f.metadata:
+            continue
+        mine = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "???")
+        if key in UNSUPPORTED and UNSUPPORTED[key][0] == mine:
+            continue
+        if _comparable(mine) != _comparable(theirs[f.name]):
+            differ.append(f"{key}: hubertkit {mine!r}, fairseq {theirs[f.name]!r}")
+    assert not differ, f"defaults that are not fairseq's ({theirs_name} at {FAIRSEQ_DEFAULTS['commit'][:10]}): {differ}"
+
+
+def test_a_run_needs_an_end_and_a_schedule_a_length():
+    with pytest.raises(HubertkitError, match="the run would never end"):
+        load_config("demo", [*REQUIRED, "optimization.max_update=0"])
+    with pytest.raises(HubertkitError, match="total_num_update must be > 0"):
+        load_config("demo", [*REQUIRED, "optimization.max_update=0", "optimization.max_epoch=3"])
+    cfg = load_config("demo", [*REQUIRED, "optimization.max_update=0", "optimization.max_epoch=3",
+                               "lr_scheduler.total_num_update=100"])
+    assert cfg.optimization.max_update == 0  # fairseq's meaning: no limit; max_epoch ends the run

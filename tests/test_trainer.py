@@ -368,3 +368,12 @@ def test_a_foreign_or_relabelled_restore_file_needs_the_resets_and_a_mismatched_
         train("demo", overrides(labelled, tmp_path / "e", **{"model.encoder_layers": 1,
                                                              "checkpoint.finetune_from_model": tmp_path / "a.pt"}),
               progress=False)
+
+
+def test_max_update_0_means_no_limit_and_max_epoch_ends_the_run(labelled, tmp_path):
+    """fairseq's meaning of optimization.max_update=0 (its default): the run ends with max_epoch."""
+    two = train("demo", overrides(labelled, tmp_path / "two", **{"optimization.max_update": 0, "optimization.max_epoch": 2}),
+                progress=False)
+    one = train("demo", overrides(labelled, tmp_path / "one", **{"optimization.max_update": 0, "optimization.max_epoch": 1}),
+                progress=False)
+    assert one["num_updates"] > 0 and two["num_updates"] == 2 * one["num_updates"]

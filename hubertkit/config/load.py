@@ -267,6 +267,22 @@ def _check_pairs(cfg: TrainConfig) -> None:
                              "exactly when model._name=hubert_ctc")
     if isinstance(cfg.model, HubertConfig):
         cfg.model.validate()
+    _check_length(cfg)
+
+
+def _check_length(cfg: TrainConfig) -> None:
+    """A run needs an end, and a schedule a length: fairseq's max_update 0 means no limit,
+    which trains forever without max_epoch, and its schedules assert a length above 0."""
+    o, s = cfg.optimization, cfg.lr_scheduler
+    if not o.max_update and not o.max_epoch:
+        raise HubertkitError("set optimization.max_update or optimization.max_epoch: with both 0 (fairseq's defaults) "
+                             "the run would never end")
+    if s._name == "polynomial_decay" and int(s.total_num_update) <= 0:
+        raise HubertkitError("lr_scheduler.total_num_update must be > 0 (it follows optimization.max_update, which is "
+                             "0: no limit); set it to the number of updates the decay spans")
+    if s._name == "tri_stage" and s.phase_ratio and not o.max_update:
+        raise HubertkitError("lr_scheduler.phase_ratio divides optimization.max_update, which is 0 (no limit): set "
+                             "max_update, or give warmup_steps, hold_steps and decay_steps")
 
 
 def config_path(config_name: str, config_dir: str | os.PathLike | None = None) -> Path:

@@ -15,8 +15,10 @@ from hubertkit.errors import HubertkitError
 
 @dataclass
 class HubertConfig:
-    # label rate of the targets (Hz); 100 for MFCC labels, 50 for HuBERT-layer labels
-    label_rate: float = 50.0
+    # label rate of the targets (Hz); 100 for MFCC labels, 50 for HuBERT-layer labels. fairseq's
+    # is ${task.label_rate}; here the model holds it (checkpoints record it) and task.label_rate
+    # -1 takes it
+    label_rate: float = field(default=50.0, metadata={"departs": "the model records its label rate"})
     # classes per label set: len(dictionary) including fairseq's 4 special symbols
     num_classes: list[int] = field(default_factory=lambda: [504])
 

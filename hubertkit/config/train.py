@@ -19,11 +19,11 @@ from hubertkit.config.model import HubertConfig
 
 @dataclass
 class CommonConfig:
-    seed: int = 1337
+    seed: int = 1
     fp16: bool = False
     bf16: bool = False  # hubertkit: bf16 autocast (the default on GPUs that support it)
     log_interval: int = 100
-    log_format: str = "tqdm"  # "json": one JSON line per log interval on stdout
+    log_format: str | None = None  # "json": one JSON line per log interval on stdout; else a progress bar
     tensorboard_logdir: str | None = None
     wandb_project: str | None = None
 
@@ -35,11 +35,11 @@ class PretrainingTaskConfig:
     _name: str = "hubert_pretraining"
     data: str = MISSING  # directory of {split}.tsv
     label_dir: str | None = None  # directory of {split}.{label} and dict.{label}.txt (default: data)
-    labels: list[str] = field(default_factory=lambda: ["km"])
+    labels: list[str] = field(default_factory=lambda: ["ltr"])
     label_rate: float = -1.0  # fairseq's YAMLs: ${model.label_rate}; -1: take model.label_rate
     sample_rate: int = 16000
-    max_sample_size: int | None = 250000
-    min_sample_size: int | None = 32000
+    max_sample_size: int | None = None
+    min_sample_size: int | None = None
     max_keep_size: int | None = None
     pad_audio: bool = False
     random_crop: bool = True
@@ -68,8 +68,8 @@ class UnitAsrTaskConfig:
 
 @dataclass
 class DatasetConfig:
-    num_workers: int = 2
-    max_tokens: int | None = 1400000
+    num_workers: int = 1
+    max_tokens: int | None = None  # this or batch_size must be set
     batch_size: int | None = None
     train_subset: str = "train"
     valid_subset: str = "valid"
@@ -83,10 +83,10 @@ class DatasetConfig:
 
 @dataclass
 class OptimizationConfig:
-    max_update: int = 400000
+    max_update: int = 0  # 0: no limit (max_epoch ends the run)
     max_epoch: int = 0
-    lr: list[float] = field(default_factory=lambda: [0.0005])
-    clip_norm: float = 10.0
+    lr: list[float] = field(default_factory=lambda: [0.25])
+    clip_norm: float = 0.0  # 0: no clipping
     update_freq: list[int] = field(default_factory=lambda: [1])
     sentence_avg: bool = False  # CTC: normalise gradients per utterance, not per frame
 
@@ -94,9 +94,9 @@ class OptimizationConfig:
 @dataclass
 class AdamConfig:
     _name: str = "adam"
-    adam_betas: Any = "(0.9,0.98)"  # fairseq writes a tuple as a string
-    adam_eps: float = 1e-6
-    weight_decay: float = 0.01
+    adam_betas: Any = "(0.9,0.999)"  # fairseq writes a tuple as a string
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -153,7 +153,9 @@ class CheckpointConfig:
 
 @dataclass
 class DistributedTrainingConfig:
-    distributed_world_size: int = 1
+    # fairseq's default counts the visible GPUs; hubertkit's world is torchrun's (or submit's),
+    # and a configured size that differs is warned about
+    distributed_world_size: int = field(default=1, metadata={"departs": "the launcher sets the world size"})
     distributed_backend: str = "nccl"
     ddp_backend: str = "pytorch_ddp"  # "fully_sharded": FSDP (for large/xlarge); any other: DDP
     distributed_port: int = -1
@@ -197,7 +199,7 @@ class HubertModelConfig(HubertConfig):
     _name: str = "hubert"
 
 
-_D = HubertConfig  # fine-tuning's encoder keys default to the pretraining network's
+_D = HubertConfig  # fine-tuning's other encoder keys default as the pretraining network's
 
 
 @dataclass
@@ -211,13 +213,13 @@ class HubertCtcModelConfig:
     layerdrop: float = 0.0
     final_dropout: float = 0.0
     freeze_finetune_updates: int = 0
-    dropout: float = _D.dropout
-    attention_dropout: float = _D.attention_dropout
+    dropout: float = 0.0  # fairseq's HubertAsrConfig: its own defaults, not the pretraining network's
+    attention_dropout: float = 0.0
     activation_dropout: float = _D.activation_dropout
     dropout_input: float = _D.dropout_input
-    feature_grad_mult: float = _D.feature_grad_mult
+    feature_grad_mult: float = 0.0
     mask_length: int = _D.mask_length
-    mask_prob: float = _D.mask_prob
+    mask_prob: float = 0.5
     mask_selection: str = _D.mask_selection
     mask_other: float = _D.mask_other
     no_mask_overlap: bool = _D.no_mask_overlap

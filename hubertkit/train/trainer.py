@@ -468,7 +468,7 @@ class Trainer:
         (non-finite) update, whose update number has been seen already."""
         cfg, u = self.cfg, self.num_updates
         max_epoch = cfg.optimization.max_epoch
-        last = u >= cfg.optimization.max_update or (end_of_epoch and bool(max_epoch) and self.epoch >= max_epoch)
+        last = u >= (cfg.optimization.max_update or math.inf) or (end_of_epoch and bool(max_epoch) and self.epoch >= max_epoch)
 
         def every(updates: int) -> bool:
             return stepped and bool(updates) and u % updates == 0
@@ -484,9 +484,9 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg
-        max_update, freq = cfg.optimization.max_update, cfg.optimization.update_freq[0]
+        max_update, freq = cfg.optimization.max_update or math.inf, cfg.optimization.update_freq[0]  # 0: no limit
         logger = MetricsLogger(self.save_dir, cfg, enabled=self.dist.main, resumed_at=self.num_updates)
-        bar = progress_bar(total=max_update, initial=self.num_updates, unit="upd", desc="train",
+        bar = progress_bar(total=cfg.optimization.max_update or None, initial=self.num_updates, unit="upd", desc="train",
                    disable=not (self.progress and self.dist.main), dynamic_ncols=True)
         start, window = time.time(), {}
         try:
