@@ -206,7 +206,14 @@ def test_fairseqs_own_yaml_text_loads_unchanged(tmp_path, caplog):
     assert theirs == load_config("hubert_base_librispeech", REQUIRED)  # the shipped copy
     # the keys that change nothing are named once; validate_interval is implemented, so not among them
     assert "dataset.skip_invalid_size_inputs_valid_test=True" in caplog.text
+    assert "model.dropout_features=0.1 (fairseq's HuBERT applies it to a copy" in caplog.text
     assert "validate_interval" not in caplog.text and theirs.dataset.validate_interval == 5
+
+
+@pytest.mark.parametrize("key", ["optimization.lr=[0.001,0.0005]", "optimization.update_freq=[1,2]"])
+def test_per_epoch_lists_are_refused_not_cut_to_their_first_value(key):
+    with pytest.raises(HubertkitError, match="fairseq's per-epoch lists are not implemented"):
+        load_config("demo", [*REQUIRED, key])
 
 
 SHIPPED = sorted(p.relative_to(config_dir_default()) for p in config_dir_default().rglob("*.yaml") if "pipeline" not in p.name)

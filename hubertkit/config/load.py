@@ -54,18 +54,17 @@ NO_EFFECT: dict[str, str] = {
     "dataset.skip_invalid_size_inputs_valid_test": "an utterance longer than dataset.max_tokens is an error",
     "distributed_training.distributed_port": "torchrun sets the rendezvous",
     "distributed_training.nprocs_per_node": "torchrun sets the processes per node",
+    "model.dropout_features": "fairseq's HuBERT applies it to a copy of the features that nothing reads",
 }
-
-
-def _positive_list(v) -> bool:
-    return bool(v) and all(x > 0 for x in v)
 
 
 # Values that have a range, and what they must be: refused at load time, not at the first
 # update (or never: a zero log_interval divides by zero, update_freq=[0] never steps).
 RANGES = {
-    "optimization.lr": (_positive_list, "a non-empty list of positive learning rates"),
-    "optimization.update_freq": (lambda v: bool(v) and all(x >= 1 for x in v), "a list of integers >= 1"),
+    "optimization.lr": (lambda v: len(v) == 1 and v[0] > 0,
+                        "one positive learning rate in a list (fairseq's per-epoch lists are not implemented)"),
+    "optimization.update_freq": (lambda v: len(v) == 1 and v[0] >= 1,
+                                 "one integer >= 1 in a list (fairseq's per-epoch lists are not implemented)"),
     "optimization.max_update": (lambda v: v >= 0, ">= 0"),
     "optimization.clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
     "common.log_interval": (lambda v: v >= 1, ">= 1"),
