@@ -45,6 +45,7 @@ UNSUPPORTED: dict[str, tuple[Any, str]] = {
     "model.no_mask_channel_overlap": (False, "mask spans may overlap, as fairseq's default"),
     "model.mask_channel_min_space": (1, "it only applies with no_mask_channel_overlap"),
     "dataset.required_batch_size_multiple": (1, "batch sizes are not rounded to a multiple"),
+    "task.sample_rate": (16000, "HuBERT's conv stack and hubertkit's audio reading are for 16 kHz audio"),
     "checkpoint.no_epoch_checkpoints": (True, "hubertkit writes no per-epoch checkpoints"),
 }
 # fairseq keys that change how a run is launched or watched, not what it trains: any

@@ -7,11 +7,21 @@ import os
 
 import numpy as np
 import soundfile as sf
+import torch
+import torch.nn.functional as F
 
 from hubertkit.data.manifest import Utterance
 from hubertkit.errors import HubertkitError
 
 log = logging.getLogger(__name__)
+
+
+def standardize(wav: torch.Tensor) -> torch.Tensor:
+    """One utterance at zero mean and unit variance over all its samples: fairseq's
+    ``task.normalize`` (a layer norm without weights over the whole waveform), applied
+    before any crop. Models trained with it read every waveform this way
+    (``HubertModel.prepare``)."""
+    return F.layer_norm(wav, wav.shape)
 
 SAMPLE_RATE = 16000
 # fairseq's dump scripts tolerate this many samples between the manifest and the file.

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from hubertkit.data.audio import read_audio
+from hubertkit.data.audio import read_audio, standardize
 from hubertkit.data.dataset import select_by_length
 from hubertkit.data.dictionary import NUM_SPECIAL, PAD_INDEX
 from hubertkit.data.labels import read_dict
@@ -54,7 +53,7 @@ class TranscribedDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         wav = torch.from_numpy(read_audio(self.manifest.utterance(self.index[i]), self.sample_rate, str(self.manifest.path)))
         if self.normalize:
-            wav = F.layer_norm(wav, wav.shape)
+            wav = standardize(wav)
         return {"id": i, "source": wav, "target": self.targets[i]}
 
     @property

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from hubertkit.data.audio import read_audio
+from hubertkit.data.audio import read_audio, standardize
 from hubertkit.data.dictionary import NUM_SPECIAL, PAD_INDEX
 from hubertkit.data.label_store import open_store
 from hubertkit.data.labels import made_at_rate, read_dict, read_sidecar
@@ -188,7 +187,7 @@ class HubertDataset(torch.utils.data.Dataset):
         j = self.index[i]
         wav = torch.from_numpy(read_audio(self.manifest.utterance(j), self.sample_rate, str(self.manifest.path)))
         if self.normalize:
-            wav = F.layer_norm(wav, wav.shape)
+            wav = standardize(wav)
         item = {"id": i, "source": wav, "label_list": [lab[j] for lab in self.labels]}
         if self.pitch is not None:
             item["pitch"] = torch.from_numpy(np.array(self.pitch[j], dtype=np.float32))

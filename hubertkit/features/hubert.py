@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hubertkit.errors import HubertkitError
 from hubertkit.features.dump import DumpSummary, dump_features
@@ -34,9 +33,7 @@ class HubertLayerFeatures:
     def __call__(self, wav: np.ndarray) -> np.ndarray:
         if len(wav) < self.model.cfg.receptive_field:  # no frame, as MFCC
             return np.zeros((0, self.dim), dtype=np.float32)
-        x = torch.from_numpy(wav).to(self.device)
-        if self.model.normalize_waveform:
-            x = F.layer_norm(x, x.shape)
+        x = self.model.prepare(torch.from_numpy(wav).to(self.device))
         feats, _ = self.model.extract_features(x[None], layer=self.layer, max_chunk=self.max_chunk)
         return feats[0].float().cpu().numpy()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from hubertkit.config.model import HubertConfig, parse_conv_layers
+from hubertkit.data.audio import SAMPLE_RATE
 from hubertkit.data.dictionary import (
     FAIRSEQ_PICKLE,
     NUM_SPECIAL,
@@ -73,7 +74,7 @@ def to_fairseq(model: HubertModel, task: dict | None = None, dictionaries: list[
         raise HubertkitError(f"dictionaries of {sizes} classes do not fit the model's {list(num_classes)}")
     model_cfg = {"_name": "hubert", **cfg}
     task = {"_name": "hubert_pretraining", "data": ".", "labels": ["km"] * len(dictionaries), "label_rate": model.cfg.label_rate,
-            "sample_rate": 16000, "normalize": model.normalize_waveform, "fine_tuning": False, **(task or {})}
+            "sample_rate": SAMPLE_RATE, "normalize": model.normalize_waveform, "fine_tuning": False, **(task or {})}
     return {
         "args": None,
         "cfg": {"_name": None, "model": model_cfg, "task": task},
@@ -365,7 +366,7 @@ def export_hf(model: HubertModel, out: str | os.PathLike, prefix: str = "", extr
         save_torch(head, out / HEAD_FILE)
     write_text(out / "config.json", json.dumps(hf_config(model.cfg.without_heads()), indent=2) + "\n")
     write_text(out / "preprocessor_config.json", json.dumps({
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": SAMPLE_RATE,
         "padding_value": 0.0, "do_normalize": model.normalize_waveform,
         "return_attention_mask": model.cfg.extractor_mode == "layer_norm",
     }, indent=2) + "\n")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hubertkit.config.model import HubertConfig
+from hubertkit.data.audio import SAMPLE_RATE, standardize
 from hubertkit.errors import HubertkitError
 from hubertkit.model.disentangle import PitchHead, SpeakerAdversary, grl_scale
 from hubertkit.model.gradient import scale_gradient
@@ -209,8 +210,8 @@ class HubertModel(nn.Module):
                 if head is not None:
                     head.apply(_init_bert_params)
         self.num_updates = 0  # the gradient-reversal warm-up reads it; the trainer sets it
-        # fairseq's task.normalize: the waveform was layer-normalised before the model in
-        # training, so feature extraction must do the same. Loaders set it.
+        # fairseq's task.normalize: the waveforms it was trained on were standardised, so
+        # every reader must do the same (``prepare``). Loaders set it from the checkpoint.
         self.normalize_waveform = False
 
     def remove_pretraining_modules(self) -> None:
@@ -219,12 +220,17 @@ class HubertModel(nn.Module):
         self.final_proj = None
         self.label_embs_concat = None
 
+    def prepare(self, wav: torch.Tensor) -> torch.Tensor:
+        """One utterance's waveform (any shape holding one utterance, at ``SAMPLE_RATE``)
+        as this model reads it: standardised if it was trained so, else as it is."""
+        return standardize(wav) if self.normalize_waveform else wav
+
     # -- the pieces --------------------------------------------------------------------
 
     @property
     def feat2tar_ratio(self) -> float:
         """Label frames per feature frame: 2 for 100 Hz labels, 1 for 50 Hz."""
-        return self.cfg.label_rate * self.cfg.downsample / 16000
+        return self.cfg.label_rate * self.cfg.downsample / SAMPLE_RATE
 
     def check_input(self, wav: torch.Tensor) -> None:
         if not isinstance(wav, torch.Tensor) or wav.dim() != 2 or not wav.is_floating_point():

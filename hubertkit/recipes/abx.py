@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hubertkit.cluster.abx import Items, abx_error_rates, items_from_alignments, read_item_file, write_item_file
 from hubertkit.cluster.kmeans import load_kmeans
@@ -42,9 +41,7 @@ def layer_features(model, manifest, keys: set[str], progress: bool = True) -> li
     wanted = [u for u in manifest.utterances if utterance_key(os.path.relpath(u.path, manifest.root)) in keys]
     with torch.inference_mode():
         for utt in progress_bar(wanted, unit="utt", desc="abx: encoding", disable=not progress):
-            x = torch.from_numpy(read_audio(utt, where=str(manifest.path)))[None]
-            if model.normalize_waveform:
-                x = F.layer_norm(x, x.shape[1:])
+            x = model.prepare(torch.from_numpy(read_audio(utt, where=str(manifest.path)))[None])
             key = utterance_key(os.path.relpath(utt.path, manifest.root))
             for store, h in zip(out, model.hidden_states(x)):
                 store[key] = h[0].float().numpy()

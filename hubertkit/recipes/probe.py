@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from hubertkit.cluster.abx import abx_error_rates, items_from_alignments
 from hubertkit.data.alignments import frame_phones, read_alignments, utterance_key
-from hubertkit.data.audio import read_audio
+from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import manifest_path, read_manifest
 from hubertkit.data.speakers import read_speaker_map, utterance_speakers
 from hubertkit.errors import HubertkitError
@@ -121,14 +121,12 @@ def _encode(model, tsv: Path, alignments: dict | None, speaker_map: dict | None,
     if max_utterances and len(chosen) > max_utterances:
         chosen = np.linspace(0, len(chosen) - 1, max_utterances).round().astype(int)
     speakers = utterance_speakers(tsv, speaker_map)
-    rate = 16000 / model.cfg.downsample
+    rate = SAMPLE_RATE / model.cfg.downsample
     out = _Split([[] for _ in range(model.cfg.encoder_layers + 1)], [], [speakers[i] for i in chosen], [], [])
     utts = [manifest.utterances[i] for i in chosen]
     for utt in progress_bar(utts, desc=f"probe {tsv.stem}", unit="utt", disable=not progress):
         wav = read_audio(utt, where=str(tsv))
-        x = torch.from_numpy(wav)[None]
-        if model.normalize_waveform:
-            x = F.layer_norm(x, x.shape[1:])
+        x = model.prepare(torch.from_numpy(wav)[None])
         states = model.hidden_states(x)
         for store, h in zip(out.layers, states):
             store.append(h[0].float().numpy())

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from hubertkit.cluster.quality import joint_counts, paired_frames, shuffled_quality
+from hubertkit.data.audio import SAMPLE_RATE
 from hubertkit.data.manifest import read_manifest
 from hubertkit.fileio import write_text
 from hubertkit.plots import pyplot, save_figure, training_curves
@@ -79,7 +80,7 @@ def _corpus_lines(tsv_dir: Path) -> list[str]:
         if path.is_file():
             m = read_manifest(path)
             speakers = Counter(Path(u.path).parent.name for u in m.utterances)
-            hours = sum(u.num_samples for u in m.utterances) / 16000 / 3600
+            hours = sum(u.num_samples for u in m.utterances) / SAMPLE_RATE / 3600
             rows.append(f"| {split} | {len(m)} | {len(speakers)} | {hours:.3f} |")
     return rows
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import jiwer
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 
-from hubertkit.data.audio import read_audio
+from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import Utterance, lookup_by_path, read_manifest
 from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.errors import HubertkitError
@@ -77,14 +76,12 @@ def transcribe(ckpt: str | os.PathLike, inputs: list[str], batch_size: int = 8, 
     model.to(device)
     sources = audio_inputs(inputs)
     refs = _references(references, sources) if references else None
-    chunk = int(chunk_seconds * 16000)
+    chunk = int(chunk_seconds * SAMPLE_RATE)
     out = []
     with progress_bar(total=len(sources), unit="utt", desc="transcribe", disable=not progress) as bar:
         for b in range(0, len(sources), batch_size):
             group = sources[b : b + batch_size]
-            wavs = [torch.from_numpy(read_audio(u, where="transcribe")) for u, _ in group]
-            if model.hubert.normalize_waveform:
-                wavs = [F.layer_norm(w, w.shape) for w in wavs]
+            wavs = [model.hubert.prepare(torch.from_numpy(read_audio(u, where="transcribe"))) for u, _ in group]
             long = [len(w) > chunk for w in wavs]
             scores: list = [None] * len(wavs)
             for i, w in enumerate(wavs):
