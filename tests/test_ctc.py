@@ -53,8 +53,7 @@ def test_encoder_is_frozen_before_freeze_finetune_updates():
     model.freeze_finetune_updates = 10
     for updates, encoder_learns in ((0, False), (10, True)):
         model.zero_grad()
-        model.num_updates = updates
-        model(torch.randn(2, 16000))[0].sum().backward()
+        model(torch.randn(2, 16000), num_updates=updates)[0].sum().backward()
         assert model.proj.weight.grad is not None
         enc = model.hubert.encoder.layers[0].fc1.weight.grad
         assert (enc is not None and enc.abs().sum() > 0) == encoder_learns

@@ -41,8 +41,7 @@ class HubertCTC(nn.Module):
         self.proj = nn.Linear(cfg.encoder_embed_dim, len(SPECIALS) + len(self.symbols))
         nn.init.xavier_uniform_(self.proj.weight)  # fairseq's Linear
         nn.init.zeros_(self.proj.bias)
-        self.freeze_finetune_updates = 0
-        self.num_updates = 0  # the trainer sets it; the encoder is frozen before freeze_finetune_updates
+        self.freeze_finetune_updates = 0  # the encoder is frozen for the first this many updates
 
     def load_encoder(self, pretrained: HubertModel) -> None:
         """Take the pretrained model's encoder weights (not its pretraining head) and its
@@ -56,13 +55,13 @@ class HubertCTC(nn.Module):
         return list(SPECIALS) + self.symbols
 
     def forward(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None, mask: bool = False,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                generator: torch.Generator | None = None, num_updates: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probabilities ``[batch, frames, classes]`` (float32) and the frame padding mask.
         Waveforms come normalised already where ``hubert.normalize_waveform`` says so (the
         dataset and ``transcribe`` do it per utterance, as in pretraining)."""
         h = self.hubert
         h.check_input(wav)
-        frozen = self.training and self.num_updates < self.freeze_finetune_updates
+        frozen = self.training and num_updates < self.freeze_finetune_updates
         with torch.no_grad() if frozen else contextlib.nullcontext():
             x, padding_mask, _, _ = h.encode(h.conv_features(wav), padding_mask, mask, generator)
         logits = self.proj(self.final_dropout(x))

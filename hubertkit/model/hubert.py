@@ -209,7 +209,6 @@ class HubertModel(nn.Module):
             for head in (self.speaker_adversary, self.pitch_head):
                 if head is not None:
                     head.apply(_init_bert_params)
-        self.num_updates = 0  # the gradient-reversal warm-up reads it; the trainer sets it
         # fairseq's task.normalize: the waveforms it was trained on were standardised, so
         # every reader must do the same (``prepare``). Loaders set it from the checkpoint.
         self.normalize_waveform = False
@@ -329,10 +328,12 @@ class HubertModel(nn.Module):
         padding_mask: torch.Tensor | None = None,
         mask: bool = True,
         generator: torch.Generator | None = None,
+        num_updates: int = 0,
     ) -> dict:
         """Pretraining forward. Returns per label set the logits of masked and unmasked
         frames (``logit_m_list``, ``logit_u_list``) with their targets
-        (``target_m_list``, ``target_u_list``), and ``features_pen``."""
+        (``target_m_list``, ``target_u_list``), and ``features_pen``. ``num_updates``
+        (completed updates) sets the speaker adversary's gradient-reversal warm-up."""
         self.check_input(wav)
         feats = self.conv_features(wav)
         if targets is not None:
@@ -348,7 +349,7 @@ class HubertModel(nn.Module):
         x, padding_mask, mask_indices, layers = self.encode(feats, padding_mask, mask, generator, all_layers=heads)
         out = {"x": x, "padding_mask": padding_mask, "features_pen": features_pen, "mask_indices": mask_indices}
         if self.speaker_adversary is not None:
-            scale = grl_scale(self.num_updates, self.cfg.grl_scale, self.cfg.grl_warmup_updates)
+            scale = grl_scale(num_updates, self.cfg.grl_scale, self.cfg.grl_warmup_updates)
             out["speaker_logits"] = self.speaker_adversary(layers[self.cfg.speaker_layer], padding_mask, scale)
         if self.pitch_head is not None:
             out["pitch_pred"] = self.pitch_head(layers[self.cfg.pitch_layer])

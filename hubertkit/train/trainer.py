@@ -331,11 +331,10 @@ class Trainer:
         dev = self.dist.device
         net = self.ddp if (self.ddp is not None and train) else self.model
         with torch.autocast(dev.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            return self.task.loss(net, batch, dev, generator, train)
+            return self.task.loss(net, batch, dev, generator, train, self.num_updates)
 
     def train_step(self, batches: list[dict]) -> dict:
         self.model.train()
-        self.model.num_updates = self.num_updates
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -50,9 +50,10 @@ class Task(Protocol):
         """The part whose parameters are frozen while ``freeze_finetune_updates`` last."""
 
     def loss(self, net: nn.Module, batch: dict, device: torch.device, generator: torch.Generator,
-             train: bool) -> tuple[torch.Tensor, int, Stats]:
+             train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
         """The summed loss of ``batch``, its sample size, and ``loss`` / ``sample_size``
-        among the statistics; masks and dropout draw from ``generator``."""
+        among the statistics; masks and dropout draw from ``generator``; ``num_updates``
+        (updates completed) drives what changes over training (freezing, warm-ups)."""
 
     def checkpoint_fields(self, model: nn.Module) -> dict:
         """What a checkpoint needs besides the weights to rebuild the model."""

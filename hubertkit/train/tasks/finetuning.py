@@ -50,9 +50,10 @@ class FinetuningTask:
     def encoder(model: nn.Module) -> nn.Module:
         return model.hubert
 
-    def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, Stats]:
+    def loss(self, net, batch: dict, device, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
         pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
-        log_probs, frame_pad = net(batch["source"].to(device), pad, mask=train and self.cfg.model.apply_mask, generator=generator)
+        log_probs, frame_pad = net(batch["source"].to(device), pad, mask=train and self.cfg.model.apply_mask, generator=generator,
+                                  num_updates=num_updates)
         b = log_probs.shape[0]
         input_lengths = frame_lengths(log_probs, frame_pad)
         target, target_lengths = batch["target"].to(device), batch["target_lengths"].to(device)

@@ -55,9 +55,10 @@ class PretrainingTask:
     def encoder(model: nn.Module) -> nn.Module:
         return model
 
-    def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, Stats]:
+    def loss(self, net, batch: dict, device, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
         pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
-        out = net(batch["source"].to(device), [t.to(device) for t in batch["target_list"]], padding_mask=pad, generator=generator)
+        out = net(batch["source"].to(device), [t.to(device) for t in batch["target_list"]], padding_mask=pad, generator=generator,
+                  num_updates=num_updates)
         extras = {k: batch[k].to(device) for k in ("speaker", "pitch") if k in batch}
         loss, sample_size, stats = hubert_loss(out, self.cfg.criterion, **extras)
         if not train:  # a collapse alarm

@@ -47,7 +47,7 @@ class UnitAsrTask:
     def encoder(model: nn.Module) -> nn.Module:
         return model
 
-    def loss(self, net, batch: dict, device, generator, train: bool) -> tuple[torch.Tensor, int, Stats]:
+    def loss(self, net, batch: dict, device, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
         source, pad = batch["source"].to(device), batch["padding_mask"].to(device)
         target, target_lengths = batch["target"].to(device), batch["target_lengths"].to(device)
         model = unwrap(net)
