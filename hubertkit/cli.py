@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Callable
 
 from hubertkit.errors import HubertkitError
 
@@ -32,6 +33,45 @@ def _rank(value: str):
     return value if value in ("all", "auto") else int(value)
 
 
+# -- declaring commands ----------------------------------------------------------------------
+# Each command is declared beside the function it runs: ``@command(name, help, *arguments)``,
+# every argument an ``arg(...)`` (``add_argument``'s parameters). ``"unit-asr train"`` is
+# the ``train`` subcommand of ``unit-asr``.
+
+COMMANDS: dict[str, tuple[str, tuple, Callable]] = {}
+GROUPS = {"unit-asr": "unit-based ASR: text from discrete units (a BART model, or a CTC baseline)"}
+
+
+def arg(*names, **kwargs) -> tuple[tuple, dict]:
+    return names, kwargs
+
+
+def command(name: str, help: str, *arguments: tuple[tuple, dict]):
+    def declare(func: Callable) -> Callable:
+        COMMANDS[name] = (help, arguments, func)
+        return func
+    return declare
+
+
+RANK_HELP = "shard index; 'all' = every shard here (with --jobs), 'auto' = from SLURM_ARRAY_TASK_ID or torchrun's RANK"
+TSV_DIR, SPLIT, CKPT = arg("tsv_dir", metavar="TSV_DIR"), arg("split", metavar="SPLIT"), arg("ckpt", metavar="CKPT")
+FEAT_DIR, KM_PATH, LAB_DIR = arg("feat_dir", metavar="FEAT_DIR"), arg("km_path", metavar="KM_PATH"), arg("lab_dir", metavar="LAB_DIR")
+NSHARD, RANK = arg("nshard", metavar="NSHARD", type=int), arg("rank", metavar="RANK", type=_rank, help=RANK_HELP)
+TRUST_PICKLE = arg("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
+MINIBATCH_OPTIONS = [arg(flag, type=kind, default=None, help="minibatch: MiniBatchKMeans' option of that name "
+                         "(default: fairseq learn_kmeans.py's)")
+                     for flag, kind in (("--init", str), ("--batch-size", int), ("--n-init", int),
+                                        ("--max-no-improvement", int), ("--reassignment-ratio", float))]
+
+
+@command("manifest", "write train.tsv/valid.tsv for the audio files under AUDIO_DIR",
+         arg("audio_dir", metavar="AUDIO_DIR"),
+         arg("--dest", default=".", help="output directory (default: .)"),
+         arg("--ext", default="flac", help="audio file extension (default: flac)"),
+         arg("--valid-percent", type=float, default=0.01, help="fraction of files for valid.tsv (default: 0.01)"),
+         arg("--seed", type=int, default=42, help="seed of the split (default: 42)"),
+         arg("--path-must-contain", default=None, help="keep only paths containing this string"),
+         arg("--jobs", type=int, default=8, help="threads reading audio headers (default: 8; more on network file systems)"))
 def _cmd_manifest(a):
     from hubertkit.data.manifest import make_manifest
 
@@ -40,12 +80,30 @@ def _cmd_manifest(a):
     return ", ".join(f"{split}.tsv: {n} utterances" for split, n in counts.items()) + f" in {a.dest}"
 
 
+@command("dump-mfcc", "MFCC+Δ+ΔΔ features (39-dim, 100 Hz) of a manifest shard",
+         TSV_DIR,
+         SPLIT,
+         NSHARD,
+         RANK,
+         FEAT_DIR,
+         arg("--jobs", type=int, default=1, help="threads decoding and computing features in parallel (default: 1)"))
 def _cmd_dump_mfcc(a):
     from hubertkit.features.dump import dump_mfcc
 
     return dump_mfcc(a.tsv_dir, a.split, a.nshard, a.rank, a.feat_dir, jobs=a.jobs, progress=not a.quiet)
 
 
+@command("dump-hubert", "features of a HuBERT layer (any checkpoint hubertkit loads) for a manifest shard",
+         TSV_DIR,
+         SPLIT,
+         arg("ckpt", metavar="CKPT", help="hubertkit or fairseq checkpoint, or transformers folder"),
+         arg("layer", metavar="LAYER", type=int, help="transformer layer, 1-based (fairseq's output_layer)"),
+         NSHARD,
+         RANK,
+         FEAT_DIR,
+         arg("--max-chunk", type=int, default=1600000, help="encode audio in chunks of this many samples (default: 1600000)"),
+         arg("--jobs", type=int, default=1, help="threads (default: 1)"),
+         TRUST_PICKLE)
 def _cmd_dump_hubert(a):
     from hubertkit.features.hubert import dump_hubert
 
@@ -53,6 +111,12 @@ def _cmd_dump_hubert(a):
                        jobs=a.jobs, trust_pickle=a.trust_pickle, progress=not a.quiet)
 
 
+@command("prepare-text", "letter targets for CTC fine-tuning: {split}.ltr, {split}.wrd and dict.ltr.txt",
+         TSV_DIR,
+         arg("--texts", default=None, help="'utterance<TAB>text' file or JSONL with path and text "
+                   "(default: LibriSpeech's *.trans.txt beside the audio)"),
+         arg("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; dict.ltr.txt orders the first's letters by frequency, then adds any the others use"),
+         arg("--out", default=None, help="output directory (default: TSV_DIR)"))
 def _cmd_prepare_text(a):
     from hubertkit.data.text import prepare_text
 
@@ -61,18 +125,39 @@ def _cmd_prepare_text(a):
     return ", ".join(f"{split}.ltr/.wrd: {n} utterances" for split, n in counts.items()) + f", dict.ltr.txt in {out}"
 
 
+@command("align", "word and phone alignments of a transcribed English corpus (PocketSphinx), "
+            "the ALIGNMENTS that label-quality and probe read",
+         TSV_DIR,
+         SPLIT,
+         arg("--texts", required=True, help="transcripts: 'utterance<TAB>text' lines or JSON lines with path and text"),
+         arg("--out", required=True, help="alignments JSONL to write (one line per aligned utterance)"),
+         arg("--lexicon", default=None, help="'WORD PH1 PH2 ...' (ARPAbet) for words the CMU dictionary lacks"))
 def _cmd_align(a):
     from hubertkit.data.forced_align import align
 
     return align(a.tsv_dir, a.split, a.texts, a.out, lexicon=a.lexicon, progress=not a.quiet)
 
 
+@command("dump-pitch", "F0 and voicing (Praat) at the model's frame rate, for the disentangling variant",
+         TSV_DIR,
+         SPLIT,
+         NSHARD,
+         RANK,
+         arg("feat_dir", metavar="FEAT_DIR", help="the directory task.feat_dir will name"),
+         arg("--rate", type=float, default=50.0, help="frames per second: the model's frame rate (default: 50)"),
+         arg("--jobs", type=int, default=1, help="threads (default: 1)"))
 def _cmd_dump_pitch(a):
     from hubertkit.features.pitch import dump_pitch
 
     return dump_pitch(a.tsv_dir, a.split, a.nshard, a.rank, a.feat_dir, rate=a.rate, jobs=a.jobs, progress=not a.quiet)
 
 
+@command("speakers", "write {split}.spk and dict.spk.txt (the speaker of each utterance) into OUT_DIR",
+         TSV_DIR,
+         arg("out_dir", metavar="OUT_DIR", help="the directory task.feat_dir will name"),
+         arg("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; the first defines the speaker set"),
+         arg("--map", default=None, help="'utterance<TAB>speaker' file (default: speakers from paths: "
+                   "LibriSpeech's speaker/chapter/utt, else the parent directory)"))
 def _cmd_speakers(a):
     from hubertkit.data.speakers import write_speakers
 
@@ -80,6 +165,18 @@ def _cmd_speakers(a):
     return ", ".join(f"{split}.spk: {n} speakers" for split, n in counts.items()) + f" in {a.out_dir}"
 
 
+@command("probe", "linear probes per layer of a frozen model: speaker, phone and F0",
+         CKPT,
+         TSV_DIR,
+         arg("--layers", "--layer", default=None, help="comma-separated layers, 0 = encoder input (default: all)"),
+         arg("--alignments", default=None, help="phone alignments JSONL (the phone probe needs it)"),
+         arg("--speaker-map", default=None, help="'utterance<TAB>speaker' file (default: speakers from paths)"),
+         arg("--train-split", default="train", help="split the probes are fitted on (default: train)"),
+         arg("--test-split", default="valid", help="split they are scored on (default: valid)"),
+         arg("--max-utterances", type=int, default=1000,
+                   help="per split, evenly spread over the manifest (every layer is kept in memory) (default: 1000)"),
+         arg("--out", default=None, help="also write probe.json, probe.md and probe.png here"),
+         TRUST_PICKLE)
 def _cmd_probe(a):
     from hubertkit.recipes.probe import probe_layers, probe_table, write_probes
 
@@ -91,6 +188,17 @@ def _cmd_probe(a):
     return probe_table(results).rstrip()
 
 
+@command("units", "discrete units (k-means ids of a HuBERT layer) per utterance, as JSONL",
+         CKPT,
+         KM_PATH,
+         arg("tsv", metavar="TSV", help="manifest file"),
+         arg("--layer", type=int, required=True, help="transformer layer, 1-based"),
+         arg("--dedup", action="store_true", help="write only the units with repeats removed, and their durations"),
+         arg("--out", default=None, help="output file (default: stdout); with --nshard N, FILE_{rank}_{N} per shard"),
+         arg("--nshard", type=int, default=1, help="split the manifest into this many shards, as the dumps (default: 1)"),
+         arg("--rank", type=_rank, default=0, help=RANK_HELP + " (default: 0)"),
+         arg("--max-chunk", type=int, default=1600000),
+         arg("--trust-pickle", action="store_true", help="allow pickled (fairseq/joblib) k-means or checkpoints"))
 def _cmd_units(a):
     from hubertkit.recipes.discrete_units import write_units
 
@@ -98,6 +206,20 @@ def _cmd_units(a):
                        trust_pickle=a.trust_pickle, nshard=a.nshard, rank=a.rank) or None
 
 
+@command("learn-kmeans", "fit k-means on feature shards and save the model to KM_PATH",
+         FEAT_DIR,
+         SPLIT,
+         NSHARD,
+         KM_PATH,
+         arg("n_clusters", metavar="N_CLUSTERS", type=int),
+         arg("--percent", type=float, default=-1, help="fraction of utterances per shard to learn from; -1 = all (default)"),
+         arg("--seed", type=int, default=0, help="random seed (default: 0)"),
+         arg("--algo", choices=["lloyd", "minibatch"], default="lloyd",
+                   help="lloyd: streamed full-batch k-means (default); minibatch: fairseq's exact scikit-learn recipe"),
+         arg("--max-iter", type=int, default=100, help="maximum passes (epochs for minibatch) (default: 100)"),
+         arg("--tol", type=float, default=None, help="lloyd: stop when a pass improves inertia by less than this "
+                   "fraction (default: 1e-4); minibatch: scikit-learn's tol (default: 0, as fairseq)"),
+         *MINIBATCH_OPTIONS)
 def _cmd_learn_kmeans(a):
     from hubertkit.cluster.kmeans import learn_kmeans
 
@@ -108,6 +230,15 @@ def _cmd_learn_kmeans(a):
     )
 
 
+@command("dump-labels", "label feature shards with the nearest k-means centroid",
+         FEAT_DIR,
+         SPLIT,
+         KM_PATH,
+         NSHARD,
+         RANK,
+         LAB_DIR,
+         arg("--trust-pickle", action="store_true", help="allow reading a joblib-pickled k-means (fairseq's km.bin)"),
+         arg("--jobs", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)"))
 def _cmd_dump_labels(a):
     from hubertkit.cluster.kmeans import dump_labels
 
@@ -117,6 +248,11 @@ def _cmd_dump_labels(a):
     return f"wrote {', '.join(r['files'])}: {r['frames']} frames labelled in {r['seconds']:.1f} s"
 
 
+@command("merge-labels", "concatenate label shards into {split}.km",
+         LAB_DIR,
+         SPLIT,
+         NSHARD,
+         arg("--label", default="km", help="label file extension (default: km)"))
 def _cmd_merge_labels(a):
     from hubertkit.data.labels import merge_labels
 
@@ -124,6 +260,10 @@ def _cmd_merge_labels(a):
     return f"wrote {r['path']}: {r['utterances']} utterances from {len(r['merged_from'])} shard(s)"
 
 
+@command("make-dict", "write dict.km.txt ('label count') for the merged label files in LAB_DIR",
+         LAB_DIR,
+         arg("--label", default="km", help="label file extension (default: km)"),
+         arg("--n-clusters", type=int, default=None, help="number of labels (default: from the label files' k-means)"))
 def _cmd_make_dict(a):
     from hubertkit.data.labels import make_dict
 
@@ -132,17 +272,13 @@ def _cmd_make_dict(a):
     return f"wrote {r['path']}: {r['n_clusters']} labels{unused} counted over {', '.join(r['files'])}"
 
 
-def _cmd_abx(a):
-    from hubertkit.recipes.abx import abx, format_abx, save_abx
-
-    modes = ("within", "across") if a.mode == "all" else (a.mode,)
-    r = abx(a.source, a.tsv_dir, a.split, a.alignments, a.item, a.layer, a.rate, a.km, modes, a.max_size_group,
-            a.max_x_across, a.seed, a.write_item, a.trust_pickle, progress=not a.quiet)
-    if a.out:
-        save_abx(r, a.out)
-    return format_abx(r)
-
-
+@command("label-quality", "phone purity, cluster purity and PNMI of a label file against phone "
+            "alignments, and their chance level (the labels shuffled)",
+         arg("lab_file", metavar="LAB_FILE"),
+         arg("alignments", metavar="ALIGNMENTS", help="JSONL with path and [phone, start_s, end_s] per utterance"),
+         arg("--label-rate", type=float, required=True, help="label frames per second (100 for MFCC, 50 for HuBERT layers)"),
+         arg("--tsv", required=True, help="the manifest whose lines LAB_FILE follows"),
+         arg("--json", action="store_true", help="print all metrics as JSON"))
 def _cmd_label_quality(a):
     import json
 
@@ -156,16 +292,54 @@ def _cmd_label_quality(a):
             f"cluster purity {chance.cluster_purity:.4f}  PNMI {chance.pnmi:.4f}")
 
 
-def _cmd_export_kmeans(a):
-    from hubertkit.cluster.kmeans import export_kmeans
+@command("abx", "ABX error rates (Libri-light / ZeroSpeech 2021: within and across speakers, angular "
+            "distance, DTW) of a model's layers, a feature dump or discrete units, on a split with phone alignments",
+         arg("source", metavar="CKPT|FEAT_DIR|UNITS", help="a model checkpoint (hubertkit, fairseq, transformers), a "
+                   "dump-mfcc/dump-hubert folder, or units: a `hubertkit units` JSONL or a .km label file"),
+         TSV_DIR,
+         SPLIT,
+         arg("--alignments", default=None, help="phone alignments JSONL (`hubertkit align`): the items are made from it"),
+         arg("--item", default=None, help="a ZeroSpeech .item file instead of --alignments"),
+         arg("--layer", default="all", help="a model's layer (0: the transformer's input) or 'all' (default)"),
+         arg("--rate", type=float, default=None, help="frames per second of a dump or of units (default: from their lengths)"),
+         arg("--km", default=None, help="units as these k-means centroids instead of one-hot"),
+         arg("--mode", choices=["all", "within", "across"], default="all"),
+         arg("--max-size-group", type=int, default=10, help="tokens per group at most, subsampled above (default: 10)"),
+         arg("--max-x-across", type=int, default=5, help="X speakers per A and B at most, across speakers (default: 5)"),
+         arg("--seed", type=int, default=0, help="of the subsampling (default: 0)"),
+         arg("--write-item", default=None, help="also write the items as a ZeroSpeech .item file"),
+         arg("--out", default=None, help="also write the scores as JSON"),
+         TRUST_PICKLE)
+def _cmd_abx(a):
+    from hubertkit.recipes.abx import abx, format_abx, save_abx
 
-    return export_kmeans(a.km_path, a.out, trust_pickle=a.trust_pickle)
+    modes = ("within", "across") if a.mode == "all" else (a.mode,)
+    r = abx(a.source, a.tsv_dir, a.split, a.alignments, a.item, a.layer, a.rate, a.km, modes, a.max_size_group,
+            a.max_x_across, a.seed, a.write_item, a.trust_pickle, progress=not a.quiet)
+    if a.out:
+        save_abx(r, a.out)
+    return format_abx(r)
 
 
+@command("export", "convert a checkpoint (hubertkit, fairseq .pt or transformers folder) to another layout",
+         CKPT,
+         arg("out", metavar="OUT", help="output folder (hf) or .pt file (fairseq)"),
+         arg("--format", choices=["hf", "fairseq"], default="hf", help="hf: transformers HubertModel folder; fairseq: HuBERT .pt"),
+         TRUST_PICKLE)
 def _cmd_export(a):
     from hubertkit.model.io import export
 
     return export(a.ckpt, a.out, a.format, trust_pickle=a.trust_pickle)
+
+
+@command("export-kmeans", "write a k-means model as the scikit-learn joblib file fairseq's dump_km_label.py reads",
+         arg("km_path", metavar="KM_PATH", help="a hubertkit k-means model (learn-kmeans)"),
+         arg("out", metavar="OUT", help="output file, e.g. km.bin"),
+         arg("--trust-pickle", action="store_true", help="allow KM_PATH to be a joblib file itself"))
+def _cmd_export_kmeans(a):
+    from hubertkit.cluster.kmeans import export_kmeans
+
+    return export_kmeans(a.km_path, a.out, trust_pickle=a.trust_pickle)
 
 
 def _print_transcripts(out, fmt: str) -> None:
@@ -180,6 +354,14 @@ def _print_transcripts(out, fmt: str) -> None:
         print(json.dumps(rates), file=sys.stderr)
 
 
+@command("transcribe", "greedy CTC transcription with a fine-tuned model (hubertkit or transformers HubertForCTC)",
+         CKPT,
+         arg("inputs", nargs="+", metavar="AUDIO", help="audio files, or one manifest .tsv"),
+         arg("--format", choices=["text", "jsonl"], default="text", help="one line of text per input, or JSON lines"),
+         arg("--references", default=None, help="transcripts ('utterance<TAB>text' or JSONL with text): "
+                   "WER and CER go to stderr as JSON"),
+         arg("--batch-size", type=int, default=8),
+         arg("--chunk-seconds", type=float, default=30.0, help="encode longer audio in chunks of this length, with context"))
 def _cmd_transcribe(a):
     from hubertkit.recipes.transcribe import transcribe
 
@@ -187,6 +369,14 @@ def _cmd_transcribe(a):
                                   references=a.references, progress=not a.quiet), a.format)
 
 
+@command("unit-asr train", "train on units JSONL and transcripts (configs/unit_asr)",
+         arg("units", metavar="UNITS_JSONL", help="train split's units (hubertkit units output)"),
+         arg("texts", metavar="TEXTS", help="transcripts: 'utterance<TAB>text' lines or JSON lines with path and text"),
+         arg("--valid-units", default=None, help="valid split's units JSONL: validation, and the best checkpoint"),
+         arg("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/unit_asr)"),
+         arg("--config-name", default="bart_base", help="bart_base, bart_demo or ctc_demo (default: bart_base)"),
+         arg("--save-dir", default=None, help="checkpoints and the saved model (default: checkpoint.save_dir)"),
+         arg("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optimization.max_update=20000 model.beam=10"))
 def _cmd_unit_asr_train(a):
     from hubertkit.recipes.unit_asr import train_unit_asr
 
@@ -195,6 +385,19 @@ def _cmd_unit_asr_train(a):
     return f"trained {result['num_updates']} updates; model: {result.get('model', result['save_dir'])}"
 
 
+@command("unit-asr transcribe", "text from units (or from audio, through HuBERT and k-means)",
+         arg("model", metavar="MODEL", help="the model folder (SAVE_DIR/model) or a unit-asr checkpoint"),
+         arg("units", nargs="?", default=None, metavar="UNITS_JSONL", help="units to transcribe"),
+         arg("--audio", nargs="+", default=None, metavar="FILE", help="audio files or one manifest .tsv instead of units"),
+         arg("--hubert", default=None, metavar="CKPT", help="with --audio: the HuBERT checkpoint the units come from"),
+         arg("--km", default=None, metavar="KM_PATH", help="with --audio: its k-means model (fairseq joblib needs --trust-pickle)"),
+         arg("--layer", type=int, default=None, help="with --audio: the layer the k-means model was fitted on"),
+         arg("--max-chunk", type=int, default=1600000, help="with --audio: encode long audio in chunks of this many samples"),
+         arg("--trust-pickle", action="store_true", help="allow pickled k-means models and fairseq checkpoints"),
+         arg("--beam", type=int, default=None, help="beam width (default: the model's; CTC decodes greedily)"),
+         arg("--batch-size", type=int, default=16),
+         arg("--references", default=None, help="transcripts: WER and CER go to stderr as JSON"),
+         arg("--format", choices=["text", "jsonl"], default="text"))
 def _cmd_unit_asr_transcribe(a):
     from hubertkit.recipes.unit_asr import transcribe_units
 
@@ -202,6 +405,12 @@ def _cmd_unit_asr_transcribe(a):
                                         a.references, a.max_chunk, a.trust_pickle, progress=not a.quiet), a.format)
 
 
+@command("train", "pretrain HuBERT: fairseq's hydra_train.py command line (config groups and key=value overrides)",
+         arg("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/, e.g. hubert_base_librispeech, demo)"),
+         arg("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech"),
+         arg("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100"),
+         arg("--trust-pickle", action="store_true",
+                   help="allow a checkpoint.finetune_from_model / restore_file that pickles config objects (fairseq's own)"))
 def _cmd_train(a):
     from hubertkit.train.trainer import train
 
@@ -209,6 +418,23 @@ def _cmd_train(a):
     return f"trained to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
 
 
+@command("submit", "pretrain on a SLURM cluster through submitit: `hubertkit train`'s arguments, "
+            "one process per GPU on each node; a preempted job is requeued and resumes (pip install 'hubertkit[slurm]')",
+         arg("--nodes", type=int, default=1, help="machines (default: 1)"),
+         arg("--gpus-per-node", type=int, default=8, help="GPUs, and training processes, per machine (default: 8)"),
+         arg("--partition", default=None, help="SLURM partition"),
+         arg("--timeout-min", type=int, default=72 * 60, help="job time limit in minutes; at the limit the job is "
+                   "requeued and resumes from checkpoint_last.pt (default: 4320)"),
+         arg("--cpus-per-task", type=int, default=10, help="CPUs per process, for data loader workers (default: 10)"),
+         arg("--logs", default="slurm_logs", help="submitit's folder of job logs (default: slurm_logs)"),
+         arg("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="another sbatch option, e.g. --sbatch account=X --sbatch qos=Y"),
+         arg("--local", action="store_true", help="run the job as processes on this machine (submitit's local executor)"),
+         arg("--wait", action="store_true", help="wait for the job to end and print its result"),
+         arg("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/)"),
+         arg("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech"),
+         arg("overrides", nargs="*", metavar="KEY=VALUE", help="as for hubertkit train"),
+         arg("--trust-pickle", action="store_true", help="as for hubertkit train"))
 def _cmd_submit(a):
     from hubertkit.train.slurm import SlurmJob, submit_training
 
@@ -226,6 +452,12 @@ def _cmd_submit(a):
     return f"job {job.job_id} trained to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
 
 
+@command("finetune", "CTC fine-tuning of a pretrained model on letter transcripts (fairseq's finetune configs)",
+         arg("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/finetune)"),
+         arg("--config-name", required=True, help="e.g. base_10h"),
+         arg("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="e.g. task.data=DIR task.label_dir=DIR model.w2v_path=CKPT task.normalize=false"),
+         arg("--trust-pickle", action="store_true", help="allow a model.w2v_path fairseq checkpoint that pickles config objects"))
 def _cmd_finetune(a):
     from hubertkit.train.trainer import finetune
 
@@ -233,6 +465,11 @@ def _cmd_finetune(a):
     return f"fine-tuned to update {r['num_updates']} in {r['seconds']:.0f} s; checkpoints in {r['save_dir']}"
 
 
+@command("pipeline", "run the whole iterative recipe from one YAML, resumably",
+         arg("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_demo.yaml)"),
+         arg("--until", default=None, help="stop after this stage (e.g. iter1.kmeans) or iteration (e.g. iter1)"),
+         arg("--jobs", type=int, default=None, help="threads for dumps and labelling (default: the config's)"),
+         arg("--out", default=None, help="output directory (default: the config's)"))
 def _cmd_pipeline(a):
     from hubertkit.config.pipeline import load_pipeline
     from hubertkit.recipes.pipeline import run_pipeline
@@ -242,276 +479,46 @@ def _cmd_pipeline(a):
     return f"report: {r['report']}" if "report" in r else f"stopped after {r['stopped']}"
 
 
+@command("demo", "run the recipe on the demo corpus shipped with hubertkit",
+         arg("--out", default="demo_out", help="output directory (default: demo_out)"),
+         arg("--corpus", default=None, help="corpus directory with alignments.jsonl (default: the one shipped in the package)"),
+         arg("--jobs", type=int, default=2, help="threads for feature dumps (default: 2)"),
+         arg("--max-update", type=int, default=None, help="pretraining updates (default: configs/demo.yaml's 400)"),
+         arg("--until", default=None, help="stop after this stage (e.g. manifest, iter1.kmeans); a re-run resumes"))
 def _cmd_demo(a):
     from hubertkit.recipes.demo import run_demo
 
     return run_demo(a.out, corpus=a.corpus, jobs=a.jobs, progress=not a.quiet, max_update=a.max_update, until=a.until)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def parser() -> argparse.ArgumentParser:
+    """The ``hubertkit`` parser, built from the declared commands."""
+    top = _Parser(
         prog="hubertkit",
         description="HuBERT pretraining end to end; the fairseq recipe's steps with the same arguments and files.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('hubertkit').__version__}")
+    top.add_argument("--version", action="version", version=f"%(prog)s {__import__('hubertkit').__version__}")
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name, func, help):
-        p = sub.add_parser(name, parents=[common], help=help, description=help)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups = {}
+    for name, (help, arguments, func) in COMMANDS.items():
+        group, _, leaf = name.rpartition(" ")
+        if group and group not in groups:
+            children = [n.rpartition(" ")[2] for n in COMMANDS if n.startswith(group + " ")]
+            g = sub.add_parser(group, help=GROUPS[group], description=GROUPS[group])
+            groups[group] = g.add_subparsers(dest=f"{group.replace('-', '_')}_command", required=True,
+                                             metavar="{" + ",".join(children) + "}")
+        p = (groups[group] if group else sub).add_parser(leaf, parents=[common], help=help, description=help)
         p.set_defaults(func=func, parser=p)
-        return p
-
-    p = add("manifest", _cmd_manifest, "write train.tsv/valid.tsv for the audio files under AUDIO_DIR")
-    p.add_argument("audio_dir", metavar="AUDIO_DIR")
-    p.add_argument("--dest", default=".", help="output directory (default: .)")
-    p.add_argument("--ext", default="flac", help="audio file extension (default: flac)")
-    p.add_argument("--valid-percent", type=float, default=0.01, help="fraction of files for valid.tsv (default: 0.01)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the split (default: 42)")
-    p.add_argument("--path-must-contain", default=None, help="keep only paths containing this string")
-    p.add_argument("--jobs", type=int, default=8, help="threads reading audio headers (default: 8; more on network file systems)")
-
-    rank_help = "shard index; 'all' = every shard here (with --jobs), 'auto' = from SLURM_ARRAY_TASK_ID or torchrun's RANK"
-    p = add("dump-mfcc", _cmd_dump_mfcc, "MFCC+Δ+ΔΔ features (39-dim, 100 Hz) of a manifest shard")
-    p.add_argument("tsv_dir", metavar="TSV_DIR")
-    p.add_argument("split", metavar="SPLIT")
-    p.add_argument("nshard", metavar="NSHARD", type=int)
-    p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
-    p.add_argument("feat_dir", metavar="FEAT_DIR")
-    p.add_argument("--jobs", type=int, default=1, help="threads decoding and computing features in parallel (default: 1)")
-
-    p = add("dump-hubert", _cmd_dump_hubert, "features of a HuBERT layer (any checkpoint hubertkit loads) for a manifest shard")
-    p.add_argument("tsv_dir", metavar="TSV_DIR")
-    p.add_argument("split", metavar="SPLIT")
-    p.add_argument("ckpt", metavar="CKPT", help="hubertkit or fairseq checkpoint, or transformers folder")
-    p.add_argument("layer", metavar="LAYER", type=int, help="transformer layer, 1-based (fairseq's output_layer)")
-    p.add_argument("nshard", metavar="NSHARD", type=int)
-    p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
-    p.add_argument("feat_dir", metavar="FEAT_DIR")
-    p.add_argument("--max-chunk", type=int, default=1600000, help="encode audio in chunks of this many samples (default: 1600000)")
-    p.add_argument("--jobs", type=int, default=1, help="threads (default: 1)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
-
-    p = add("prepare-text", _cmd_prepare_text, "letter targets for CTC fine-tuning: {split}.ltr, {split}.wrd and dict.ltr.txt")
-    p.add_argument("tsv_dir", metavar="TSV_DIR")
-    p.add_argument("--texts", default=None, help="'utterance<TAB>text' file or JSONL with path and text "
-                   "(default: LibriSpeech's *.trans.txt beside the audio)")
-    p.add_argument("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; dict.ltr.txt orders the first's letters by frequency, then adds any the others use")
-    p.add_argument("--out", default=None, help="output directory (default: TSV_DIR)")
-
-    p = add("align", _cmd_align, "word and phone alignments of a transcribed English corpus (PocketSphinx), "
-            "the ALIGNMENTS that label-quality and probe read")
-    p.add_argument("tsv_dir", metavar="TSV_DIR")
-    p.add_argument("split", metavar="SPLIT")
-    p.add_argument("--texts", required=True, help="transcripts: 'utterance<TAB>text' lines or JSON lines with path and text")
-    p.add_argument("--out", required=True, help="alignments JSONL to write (one line per aligned utterance)")
-    p.add_argument("--lexicon", default=None, help="'WORD PH1 PH2 ...' (ARPAbet) for words the CMU dictionary lacks")
-
-    p = add("dump-pitch", _cmd_dump_pitch, "F0 and voicing (Praat) at the model's frame rate, for the disentangling variant")
-    p.add_argument("tsv_dir", metavar="TSV_DIR")
-    p.add_argument("split", metavar="SPLIT")
-    p.add_argument("nshard", metavar="NSHARD", type=int)
-    p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
-    p.add_argument("feat_dir", metavar="FEAT_DIR", help="the directory task.feat_dir will name")
-    p.add_argument("--rate", type=float, default=50.0, help="frames per second: the model's frame rate (default: 50)")
-    p.add_argument("--jobs", type=int, default=1, help="threads (default: 1)")
-
-    p = add("speakers", _cmd_speakers, "write {split}.spk and dict.spk.txt (the speaker of each utterance) into OUT_DIR")
-    p.add_argument("tsv_dir", metavar="TSV_DIR")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="the directory task.feat_dir will name")
-    p.add_argument("--splits", nargs="+", default=["train", "valid"], help="manifests to cover; the first defines the speaker set")
-    p.add_argument("--map", default=None, help="'utterance<TAB>speaker' file (default: speakers from paths: "
-                   "LibriSpeech's speaker/chapter/utt, else the parent directory)")
-
-    p = add("probe", _cmd_probe, "linear probes per layer of a frozen model: speaker, phone and F0")
-    p.add_argument("ckpt", metavar="CKPT")
-    p.add_argument("tsv_dir", metavar="TSV_DIR")
-    p.add_argument("--layers", "--layer", default=None, help="comma-separated layers, 0 = encoder input (default: all)")
-    p.add_argument("--alignments", default=None, help="phone alignments JSONL (the phone probe needs it)")
-    p.add_argument("--speaker-map", default=None, help="'utterance<TAB>speaker' file (default: speakers from paths)")
-    p.add_argument("--train-split", default="train", help="split the probes are fitted on (default: train)")
-    p.add_argument("--test-split", default="valid", help="split they are scored on (default: valid)")
-    p.add_argument("--max-utterances", type=int, default=1000,
-                   help="per split, evenly spread over the manifest (every layer is kept in memory) (default: 1000)")
-    p.add_argument("--out", default=None, help="also write probe.json, probe.md and probe.png here")
-    p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
-
-    p = add("units", _cmd_units, "discrete units (k-means ids of a HuBERT layer) per utterance, as JSONL")
-    p.add_argument("ckpt", metavar="CKPT")
-    p.add_argument("km_path", metavar="KM_PATH")
-    p.add_argument("tsv", metavar="TSV", help="manifest file")
-    p.add_argument("--layer", type=int, required=True, help="transformer layer, 1-based")
-    p.add_argument("--dedup", action="store_true", help="write only the units with repeats removed, and their durations")
-    p.add_argument("--out", default=None, help="output file (default: stdout); with --nshard N, FILE_{rank}_{N} per shard")
-    p.add_argument("--nshard", type=int, default=1, help="split the manifest into this many shards, as the dumps (default: 1)")
-    p.add_argument("--rank", type=_rank, default=0, help=rank_help + " (default: 0)")
-    p.add_argument("--max-chunk", type=int, default=1600000)
-    p.add_argument("--trust-pickle", action="store_true", help="allow pickled (fairseq/joblib) k-means or checkpoints")
-
-    p = add("learn-kmeans", _cmd_learn_kmeans, "fit k-means on feature shards and save the model to KM_PATH")
-    p.add_argument("feat_dir", metavar="FEAT_DIR")
-    p.add_argument("split", metavar="SPLIT")
-    p.add_argument("nshard", metavar="NSHARD", type=int)
-    p.add_argument("km_path", metavar="KM_PATH")
-    p.add_argument("n_clusters", metavar="N_CLUSTERS", type=int)
-    p.add_argument("--percent", type=float, default=-1, help="fraction of utterances per shard to learn from; -1 = all (default)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--algo", choices=["lloyd", "minibatch"], default="lloyd",
-                   help="lloyd: streamed full-batch k-means (default); minibatch: fairseq's exact scikit-learn recipe")
-    p.add_argument("--max-iter", type=int, default=100, help="maximum passes (epochs for minibatch) (default: 100)")
-    p.add_argument("--tol", type=float, default=None, help="lloyd: stop when a pass improves inertia by less than this "
-                   "fraction (default: 1e-4); minibatch: scikit-learn's tol (default: 0, as fairseq)")
-    for flag, kind in (("--init", str), ("--batch-size", int), ("--n-init", int), ("--max-no-improvement", int),
-                       ("--reassignment-ratio", float)):
-        p.add_argument(flag, type=kind, default=None, help="minibatch: MiniBatchKMeans' option of that name "
-                       "(default: fairseq learn_kmeans.py's)")
-
-    p = add("dump-labels", _cmd_dump_labels, "label feature shards with the nearest k-means centroid")
-    p.add_argument("feat_dir", metavar="FEAT_DIR")
-    p.add_argument("split", metavar="SPLIT")
-    p.add_argument("km_path", metavar="KM_PATH")
-    p.add_argument("nshard", metavar="NSHARD", type=int)
-    p.add_argument("rank", metavar="RANK", type=_rank, help=rank_help)
-    p.add_argument("lab_dir", metavar="LAB_DIR")
-    p.add_argument("--trust-pickle", action="store_true", help="allow reading a joblib-pickled k-means (fairseq's km.bin)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
-
-    p = add("merge-labels", _cmd_merge_labels, "concatenate label shards into {split}.km")
-    p.add_argument("lab_dir", metavar="LAB_DIR")
-    p.add_argument("split", metavar="SPLIT")
-    p.add_argument("nshard", metavar="NSHARD", type=int)
-    p.add_argument("--label", default="km", help="label file extension (default: km)")
-
-    p = add("make-dict", _cmd_make_dict, "write dict.km.txt ('label count') for the merged label files in LAB_DIR")
-    p.add_argument("lab_dir", metavar="LAB_DIR")
-    p.add_argument("--label", default="km", help="label file extension (default: km)")
-    p.add_argument("--n-clusters", type=int, default=None, help="number of labels (default: from the label files' k-means)")
-
-    p = add("label-quality", _cmd_label_quality, "phone purity, cluster purity and PNMI of a label file against phone "
-            "alignments, and their chance level (the labels shuffled)")
-    p.add_argument("lab_file", metavar="LAB_FILE")
-    p.add_argument("alignments", metavar="ALIGNMENTS", help="JSONL with path and [phone, start_s, end_s] per utterance")
-    p.add_argument("--label-rate", type=float, required=True, help="label frames per second (100 for MFCC, 50 for HuBERT layers)")
-    p.add_argument("--tsv", required=True, help="the manifest whose lines LAB_FILE follows")
-    p.add_argument("--json", action="store_true", help="print all metrics as JSON")
-
-    p = add("abx", _cmd_abx, "ABX error rates (Libri-light / ZeroSpeech 2021: within and across speakers, angular "
-            "distance, DTW) of a model's layers, a feature dump or discrete units, on a split with phone alignments")
-    p.add_argument("source", metavar="CKPT|FEAT_DIR|UNITS", help="a model checkpoint (hubertkit, fairseq, transformers), a "
-                   "dump-mfcc/dump-hubert folder, or units: a `hubertkit units` JSONL or a .km label file")
-    p.add_argument("tsv_dir", metavar="TSV_DIR")
-    p.add_argument("split", metavar="SPLIT")
-    p.add_argument("--alignments", default=None, help="phone alignments JSONL (`hubertkit align`): the items are made from it")
-    p.add_argument("--item", default=None, help="a ZeroSpeech .item file instead of --alignments")
-    p.add_argument("--layer", default="all", help="a model's layer (0: the transformer's input) or 'all' (default)")
-    p.add_argument("--rate", type=float, default=None, help="frames per second of a dump or of units (default: from their lengths)")
-    p.add_argument("--km", default=None, help="units as these k-means centroids instead of one-hot")
-    p.add_argument("--mode", choices=["all", "within", "across"], default="all")
-    p.add_argument("--max-size-group", type=int, default=10, help="tokens per group at most, subsampled above (default: 10)")
-    p.add_argument("--max-x-across", type=int, default=5, help="X speakers per A and B at most, across speakers (default: 5)")
-    p.add_argument("--seed", type=int, default=0, help="of the subsampling (default: 0)")
-    p.add_argument("--write-item", default=None, help="also write the items as a ZeroSpeech .item file")
-    p.add_argument("--out", default=None, help="also write the scores as JSON")
-    p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
-
-    p = add("export", _cmd_export, "convert a checkpoint (hubertkit, fairseq .pt or transformers folder) to another layout")
-    p.add_argument("ckpt", metavar="CKPT")
-    p.add_argument("out", metavar="OUT", help="output folder (hf) or .pt file (fairseq)")
-    p.add_argument("--format", choices=["hf", "fairseq"], default="hf", help="hf: transformers HubertModel folder; fairseq: HuBERT .pt")
-    p.add_argument("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
-
-    p = add("export-kmeans", _cmd_export_kmeans, "write a k-means model as the scikit-learn joblib file fairseq's dump_km_label.py reads")
-    p.add_argument("km_path", metavar="KM_PATH", help="a hubertkit k-means model (learn-kmeans)")
-    p.add_argument("out", metavar="OUT", help="output file, e.g. km.bin")
-    p.add_argument("--trust-pickle", action="store_true", help="allow KM_PATH to be a joblib file itself")
-
-    p = add("transcribe", _cmd_transcribe, "greedy CTC transcription with a fine-tuned model (hubertkit or transformers HubertForCTC)")
-    p.add_argument("ckpt", metavar="CKPT")
-    p.add_argument("inputs", nargs="+", metavar="AUDIO", help="audio files, or one manifest .tsv")
-    p.add_argument("--format", choices=["text", "jsonl"], default="text", help="one line of text per input, or JSON lines")
-    p.add_argument("--references", default=None, help="transcripts ('utterance<TAB>text' or JSONL with text): "
-                   "WER and CER go to stderr as JSON")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--chunk-seconds", type=float, default=30.0, help="encode longer audio in chunks of this length, with context")
-
-    text = "unit-based ASR: text from discrete units (a BART model, or a CTC baseline)"
-    p = sub.add_parser("unit-asr", help=text, description=text)
-    unit_asr = p.add_subparsers(dest="unit_asr_command", metavar="{train,transcribe}", required=True)
-    q = unit_asr.add_parser("train", help="train on units JSONL and transcripts (configs/unit_asr)", parents=[common])
-    q.set_defaults(func=_cmd_unit_asr_train, parser=q)
-    q.add_argument("units", metavar="UNITS_JSONL", help="train split's units (hubertkit units output)")
-    q.add_argument("texts", metavar="TEXTS", help="transcripts: 'utterance<TAB>text' lines or JSON lines with path and text")
-    q.add_argument("--valid-units", default=None, help="valid split's units JSONL: validation, and the best checkpoint")
-    q.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/unit_asr)")
-    q.add_argument("--config-name", default="bart_base", help="bart_base, bart_demo or ctc_demo (default: bart_base)")
-    q.add_argument("--save-dir", default=None, help="checkpoints and the saved model (default: checkpoint.save_dir)")
-    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optimization.max_update=20000 model.beam=10")
-    q = unit_asr.add_parser("transcribe", help="text from units (or from audio, through HuBERT and k-means)", parents=[common])
-    q.set_defaults(func=_cmd_unit_asr_transcribe, parser=q)
-    q.add_argument("model", metavar="MODEL", help="the model folder (SAVE_DIR/model) or a unit-asr checkpoint")
-    q.add_argument("units", nargs="?", default=None, metavar="UNITS_JSONL", help="units to transcribe")
-    q.add_argument("--audio", nargs="+", default=None, metavar="FILE", help="audio files or one manifest .tsv instead of units")
-    q.add_argument("--hubert", default=None, metavar="CKPT", help="with --audio: the HuBERT checkpoint the units come from")
-    q.add_argument("--km", default=None, metavar="KM_PATH", help="with --audio: its k-means model (fairseq joblib needs --trust-pickle)")
-    q.add_argument("--layer", type=int, default=None, help="with --audio: the layer the k-means model was fitted on")
-    q.add_argument("--max-chunk", type=int, default=1600000, help="with --audio: encode long audio in chunks of this many samples")
-    q.add_argument("--trust-pickle", action="store_true", help="allow pickled k-means models and fairseq checkpoints")
-    q.add_argument("--beam", type=int, default=None, help="beam width (default: the model's; CTC decodes greedily)")
-    q.add_argument("--batch-size", type=int, default=16)
-    q.add_argument("--references", default=None, help="transcripts: WER and CER go to stderr as JSON")
-    q.add_argument("--format", choices=["text", "jsonl"], default="text")
-
-    p = add("train", _cmd_train, "pretrain HuBERT: fairseq's hydra_train.py command line (config groups and key=value overrides)")
-    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/, e.g. hubert_base_librispeech, demo)")
-    p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow a checkpoint.finetune_from_model / restore_file that pickles config objects (fairseq's own)")
-
-    p = add("submit", _cmd_submit, "pretrain on a SLURM cluster through submitit: `hubertkit train`'s arguments, "
-            "one process per GPU on each node; a preempted job is requeued and resumes (pip install 'hubertkit[slurm]')")
-    p.add_argument("--nodes", type=int, default=1, help="machines (default: 1)")
-    p.add_argument("--gpus-per-node", type=int, default=8, help="GPUs, and training processes, per machine (default: 8)")
-    p.add_argument("--partition", default=None, help="SLURM partition")
-    p.add_argument("--timeout-min", type=int, default=72 * 60, help="job time limit in minutes; at the limit the job is "
-                   "requeued and resumes from checkpoint_last.pt (default: 4320)")
-    p.add_argument("--cpus-per-task", type=int, default=10, help="CPUs per process, for data loader workers (default: 10)")
-    p.add_argument("--logs", default="slurm_logs", help="submitit's folder of job logs (default: slurm_logs)")
-    p.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
-                   help="another sbatch option, e.g. --sbatch account=X --sbatch qos=Y")
-    p.add_argument("--local", action="store_true", help="run the job as processes on this machine (submitit's local executor)")
-    p.add_argument("--wait", action="store_true", help="wait for the job to end and print its result")
-    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/)")
-    p.add_argument("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="as for hubertkit train")
-    p.add_argument("--trust-pickle", action="store_true", help="as for hubertkit train")
-
-    p = add("finetune", _cmd_finetune, "CTC fine-tuning of a pretrained model on letter transcripts (fairseq's finetune configs)")
-    p.add_argument("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/finetune)")
-    p.add_argument("--config-name", required=True, help="e.g. base_10h")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="e.g. task.data=DIR task.label_dir=DIR model.w2v_path=CKPT task.normalize=false")
-    p.add_argument("--trust-pickle", action="store_true", help="allow a model.w2v_path fairseq checkpoint that pickles config objects")
-
-    p = add("pipeline", _cmd_pipeline, "run the whole iterative recipe from one YAML, resumably")
-    p.add_argument("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_demo.yaml)")
-    p.add_argument("--until", default=None, help="stop after this stage (e.g. iter1.kmeans) or iteration (e.g. iter1)")
-    p.add_argument("--jobs", type=int, default=None, help="threads for dumps and labelling (default: the config's)")
-    p.add_argument("--out", default=None, help="output directory (default: the config's)")
-
-    p = add("demo", _cmd_demo, "run the recipe on the demo corpus shipped with hubertkit")
-    p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--corpus", default=None, help="corpus directory with alignments.jsonl (default: the one shipped in the package)")
-    p.add_argument("--jobs", type=int, default=2, help="threads for feature dumps (default: 2)")
-    p.add_argument("--max-update", type=int, default=None, help="pretraining updates (default: configs/demo.yaml's 400)")
-    p.add_argument("--until", default=None, help="stop after this stage (e.g. manifest, iter1.kmeans); a re-run resumes")
-    return parser
+        for names, kwargs in arguments:
+            p.add_argument(*names, **kwargs)
+    return top
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, unknown = build_parser().parse_known_args(argv)
+    args, unknown = parser().parse_known_args(argv)
     if unknown:  # the subcommand's usage, not the top level's
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(

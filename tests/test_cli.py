@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from hubertkit.cli import build_parser
+from hubertkit.cli import parser
 
 COMMANDS = ["manifest", "dump-mfcc", "learn-kmeans", "dump-labels", "merge-labels", "make-dict", "label-quality",
             "dump-hubert", "units", "export", "train", "pipeline", "demo", "dump-pitch", "speakers", "probe", "prepare-text", "transcribe", "finetune",
@@ -23,7 +23,7 @@ def hubertkit(*args, check=True):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
-        build_parser().parse_args([*command.split(), "--help"])
+        parser().parse_args([*command.split(), "--help"])
     assert e.value.code == 0
     assert "usage: hubertkit " + command in capsys.readouterr().out
 
@@ -99,5 +99,5 @@ def test_usage_error_shows_the_subcommands_usage():
 
 
 def test_underscore_spellings_are_aliases():
-    args = build_parser().parse_args(["dump-hubert", "tsv", "train", "ck.pt", "6", "1", "0", "feat", "--max_chunk", "800"])
+    args = parser().parse_args(["dump-hubert", "tsv", "train", "ck.pt", "6", "1", "0", "feat", "--max_chunk", "800"])
     assert args.max_chunk == 800

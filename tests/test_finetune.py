@@ -111,9 +111,9 @@ def test_pickled_fairseq_checkpoint_needs_and_takes_trust_pickle(prepared, texts
     torch.save(ckpt, tmp_path / "fairseq.pt")
     with pytest.raises(HubertkitError, match="--trust-pickle"):
         run(prepared, texts, tmp_path / "fairseq.pt", tmp_path / "refused", **{"optimization.max_update": 1})
-    from hubertkit.cli import build_parser
+    from hubertkit.cli import parser
 
-    args = build_parser().parse_args(["finetune", "--config-name", "demo", "--trust-pickle"])
+    args = parser().parse_args(["finetune", "--config-name", "demo", "--trust-pickle"])
     assert args.trust_pickle  # the flag the message names exists on this command
     r = finetune("demo", [f"task.data={prepared / 'tsv'}", f"task.label_dir={texts}", f"model.w2v_path={tmp_path / 'fairseq.pt'}",
                           f"checkpoint.save_dir={tmp_path / 'ck'}", "dataset.num_workers=0", "optimization.max_update=1",
