@@ -58,6 +58,21 @@ TSV_DIR, SPLIT, CKPT = arg("tsv_dir", metavar="TSV_DIR"), arg("split", metavar="
 FEAT_DIR, KM_PATH, LAB_DIR = arg("feat_dir", metavar="FEAT_DIR"), arg("km_path", metavar="KM_PATH"), arg("lab_dir", metavar="LAB_DIR")
 NSHARD, RANK = arg("nshard", metavar="NSHARD", type=int), arg("rank", metavar="RANK", type=_rank, help=RANK_HELP)
 TRUST_PICKLE = arg("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
+class _HelpConfig(argparse.Action):
+    """``--help-config``: print every training config key and exit, as ``--help`` does."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="list every config key with its default and rules, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from hubertkit.config.load import describe_config
+
+        print(describe_config())
+        parser.exit()
+
+
+HELP_CONFIG = arg("--help-config", action=_HelpConfig)
 MINIBATCH_OPTIONS = [arg(flag, type=kind, default=None, help="minibatch: MiniBatchKMeans' option of that name "
                          "(default: fairseq learn_kmeans.py's)")
                      for flag, kind in (("--init", str), ("--batch-size", int), ("--n-init", int),
@@ -376,7 +391,8 @@ def _cmd_transcribe(a):
          arg("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/unit_asr)"),
          arg("--config-name", default="bart_base", help="bart_base, bart_demo or ctc_demo (default: bart_base)"),
          arg("--save-dir", default=None, help="checkpoints and the saved model (default: checkpoint.save_dir)"),
-         arg("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optimization.max_update=20000 model.beam=10"))
+         arg("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optimization.max_update=20000 model.beam=10"),
+         HELP_CONFIG)
 def _cmd_unit_asr_train(a):
     from hubertkit.recipes.unit_asr import train_unit_asr
 
@@ -410,7 +426,8 @@ def _cmd_unit_asr_transcribe(a):
          arg("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech"),
          arg("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. task.data=DIR task.label_dir=DIR model.label_rate=100"),
          arg("--trust-pickle", action="store_true",
-                   help="allow a checkpoint.finetune_from_model / restore_file that pickles config objects (fairseq's own)"))
+                   help="allow a checkpoint.finetune_from_model / restore_file that pickles config objects (fairseq's own)"),
+         HELP_CONFIG)
 def _cmd_train(a):
     from hubertkit.train.trainer import train
 
@@ -434,7 +451,8 @@ def _cmd_train(a):
          arg("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/)"),
          arg("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech"),
          arg("overrides", nargs="*", metavar="KEY=VALUE", help="as for hubertkit train"),
-         arg("--trust-pickle", action="store_true", help="as for hubertkit train"))
+         arg("--trust-pickle", action="store_true", help="as for hubertkit train"),
+         HELP_CONFIG)
 def _cmd_submit(a):
     from hubertkit.train.slurm import SlurmJob, submit_training
 
@@ -457,7 +475,8 @@ def _cmd_submit(a):
          arg("--config-name", required=True, help="e.g. base_10h"),
          arg("overrides", nargs="*", metavar="KEY=VALUE",
                    help="e.g. task.data=DIR task.label_dir=DIR model.w2v_path=CKPT task.normalize=false"),
-         arg("--trust-pickle", action="store_true", help="allow a model.w2v_path fairseq checkpoint that pickles config objects"))
+         arg("--trust-pickle", action="store_true", help="allow a model.w2v_path fairseq checkpoint that pickles config objects"),
+         HELP_CONFIG)
 def _cmd_finetune(a):
     from hubertkit.train.trainer import finetune
 

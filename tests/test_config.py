@@ -343,3 +343,18 @@ def test_a_run_needs_an_end_and_a_schedule_a_length():
     cfg = load_config("demo", [*REQUIRED, "optimization.max_update=0", "optimization.max_epoch=3",
                                "lr_scheduler.total_num_update=100"])
     assert cfg.optimization.max_update == 0  # fairseq's meaning: no limit; max_epoch ends the run
+
+
+def test_help_config_lists_every_key_with_its_default_and_rules(capsys):
+    from hubertkit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help-config"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "  model.mask_prob = 0.65  (must be in [0, 1])" in out
+    assert "  optimization.clip_norm = 0.0  (must be >= 0 (0: no clipping))" in out
+    assert "  model.mask_selection = 'static'  (only this value: only fixed-length spans" in out
+    for group, classes in train_config.all_sections().items():
+        for cls in classes:
+            assert all(f"  {group}.{f.name} = " in out for f in dataclasses.fields(cls) if f.name != "_name"), cls

@@ -13,7 +13,7 @@ import logging
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from omegaconf import OmegaConf
@@ -24,7 +24,8 @@ from omegaconf.errors import (
 )
 
 from hubertkit.config.model import HubertConfig
-from hubertkit.config.train import GROUPS, PAIRS, SECTIONS, TrainConfig, section_class
+from hubertkit.config.keys import describe, rules
+from hubertkit.config.train import GROUPS, PAIRS, SECTIONS, TrainConfig, all_sections, section_class
 from hubertkit.errors import HubertkitError, did_you_mean
 from hubertkit.fileio import read_utf8
 
@@ -33,53 +34,21 @@ log = logging.getLogger(__name__)
 # Groups of fairseq's YAMLs that configure hydra itself.
 IGNORED_GROUPS = ("hydra",)
 
-# fairseq keys hubertkit keeps but does not implement, and the one value it does: any
-# other value is refused rather than trained as if it were not there.
-UNSUPPORTED: dict[str, tuple[Any, str]] = {
-    "model.mask_selection": ("static", "only fixed-length spans (static) are implemented"),
-    "model.mask_other": (0.0, "it only shapes mask_selection other than static"),
-    "model.no_mask_overlap": (False, "mask spans may overlap, as fairseq's default"),
-    "model.mask_min_space": (1, "it only applies with no_mask_overlap"),
-    "model.mask_channel_selection": ("static", "only fixed-length spans (static) are implemented"),
-    "model.mask_channel_other": (0.0, "it only shapes mask_channel_selection other than static"),
-    "model.no_mask_channel_overlap": (False, "mask spans may overlap, as fairseq's default"),
-    "model.mask_channel_min_space": (1, "it only applies with no_mask_channel_overlap"),
-    "dataset.required_batch_size_multiple": (1, "batch sizes are not rounded to a multiple"),
-    "task.sample_rate": (16000, "HuBERT's conv stack and hubertkit's audio reading are for 16 kHz audio"),
-    "checkpoint.no_epoch_checkpoints": (True, "hubertkit writes no per-epoch checkpoints"),
-}
-# fairseq keys that change how a run is launched or watched, not what it trains: any
-# value loads (fairseq's own YAMLs set them), and a value other than the default is
-# named in one warning.
-NO_EFFECT: dict[str, str] = {
-    "dataset.skip_invalid_size_inputs_valid_test": "an utterance longer than dataset.max_tokens is an error",
-    "distributed_training.distributed_port": "torchrun sets the rendezvous",
-    "distributed_training.nprocs_per_node": "torchrun sets the processes per node",
-    "model.dropout_features": "fairseq's HuBERT applies it to a copy of the features that nothing reads",
-}
+# Each key's rules live on its dataclass field (config/keys.py); the loader reads them here.
+# fairseq keys hubertkit keeps but implements at one value: any other is refused.
+UNSUPPORTED: dict[str, tuple[Any, str]] = rules(all_sections(), "only")
+# fairseq keys that change how a run is launched or watched, not what it trains: any value
+# loads (fairseq's own YAMLs set them), and one other than the default is named in a warning.
+NO_EFFECT: dict[str, str] = rules(all_sections(), "no_effect")
+# Values that have a range: refused at load time, not at the first update (or never: a
+# zero log_interval divides by zero, update_freq=[0] never steps).
+RANGES: dict[str, tuple[Callable, str]] = rules(all_sections(), "check")
 
+def describe_config() -> str:
+    """``hubertkit train --help-config``: every key of every group and ``_name`` section,
+    with its default and its rules."""
+    return describe(all_sections())
 
-# Values that have a range, and what they must be: refused at load time, not at the first
-# update (or never: a zero log_interval divides by zero, update_freq=[0] never steps).
-RANGES = {
-    "optimization.lr": (lambda v: len(v) == 1 and v[0] > 0,
-                        "one positive learning rate in a list (fairseq's per-epoch lists are not implemented)"),
-    "optimization.update_freq": (lambda v: len(v) == 1 and v[0] >= 1,
-                                 "one integer >= 1 in a list (fairseq's per-epoch lists are not implemented)"),
-    "optimization.max_update": (lambda v: v >= 0, ">= 0"),
-    "optimization.clip_norm": (lambda v: v >= 0, ">= 0 (0: no clipping)"),
-    "common.log_interval": (lambda v: v >= 1, ">= 1"),
-    "dataset.num_workers": (lambda v: v >= 0, ">= 0"),
-    "dataset.max_tokens": (lambda v: v is None or v >= 1, ">= 1 (or null)"),
-    "model.mask_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "model.mask_length": (lambda v: v >= 1, ">= 1"),
-    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "model.attention_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "model.encoder_layerdrop": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "checkpoint.max_nonfinite_updates": (lambda v: v >= 1, ">= 1"),
-    "dataset.validate_interval": (lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)"),
-    "checkpoint.save_interval": (lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)"),
-}
 
 # model presets for the Python API: the model section of a shipped config
 PRESETS = {"base": "hubert_base_librispeech", "large": "hubert_large_librivox", "xlarge": "hubert_xlarge_librivox",

@@ -10,6 +10,7 @@ import ast
 import dataclasses
 from dataclasses import dataclass, field
 
+from hubertkit.config.keys import key
 from hubertkit.errors import HubertkitError
 
 
@@ -18,7 +19,7 @@ class HubertConfig:
     # label rate of the targets (Hz); 100 for MFCC labels, 50 for HuBERT-layer labels. fairseq's
     # is ${task.label_rate}; here the model holds it (checkpoints record it) and task.label_rate
     # -1 takes it
-    label_rate: float = field(default=50.0, metadata={"departs": "the model records its label rate"})
+    label_rate: float = key(50.0, departs="the model records its label rate")
     # classes per label set: len(dictionary) including fairseq's 4 special symbols
     num_classes: list[int] = field(default_factory=lambda: [504])
 
@@ -39,27 +40,27 @@ class HubertConfig:
     conv_pos_groups: int = 16
 
     # dropouts
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
+    dropout: float = key(0.1, check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+    attention_dropout: float = key(0.1, check=(lambda v: 0 <= v < 1, "in [0, 1)"))
     activation_dropout: float = 0.0
-    encoder_layerdrop: float = 0.0
+    encoder_layerdrop: float = key(0.0, check=(lambda v: 0 <= v < 1, "in [0, 1)"))
     dropout_input: float = 0.0
-    dropout_features: float = 0.0
+    dropout_features: float = key(0.0, no_effect="fairseq's HuBERT applies it to a copy of the features that nothing reads")
 
     # masking over time
-    mask_length: int = 10
-    mask_prob: float = 0.65
-    mask_selection: str = "static"
-    mask_other: float = 0.0
-    no_mask_overlap: bool = False
-    mask_min_space: int = 1
+    mask_length: int = key(10, check=(lambda v: v >= 1, ">= 1"))
+    mask_prob: float = key(0.65, check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    mask_selection: str = key("static", only="only fixed-length spans (static) are implemented")
+    mask_other: float = key(0.0, only="it only shapes mask_selection other than static")
+    no_mask_overlap: bool = key(False, only="mask spans may overlap, as fairseq's default")
+    mask_min_space: int = key(1, only="it only applies with no_mask_overlap")
     # masking over channels
     mask_channel_length: int = 10
     mask_channel_prob: float = 0.0
-    mask_channel_selection: str = "static"
-    mask_channel_other: float = 0.0
-    no_mask_channel_overlap: bool = False
-    mask_channel_min_space: int = 1
+    mask_channel_selection: str = key("static", only="only fixed-length spans (static) are implemented")
+    mask_channel_other: float = key(0.0, only="it only shapes mask_channel_selection other than static")
+    no_mask_channel_overlap: bool = key(False, only="mask spans may overlap, as fairseq's default")
+    mask_channel_min_space: int = key(1, only="it only applies with no_mask_channel_overlap")
 
     # prediction head
     final_dim: int = 0  # 0: encoder_embed_dim
@@ -109,9 +110,9 @@ class HubertConfig:
             raise HubertkitError(f"model.activation_fn must be 'gelu' or 'relu', got {self.activation_fn!r}")
         if not self.num_classes or min(self.num_classes) < 1:
             raise HubertkitError(f"model.num_classes must list at least one positive class count, got {self.num_classes}")
-        for key in ("speaker_layer", "pitch_layer"):
-            if not 0 <= getattr(self, key) <= self.encoder_layers:
-                raise HubertkitError(f"model.{key} must be in 0..{self.encoder_layers} (0: no head), got {getattr(self, key)}")
+        for name in ("speaker_layer", "pitch_layer"):
+            if not 0 <= getattr(self, name) <= self.encoder_layers:
+                raise HubertkitError(f"model.{name} must be in 0..{self.encoder_layers} (0: no head), got {getattr(self, name)}")
         self.conv_layers  # parses
         return self
 
@@ -126,9 +127,9 @@ class HubertConfig:
     def from_dict(cls, d: dict) -> "HubertConfig":
         """Known keys only; fairseq checkpoints carry many keys that do not shape the model."""
         known = {f.name: f.type for f in dataclasses.fields(cls)}
-        for key, value in d.items():
-            if key in known and not _of_type(value, known[key]):
-                raise HubertkitError(f"model.{key} must be {_TYPE_NAMES[known[key]]}, got {value!r}")
+        for name, value in d.items():
+            if name in known and not _of_type(value, known[name]):
+                raise HubertkitError(f"model.{name} must be {_TYPE_NAMES[known[name]]}, got {value!r}")
         return cls(**{k: v for k, v in d.items() if k in known}).validate()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import II, MISSING
 
+from hubertkit.config.keys import key
 from hubertkit.config.model import HubertConfig
 
 
@@ -22,7 +23,7 @@ class CommonConfig:
     seed: int = 1
     fp16: bool = False
     bf16: bool = False  # hubertkit: bf16 autocast (the default on GPUs that support it)
-    log_interval: int = 100
+    log_interval: int = key(100, check=(lambda v: v >= 1, ">= 1"))
     log_format: str | None = None  # "json": one JSON line per log interval on stdout; else a progress bar
     tensorboard_logdir: str | None = None
     wandb_project: str | None = None
@@ -37,7 +38,7 @@ class PretrainingTaskConfig:
     label_dir: str | None = None  # directory of {split}.{label} and dict.{label}.txt (default: data)
     labels: list[str] = field(default_factory=lambda: ["ltr"])
     label_rate: float = -1.0  # fairseq's YAMLs: ${model.label_rate}; -1: take model.label_rate
-    sample_rate: int = 16000
+    sample_rate: int = key(16000, only="HuBERT's conv stack and hubertkit's audio reading are for 16 kHz audio")
     max_sample_size: int | None = None
     min_sample_size: int | None = None
     max_keep_size: int | None = None
@@ -68,26 +69,29 @@ class UnitAsrTaskConfig:
 
 @dataclass
 class DatasetConfig:
-    num_workers: int = 1
-    max_tokens: int | None = None  # this or batch_size must be set
+    num_workers: int = key(1, check=(lambda v: v >= 0, ">= 0"))
+    max_tokens: int | None = key(None, check=(lambda v: v is None or v >= 1, ">= 1 (or null)"))  # this or batch_size
     batch_size: int | None = None
     train_subset: str = "train"
     valid_subset: str = "valid"
-    validate_interval: int = 1  # epochs; 0 (hubertkit's): never at an epoch's end
+    validate_interval: int = key(1, check=(lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)"))
     validate_interval_updates: int = 0
     validate_after_updates: int = 0
     disable_validation: bool = False
-    skip_invalid_size_inputs_valid_test: bool = False  # an utterance longer than max_tokens is an error either way
-    required_batch_size_multiple: int = 1  # fairseq: 8; hubertkit does not round batch sizes
+    skip_invalid_size_inputs_valid_test: bool = key(
+        False, no_effect="an utterance longer than dataset.max_tokens is an error")
+    required_batch_size_multiple: int = key(1, only="batch sizes are not rounded to a multiple (fairseq's default: 8)")
 
 
 @dataclass
 class OptimizationConfig:
-    max_update: int = 0  # 0: no limit (max_epoch ends the run)
+    max_update: int = key(0, check=(lambda v: v >= 0, ">= 0 (0: no limit; max_epoch ends the run)"))
     max_epoch: int = 0
-    lr: list[float] = field(default_factory=lambda: [0.25])
-    clip_norm: float = 0.0  # 0: no clipping
-    update_freq: list[int] = field(default_factory=lambda: [1])
+    lr: list[float] = key(factory=lambda: [0.25], check=(lambda v: len(v) == 1 and v[0] > 0, "one positive learning "
+                                                         "rate in a list (fairseq's per-epoch lists are not implemented)"))
+    clip_norm: float = key(0.0, check=(lambda v: v >= 0, ">= 0 (0: no clipping)"))
+    update_freq: list[int] = key(factory=lambda: [1], check=(lambda v: len(v) == 1 and v[0] >= 1, "one integer >= 1 "
+                                                             "in a list (fairseq's per-epoch lists are not implemented)"))
     sentence_avg: bool = False  # CTC: normalise gradients per utterance, not per frame
 
 
@@ -140,26 +144,26 @@ class CheckpointConfig:
     reset_lr_scheduler: bool = False  # as fairseq's; hubertkit's schedules are functions of the update count
     reset_dataloader: bool = False  # the run starts at epoch 1, batch 0
     reset_meters: bool = False  # the best validation loss, audio hours and skipped-update counts start anew
-    save_interval: int = 1  # epochs: checkpoint_last.pt at every N-th epoch's end; 0 (hubertkit's): never
+    save_interval: int = key(1, check=(lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)"))  # checkpoint_last.pt at every N-th epoch's end
     save_interval_updates: int = 0
     keep_interval_updates: int = -1
-    no_epoch_checkpoints: bool = True  # fairseq: false; hubertkit writes no per-epoch checkpoints
+    no_epoch_checkpoints: bool = key(True, only="hubertkit writes no per-epoch checkpoints (fairseq's default: false)")
     no_save: bool = False
     best_checkpoint_metric: str = "loss"
     maximize_best_checkpoint_metric: bool = False
     # hubertkit: stop after this many consecutive updates with a non-finite loss
-    max_nonfinite_updates: int = 10
+    max_nonfinite_updates: int = key(10, check=(lambda v: v >= 1, ">= 1"))
 
 
 @dataclass
 class DistributedTrainingConfig:
     # fairseq's default counts the visible GPUs; hubertkit's world is torchrun's (or submit's),
     # and a configured size that differs is warned about
-    distributed_world_size: int = field(default=1, metadata={"departs": "the launcher sets the world size"})
+    distributed_world_size: int = key(1, departs="the launcher sets the world size")
     distributed_backend: str = "nccl"
     ddp_backend: str = "pytorch_ddp"  # "fully_sharded": FSDP (for large/xlarge); any other: DDP
-    distributed_port: int = -1
-    nprocs_per_node: int = 1
+    distributed_port: int = key(-1, no_effect="torchrun sets the rendezvous")
+    nprocs_per_node: int = key(1, no_effect="torchrun sets the processes per node")
     find_unused_parameters: bool = False
 
 
@@ -303,6 +307,11 @@ def register_model(name: str, section: type, criteria: tuple[str, ...], task: st
     """A new ``model._name`` (a new training objective's): its keys, criteria and task."""
     SECTIONS["model"][name] = section
     PAIRS[name] = (tuple(criteria), task)
+
+
+def all_sections() -> dict[str, list[type]]:
+    """Every group's dataclasses: its default one, then each ``_name``'s."""
+    return {g: list(dict.fromkeys([cls, *SECTIONS.get(g, {}).values()])) for g, cls in GROUPS.items()}
 
 
 def section_class(group: str, name: str | None) -> type:

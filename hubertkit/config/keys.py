@@ -1,0 +1,72 @@
+"""A config key and its rules in one place: its dataclass field.
+
+``key(default, ...)`` is ``dataclasses.field`` with the key's rules as metadata:
+
+- ``check``: ``(predicate, "what it must be")``, refused at load when false;
+- ``only``: why hubertkit implements a fairseq key at its default value only (any other
+  value is refused rather than trained as if it were not there);
+- ``no_effect``: why a fairseq key changes nothing here (it loads, and a value other than
+  the default is named in one warning);
+- ``departs``: why the default is not fairseq's code default.
+
+``rules`` collects one kind of rule by dotted key (``model.mask_prob``) for the loader,
+and ``describe`` prints every key for ``hubertkit train --help-config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import MISSING, field
+from typing import Any, Callable
+
+RULES = ("check", "only", "no_effect", "departs")
+
+
+def key(default: Any = MISSING, *, factory: Callable | None = None, check: tuple[Callable, str] | None = None,
+        only: str | None = None, no_effect: str | None = None, departs: str | None = None):
+    """A dataclass field carrying its rules (see the module docstring)."""
+    meta = {name: value for name, value in (("check", check), ("only", only), ("no_effect", no_effect),
+                                            ("departs", departs)) if value is not None}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else "???"
+
+
+def rules(sections: dict[str, list[type]], kind: str) -> dict[str, Any]:
+    """``{"group.key": rule}`` for every field of ``sections`` (group -> its dataclasses)
+    that has a rule of ``kind``; ``only`` rules come as ``(the implemented value, why)``."""
+    found = {}
+    for group, classes in sections.items():
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                if kind in f.metadata:
+                    rule = (default_of(f), f.metadata[kind]) if kind == "only" else f.metadata[kind]
+                    found.setdefault(f"{group}.{f.name}", rule)
+    return found
+
+
+def describe(sections: dict[str, list[type]]) -> str:
+    """Every key of every section with its default and rules, group by group."""
+    lines = []
+    for group, classes in sections.items():
+        for cls in classes:
+            names = [f for f in dataclasses.fields(cls) if f.name == "_name"]
+            title = f"{group}._name={default_of(names[0])}" if names else group
+            lines.append(f"{title}:")
+            for f in dataclasses.fields(cls):
+                if f.name == "_name":
+                    continue
+                notes = [f"must be {f.metadata['check'][1]}" if "check" in f.metadata else "",
+                         f"only this value: {f.metadata['only']}" if "only" in f.metadata else "",
+                         f"no effect: {f.metadata['no_effect']}" if "no_effect" in f.metadata else "",
+                         f"not fairseq's default: {f.metadata['departs']}" if "departs" in f.metadata else ""]
+                note = "; ".join(n for n in notes if n)
+                lines.append(f"  {group}.{f.name} = {default_of(f)!r}" + (f"  ({note})" if note else ""))
+            lines.append("")
+    return "\n".join(lines)
