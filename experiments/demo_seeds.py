@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,10 @@ def demo_config(args, **given):
 def run_seed(seed: int, args, manifest: Path) -> dict:
     out = args.out / f"seed{seed}"
     cfg = demo_config(args, out=str(out), jobs=2, seed=seed, manifest=str(manifest))
-    cfg.unit_asr = None
-    for it in cfg.iterations:
-        it.train_overrides = [*it.train_overrides, f"common.seed={seed}"]
-    cfg.disentangle.train_overrides = [*cfg.disentangle.train_overrides, f"common.seed={seed}", *args.disentangle_set]
+    dis = cfg.disentangle
+    cfg = replace(cfg, unit_asr=None, disentangle=replace(dis, train_overrides=[*dis.train_overrides, f"common.seed={seed}",
+                                                                              *args.disentangle_set]),
+                  iterations=[replace(it, train_overrides=[*it.train_overrides, f"common.seed={seed}"]) for it in cfg.iterations])
     run_pipeline(cfg, progress=False)
     numbers = {f"{it.name} valid PNMI": json.loads((out / it.name / "quality.json").read_text())["valid"]["pnmi"]
                for it in cfg.iterations}

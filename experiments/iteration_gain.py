@@ -21,6 +21,7 @@ import argparse
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
@@ -148,10 +149,9 @@ def main():
                                 ("ext", args.ext)) if v is not None}
     given = {k: str(Path(v).resolve()) if k != "ext" else v for k, v in given.items()}
     cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", {"out": str(args.out), "jobs": 2, **given})
-    cfg.iterations, cfg.disentangle, cfg.unit_asr = cfg.iterations[:1], None, None
-    cfg.iterations[0].n_clusters = args.k
     seed = [f"common.seed={args.seed}"] if args.seed is not None else []
-    cfg.iterations[0].train_overrides = model_overrides(args.updates, args.every) + seed + args.set
+    first = replace(cfg.iterations[0], n_clusters=args.k, train_overrides=model_overrides(args.updates, args.every) + seed + args.set)
+    cfg = replace(cfg, iterations=[first], disentangle=None, unit_asr=None)
     if not args.measure_only:
         run_pipeline(cfg)
     ck = args.out / "iter1" / "checkpoints"

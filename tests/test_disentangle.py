@@ -1,6 +1,8 @@
 """The disentangling variant: gradient reversal, the heads' losses, pitch cropped in step
 with the audio, and λ = 0 being plain HuBERT exactly."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +45,7 @@ def test_heads_do_not_change_the_hubert_weights_or_rng():
 
 
 def _speaker_grads(model, wav, speaker, grl):
-    model.cfg.grl_scale = grl
+    model.cfg = dataclasses.replace(model.cfg, grl_scale=grl)
     model.zero_grad()
     out = model(wav, [torch.randint(4, 24, (2, 49))], generator=torch.Generator().manual_seed(0))
     torch.nn.functional.cross_entropy(out["speaker_logits"], speaker).backward()

@@ -3,6 +3,7 @@ resumes at the stage that failed, and the report carries PNMI."""
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_until_and_changed_settings(small_corpus, demo_dir, tmp_path):
     cfg = config(small_corpus, demo_dir, tmp_path / "out")
     r = run_pipeline(cfg, until="iter1.labels", progress=False, log=lambda s: None)
     assert r["stopped"] == "iter1.labels" and r["ran"] == ["manifest", "iter1.features", "iter1.kmeans", "iter1.labels"]
-    cfg.iterations[0].n_clusters = 15  # re-runs k-means and what depends on it, not the features
+    cfg = replace(cfg, iterations=[replace(cfg.iterations[0], n_clusters=15), *cfg.iterations[1:]])  # re-runs k-means
     r = run_pipeline(cfg, until="iter1.labels", progress=False, log=lambda s: None)
     assert r["ran"] == ["iter1.kmeans", "iter1.labels"]
     with pytest.raises(HubertkitError, match="not a stage"):
@@ -87,7 +88,7 @@ def test_disentangle_comparison_lands_in_the_report(small_corpus, demo_dir, tmp_
     extra = {"disentangle": {"iteration": "iter1", "train_overrides": ["model.pitch_layer=2"]}}
     tree_iters = [{"name": "iter1", "features": "mfcc", "n_clusters": 20, "label_rate": 100, "train_overrides": FAST}]
     cfg = config(small_corpus, demo_dir, tmp_path / "out", **extra)
-    cfg.iterations = parse_pipeline({"corpus": ".", "iterations": tree_iters}).iterations
+    cfg = replace(cfg, iterations=parse_pipeline({"corpus": ".", "iterations": tree_iters}).iterations)
     result = run_pipeline(cfg, progress=False, log=lambda s: None)
     assert result["ran"][-3:] == ["disentangle.pitch", "disentangle.train", "disentangle.probe"]
     out = tmp_path / "out"
@@ -131,7 +132,7 @@ def test_a_given_manifest_replaces_the_random_split(prepared, small_corpus, demo
     for split in ("train", "valid"):
         (given / f"{split}.tsv").write_text((prepared / "tsv" / f"{split}.tsv").read_text())
     cfg = config(small_corpus, demo_dir, tmp_path / "out", manifest=str(given))
-    cfg.iterations = cfg.iterations[:1]
+    cfg = replace(cfg, iterations=cfg.iterations[:1])
     run_pipeline(cfg, until="iter1.features", progress=False, log=lambda s: None)
     for split in ("train", "valid"):
         assert (tmp_path / "out" / "manifest" / f"{split}.tsv").read_text() == (given / f"{split}.tsv").read_text()
@@ -152,7 +153,7 @@ def test_changed_inputs_or_outputs_rerun_their_stage(small_corpus, demo_dir, tmp
     corpus = tmp_path / "corpus"
     shutil.copytree(small_corpus, corpus)
     cfg = config(corpus, demo_dir, tmp_path / "out")
-    cfg.iterations = cfg.iterations[:1]
+    cfg = replace(cfg, iterations=cfg.iterations[:1])
     quiet = dict(progress=False, log=lambda s: None)
     assert run_pipeline(cfg, until="iter1.kmeans", **quiet)["ran"] == ["manifest", "iter1.features", "iter1.kmeans"]
     assert run_pipeline(cfg, until="iter1.kmeans", **quiet)["ran"] == []
@@ -200,18 +201,18 @@ def test_a_train_stage_whose_labels_changed_starts_from_scratch(small_corpus, de
     import torch
 
     cfg = config(small_corpus, demo_dir, tmp_path / "out")
-    cfg.iterations = cfg.iterations[:1]
+    cfg = replace(cfg, iterations=cfg.iterations[:1])
     quiet = dict(until="iter1.train", progress=False, log=lambda s: None)
     run_pipeline(cfg, **quiet)
     ck = tmp_path / "out" / "iter1" / "checkpoints"
     before = torch.load(ck / "checkpoint_last.pt", weights_only=True)["model"]
-    cfg.seed = 2
+    cfg = replace(cfg, seed=2)
     assert run_pipeline(cfg, **quiet)["ran"][-1] == "iter1.train"
     after = torch.load(ck / "checkpoint_last.pt", weights_only=True)
     assert after["trainer"]["num_updates"] == 4
     assert not torch.equal(after["model"]["label_embs_concat"], before["label_embs_concat"])  # trained anew
     assert (tmp_path / "out" / "iter1" / "checkpoints.stale" / "checkpoint_last.pt").is_file()  # the old work kept aside
-    cfg.iterations[0].n_clusters = 15  # another class count: no "use another save_dir" any more
+    cfg = replace(cfg, iterations=[replace(cfg.iterations[0], n_clusters=15)])  # another class count: no "use another save_dir"
     assert run_pipeline(cfg, **quiet)["ran"][-3:] == ["iter1.labels", "iter1.quality", "iter1.train"]
     assert torch.load(ck / "checkpoint_last.pt", weights_only=True)["model"]["label_embs_concat"].shape[0] == 19
 
@@ -229,7 +230,7 @@ def test_a_given_manifest_reruns_when_its_audio_changes(prepared, small_corpus, 
         rows = (prepared / "tsv" / f"{split}.tsv").read_text().splitlines()
         (given / f"{split}.tsv").write_text("\n".join([str(corpus), *rows[1:]]) + "\n")
     cfg = config(corpus, demo_dir, tmp_path / "out", manifest=str(given))
-    cfg.iterations = cfg.iterations[:1]
+    cfg = replace(cfg, iterations=cfg.iterations[:1])
     quiet = dict(until="iter1.features", progress=False, log=lambda s: None)
     run_pipeline(cfg, **quiet)
     first = corpus / (given / "train.tsv").read_text().splitlines()[1].split("\t")[0]
@@ -242,7 +243,7 @@ def test_layer_auto_chooses_by_valid_pnmi_and_init_previous_warm_starts(small_co
     import torch
 
     cfg = config(small_corpus, demo_dir, tmp_path / "out")
-    cfg.iterations[1].layer, cfg.iterations[1].init = "auto", "previous"
+    cfg = replace(cfg, iterations=[cfg.iterations[0], replace(cfg.iterations[1], layer="auto", init="previous")])
     result = run_pipeline(cfg, progress=False, log=lambda s: None)
     assert "iter2.layer" in result["ran"]
     out = tmp_path / "out"
@@ -276,13 +277,17 @@ def test_layer_and_init_values_are_checked(small_corpus, demo_dir, tmp_path, it2
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda c: setattr(c.iterations[0], "train_config", "nosuchconfig"), "nosuchconfig"),
-    (lambda c: c.iterations[1].train_overrides.append("model.mask_porb=0.5"), "model.mask_porb"),
-    (lambda c: c.iterations[1].train_overrides.append("optimization.max_update=-1"), "optimization.max_update"),
+    ((0, {"train_config": "nosuchconfig"}), "nosuchconfig"),
+    ((1, {"train_overrides": ["model.mask_porb=0.5"]}), "model.mask_porb"),
+    ((1, {"train_overrides": ["optimization.max_update=-1"]}), "optimization.max_update"),
 ])
 def test_a_bad_training_config_stops_before_the_first_stage(small_corpus, demo_dir, tmp_path, change, message):
     cfg = config(small_corpus, demo_dir, tmp_path / "out")
-    change(cfg)
+    (i, values), its = change, list(cfg.iterations)
+    if "train_overrides" in values:
+        values = {"train_overrides": [*its[i].train_overrides, *values["train_overrides"]]}
+    its[i] = replace(its[i], **values)
+    cfg = replace(cfg, iterations=its)
     with pytest.raises(HubertkitError, match=message):
         run_pipeline(cfg, progress=False, log=lambda s: None)
     assert not (tmp_path / "out" / "stages").exists()  # not one stage ran

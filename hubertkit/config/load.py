@@ -181,6 +181,7 @@ def build_config(tree: dict) -> TrainConfig:
     sections = {g: section_class(g, (tree.get(g) or {}).get("_name")) for g in GROUPS}
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig(**{g: cls() for g, cls in sections.items()})), tree)
+        OmegaConf.set_readonly(cfg, False)  # the frozen dataclasses make it read-only; the result is frozen again
         for group, values in tree.items():  # a merge keeps a default under "???"; the config asks for a value
             for key in (k for k, v in values.items() if v == "???"):
                 setattr(cfg[group], key, "???")

@@ -14,7 +14,7 @@ from hubertkit.config.keys import key
 from hubertkit.errors import HubertkitError
 
 
-@dataclass
+@dataclass(frozen=True)
 class HubertConfig:
     # label rate of the targets (Hz); 100 for MFCC labels, 50 for HuBERT-layer labels. fairseq's
     # is ${task.label_rate}; here the model holds it (checkpoints record it) and task.label_rate

@@ -18,7 +18,7 @@ from hubertkit.config.load import read_yaml_mapping
 from hubertkit.errors import HubertkitError, did_you_mean
 
 
-@dataclass
+@dataclass(frozen=True)
 class IterationConfig:
     name: str
     features: str = "mfcc"  # "mfcc", or "hubert": layer `layer` of the previous iteration's model
@@ -33,7 +33,7 @@ class IterationConfig:
     train_overrides: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DisentangleConfig:
     """A disentangled model trained beside one iteration's plain model, on the same labels
     and budget, then both probed (docs/disentangle.md)."""
@@ -45,7 +45,7 @@ class DisentangleConfig:
     speaker_map: str | None = None  # default: speakers from the paths
 
 
-@dataclass
+@dataclass(frozen=True)
 class UnitAsrConfig:
     """Unit-based ASR on each iteration's labels as units: trained on train, scored
     (CER, WER) on valid, so the report shows what better units buy (docs/unit_asr.md)."""
@@ -58,7 +58,7 @@ class UnitAsrConfig:
     beam: int = 5
 
 
-@dataclass
+@dataclass(frozen=True)
 class PipelineConfig:
     corpus: str  # audio directory
     out: str = "pipeline_out"
@@ -93,6 +93,9 @@ def _typed(cls, values, where: str):
 def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
     if not isinstance(tree, dict) or "corpus" not in tree:
         raise HubertkitError("a pipeline config needs at least 'corpus' and 'iterations'")
+
+    def rel(p):  # paths in the config are relative to the config file
+        return None if p is None else str(p if Path(p).is_absolute() else (base_dir / p))
     listed = tree.get("iterations") or []
     if not isinstance(listed, list):
         raise HubertkitError(f"pipeline config: 'iterations' must be a list of iterations, got {listed!r}")
@@ -124,7 +127,8 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
     dis = tree.get("disentangle")
     if dis is not None:
         dis = _typed(DisentangleConfig, dis, "disentangle.")
-        dis.iteration = dis.iteration or iterations[-1].name
+        dis = dataclasses.replace(dis, iteration=dis.iteration or iterations[-1].name,
+                                  speaker_map=rel(dis.speaker_map))
         if dis.iteration not in {it.name for it in iterations}:
             raise HubertkitError(f"disentangle.iteration {dis.iteration!r} is not an iteration of this pipeline")
     units = tree.get("unit_asr")
@@ -133,22 +137,13 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
         if not units.texts:
             raise HubertkitError("unit_asr needs 'texts': the transcripts of the corpus")
         names = [it.name for it in iterations]
-        units.iterations = units.iterations or names
+        units = dataclasses.replace(units, iterations=units.iterations or names, texts=rel(units.texts))
         unknown = [n for n in units.iterations if n not in names]
         if unknown:
             raise HubertkitError(f"unit_asr.iterations {unknown} are not iterations of this pipeline")
-    top = {k: v for k, v in tree.items() if k not in ("iterations", "disentangle", "unit_asr")}
-    cfg = dataclasses.replace(_typed(PipelineConfig, top, ""), iterations=iterations, disentangle=dis, unit_asr=units)
-
-    def rel(p):  # paths in the config are relative to the config file
-        return None if p is None else str(p if Path(p).is_absolute() else (base_dir / p))
-
-    cfg.corpus, cfg.alignments, cfg.manifest = rel(cfg.corpus), rel(cfg.alignments), rel(cfg.manifest)
-    if cfg.disentangle:
-        cfg.disentangle.speaker_map = rel(cfg.disentangle.speaker_map)
-    if cfg.unit_asr:
-        cfg.unit_asr.texts = rel(cfg.unit_asr.texts)
-    return cfg
+    top = _typed(PipelineConfig, {k: v for k, v in tree.items() if k not in ("iterations", "disentangle", "unit_asr")}, "")
+    return dataclasses.replace(top, iterations=iterations, disentangle=dis, unit_asr=units, corpus=rel(top.corpus),
+                               alignments=rel(top.alignments), manifest=rel(top.manifest))
 
 
 def load_pipeline(path: str | os.PathLike, overrides: dict | None = None) -> PipelineConfig:

@@ -18,7 +18,7 @@ from hubertkit.config.keys import key
 from hubertkit.config.model import HubertConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class CommonConfig:
     seed: int = 1
     fp16: bool = False
@@ -29,7 +29,7 @@ class CommonConfig:
     wandb_project: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretrainingTaskConfig:
     """``task._name=hubert_pretraining``: audio manifests and frame labels."""
 
@@ -54,7 +54,7 @@ class PretrainingTaskConfig:
     fine_tuning: bool = False  # fairseq's flag: must be true exactly when model._name=hubert_ctc
 
 
-@dataclass
+@dataclass(frozen=True)
 class UnitAsrTaskConfig:
     """``task._name=unit_asr``: units JSONL files and their transcripts."""
 
@@ -67,7 +67,7 @@ class UnitAsrTaskConfig:
     sample_rate: int = 16000
 
 
-@dataclass
+@dataclass(frozen=True)
 class DatasetConfig:
     num_workers: int = key(1, check=(lambda v: v >= 0, ">= 0"))
     max_tokens: int | None = key(None, check=(lambda v: v is None or v >= 1, ">= 1 (or null)"))  # this or batch_size
@@ -83,7 +83,7 @@ class DatasetConfig:
     required_batch_size_multiple: int = key(1, only="batch sizes are not rounded to a multiple (fairseq's default: 8)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizationConfig:
     max_update: int = key(0, check=(lambda v: v >= 0, ">= 0 (0: no limit; max_epoch ends the run)"))
     max_epoch: int = 0
@@ -95,7 +95,7 @@ class OptimizationConfig:
     sentence_avg: bool = False  # CTC: normalise gradients per utterance, not per frame
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdamConfig:
     _name: str = "adam"
     adam_betas: Any = "(0.9,0.999)"  # fairseq writes a tuple as a string
@@ -110,7 +110,7 @@ class AdamConfig:
         return tuple(float(b) for b in betas)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PolynomialDecayConfig:
     _name: str = "polynomial_decay"
     warmup_updates: int = 0
@@ -119,7 +119,7 @@ class PolynomialDecayConfig:
     total_num_update: int = II("optimization.max_update")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TriStageConfig:
     """Fine-tuning: warm-up, hold, exponential decay."""
 
@@ -132,7 +132,7 @@ class TriStageConfig:
     final_lr_scale: float = 0.01
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointConfig:
     save_dir: str = "checkpoints"
     # the default: checkpoint_last.pt in save_dir when it is there; any other value, that file
@@ -155,7 +155,7 @@ class CheckpointConfig:
     max_nonfinite_updates: int = key(10, check=(lambda v: v >= 1, ">= 1"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistributedTrainingConfig:
     # fairseq's default counts the visible GPUs; hubertkit's world is torchrun's (or submit's),
     # and a configured size that differs is warned about
@@ -167,7 +167,7 @@ class DistributedTrainingConfig:
     find_unused_parameters: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class HubertCriterionConfig:
     _name: str = "hubert"
     pred_masked_weight: float = 1.0
@@ -179,24 +179,24 @@ class HubertCriterionConfig:
     pitch_loss_weight: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class CtcCriterionConfig:
     _name: str = "ctc"
     zero_infinity: bool = False  # ignore utterances too short for their transcript
 
 
-@dataclass
+@dataclass(frozen=True)
 class CrossEntropyCriterionConfig:
     _name: str = "cross_entropy"
     label_smoothing: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class LabelSmoothedCrossEntropyConfig(CrossEntropyCriterionConfig):
     _name: str = "label_smoothed_cross_entropy"
 
 
-@dataclass
+@dataclass(frozen=True)
 class HubertModelConfig(HubertConfig):
     """``model._name=hubert``: the network of ``config/model.py``."""
 
@@ -206,7 +206,7 @@ class HubertModelConfig(HubertConfig):
 _D = HubertConfig  # fine-tuning's other encoder keys default as the pretraining network's
 
 
-@dataclass
+@dataclass(frozen=True)
 class HubertCtcModelConfig:
     """``model._name=hubert_ctc``: a pretrained checkpoint, and what fine-tuning changes in it."""
 
@@ -240,7 +240,7 @@ class HubertCtcModelConfig:
         return {**changes, "encoder_layerdrop": self.layerdrop}
 
 
-@dataclass
+@dataclass(frozen=True)
 class UnitAsrModelConfig:
     """``model._name=unit_bart`` (BART, cross-entropy) or ``unit_ctc`` (the CTC baseline):
     units to letters; fairseq's transformer key names."""
@@ -284,7 +284,7 @@ GROUPS: dict[str, type] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """One run: a section per group (the ``_name``-ed ones vary with their name)."""
 

@@ -30,7 +30,7 @@ from hubertkit.optional import require_transformers
 CONFIG_KEY = "hubertkit_unit_asr"  # the architecture, inside a saved folder's config.json
 
 
-@dataclass
+@dataclass(frozen=True)
 class UnitAsrArch(UnitAsrModelConfig):
     """What rebuilds a unit-ASR network: the ``model.*`` sizes, and what the data gave."""
 

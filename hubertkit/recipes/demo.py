@@ -8,8 +8,8 @@ import importlib.util
 from importlib import resources
 from pathlib import Path
 
-from hubertkit.config import config_dir_default
-from hubertkit.config.pipeline import load_pipeline
+from hubertkit.config import config_dir_default, read_yaml_mapping
+from hubertkit.config.pipeline import parse_pipeline
 from hubertkit.errors import HubertkitError
 from hubertkit.recipes.pipeline import run_pipeline
 
@@ -28,19 +28,23 @@ def run_demo(
     until: str | None = None,
 ) -> str:
     corpus_dir = find_corpus(corpus).resolve()
-    overrides = {"out": out, "jobs": jobs, "corpus": str(corpus_dir), "alignments": str(corpus_dir / "alignments.jsonl")}
-    cfg = load_pipeline(config_dir_default() / "pipeline_demo.yaml", overrides)
-    if cfg.unit_asr:
-        cfg.unit_asr.texts = overrides["alignments"]
+    path = config_dir_default() / "pipeline_demo.yaml"
+    tree = read_yaml_mapping(path, "pipeline config")  # the demo's changes go into the YAML's tree, before parsing
+    tree.update(out=out, jobs=jobs, corpus=str(corpus_dir), alignments=str(corpus_dir / "alignments.jsonl"))
+    if tree.get("unit_asr"):
+        tree["unit_asr"]["texts"] = tree["alignments"]
         if importlib.util.find_spec("transformers") is None:
             print("unit-based ASR skipped: it needs transformers (pip install 'hubertkit[asr]')")
-            cfg.unit_asr = None
+            del tree["unit_asr"]
     if max_update:
-        for it in cfg.iterations:
-            it.train_overrides += [f"optimization.max_update={max_update}", f"lr_scheduler.total_num_update={max_update}"]
-        if cfg.unit_asr:
-            cfg.unit_asr.train_overrides += [f"optimization.max_update={max_update}", f"dataset.validate_interval_updates={max_update}"]
-    result = run_pipeline(cfg, until=until, progress=progress)
+        for it in tree["iterations"]:
+            it["train_overrides"] = [*it.get("train_overrides", []), f"optimization.max_update={max_update}",
+                                     f"lr_scheduler.total_num_update={max_update}"]
+        if tree.get("unit_asr"):
+            u = tree["unit_asr"]
+            u["train_overrides"] = [*u.get("train_overrides", []), f"optimization.max_update={max_update}",
+                                    f"dataset.validate_interval_updates={max_update}"]
+    result = run_pipeline(parse_pipeline(tree, path.parent), until=until, progress=progress)
     if "report" not in result:
         return f"stopped after {result['stopped']}; outputs in {out}"
     report = Path(result["report"])
