@@ -97,6 +97,17 @@ def _dictionary_sizes(task_state) -> list[int] | None:
     return [len(d["symbols"] if isinstance(d, dict) else d.symbols) for d in dictionaries]
 
 
+def _resolved(value, cfg: dict, depth: int = 0):
+    """An OmegaConf interpolation an older fairseq left unresolved in a checkpoint's config
+    (``model.label_rate: ${task.label_rate}``), looked up in that config; None if absent."""
+    if not (isinstance(value, str) and value.startswith("${") and value.endswith("}")):
+        return value
+    node = cfg
+    for part in value[2:-1].split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return _resolved(node, cfg, depth + 1) if depth < 8 else None
+
+
 def from_fairseq(ckpt: dict) -> HubertModel:
     """Build a model from a fairseq HuBERT checkpoint dict (``cfg`` or legacy ``args``)."""
     if not isinstance(ckpt.get("model"), dict):
@@ -119,8 +130,9 @@ def from_fairseq(ckpt: dict) -> HubertModel:
         if rows % n_sets:
             raise HubertkitError(f"cannot split {rows} label embeddings into {n_sets} label sets")
         num_classes = [rows // n_sets] * n_sets
-    if "label_rate" not in model_cfg and "label_rate" in task_cfg:
-        model_cfg["label_rate"] = task_cfg["label_rate"]
+    model_cfg = {k: v for k, v in ((k, _resolved(v, cfg_src)) for k, v in model_cfg.items()) if v is not None}
+    if "label_rate" not in model_cfg and _resolved(task_cfg.get("label_rate"), cfg_src) is not None:
+        model_cfg["label_rate"] = _resolved(task_cfg["label_rate"], cfg_src)
     cfg = HubertConfig.from_dict({**model_cfg, "num_classes": num_classes})
     model = HubertModel(cfg)
     names = fairseq_names(cfg)
