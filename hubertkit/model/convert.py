@@ -210,7 +210,12 @@ def load_fairseq_checkpoint(path: str | os.PathLike, trust_pickle: bool = False)
             ) from None
         ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_trusted_pickle)
         ckpt = {k: (v if k in ("model", "model_weight") else _plain(v)) for k, v in ckpt.items()}
-    return from_fairseq(s3prl_to_fairseq(ckpt) if is_s3prl(ckpt) else ckpt)
+    if not isinstance(ckpt, dict):
+        raise HubertkitError(f"{path} is not a HuBERT checkpoint")
+    try:
+        return from_fairseq(s3prl_to_fairseq(ckpt) if is_s3prl(ckpt) else ckpt)
+    except HubertkitError as e:
+        raise HubertkitError(f"{path}: {e}") from None
 
 
 def save_fairseq_checkpoint(model: HubertModel, path: str | os.PathLike, **fields) -> None:
