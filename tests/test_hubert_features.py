@@ -67,13 +67,15 @@ def test_a_chunk_shorter_than_the_receptive_field_is_refused(prepared, tiny_ckpt
     assert not (tmp_path / "f").exists()
 
 
-def test_the_real_speech_checkpoint_in_the_repository_loads(demo_dir):
-    """experiments/checkpoints/real_iter1.pt: a plain hubertkit checkpoint, under 10 MB, layer 1 extractable."""
+@pytest.mark.parametrize("name", ["real_iter1.pt", "real_iter2.pt"])
+def test_the_real_speech_checkpoints_in_the_repository_load(demo_dir, name):
+    """experiments/checkpoints/real_iter{1,2}.pt: plain hubertkit checkpoints (version 1 and
+    2 of the format), under 10 MB, layer 1 extractable."""
     from pathlib import Path
 
     from hubertkit.features.hubert import HubertLayerFeatures
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / "real_iter1.pt"
+    path = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / name
     assert path.stat().st_size < 10 * 2**20
     torch.load(path, weights_only=True)
     wav = sf.read(next(demo_dir.glob("*/*.flac")), dtype="float32")[0]
