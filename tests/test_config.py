@@ -210,6 +210,11 @@ def test_fairseqs_own_yaml_text_loads_unchanged(tmp_path, caplog):
     assert "validate_interval" not in caplog.text and theirs.dataset.validate_interval == 5
 
 
+def test_keys_of_other_sections_are_not_named_as_having_no_effect(caplog):
+    load_config("bart_demo", ["task.data=/u", "task.texts=/t"], str(config_dir_default() / "unit_asr"))
+    assert "dropout_features" not in caplog.text  # a unit-ASR model has no such key
+
+
 @pytest.mark.parametrize("key", ["optimization.lr=[0.001,0.0005]", "optimization.update_freq=[1,2]"])
 def test_per_epoch_lists_are_refused_not_cut_to_their_first_value(key):
     with pytest.raises(HubertkitError, match="fairseq's per-epoch lists are not implemented"):
