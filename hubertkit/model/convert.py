@@ -21,11 +21,10 @@ from hubertkit.data.dictionary import (
     FAIRSEQ_PICKLE,
     NUM_SPECIAL,
     FairseqDictionary,
-    reading_fairseq_dictionaries,
 )
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import save_torch, write_text
-from hubertkit.model.checkpoint import load_weights
+from hubertkit.model.checkpoint import load_weights, read_state
 from hubertkit.model.hubert import HubertModel
 
 # ---------------------------------------------------------------------------------------
@@ -131,8 +130,9 @@ def from_fairseq(ckpt: dict) -> HubertModel:
             raise HubertkitError(f"cannot split {rows} label embeddings into {n_sets} label sets")
         num_classes = [rows // n_sets] * n_sets
     model_cfg = {k: v for k, v in ((k, _resolved(v, cfg_src)) for k, v in model_cfg.items()) if v is not None}
-    if "label_rate" not in model_cfg and _resolved(task_cfg.get("label_rate"), cfg_src) is not None:
-        model_cfg["label_rate"] = _resolved(task_cfg["label_rate"], cfg_src)
+    task_rate = _resolved(task_cfg.get("label_rate"), cfg_src)
+    if "label_rate" not in model_cfg and task_rate is not None:
+        model_cfg["label_rate"] = task_rate
     cfg = HubertConfig.from_dict({**model_cfg, "num_classes": num_classes})
     model = HubertModel(cfg)
     names = fairseq_names(cfg)
@@ -196,24 +196,26 @@ class _trusted_pickle:
 
 
 def load_fairseq_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> HubertModel:
-    """Read a fairseq HuBERT ``.pt``. Safe load first; fairseq's own checkpoints pickle
-    config objects, which need ``trust_pickle`` (they are then read with stubs, so
-    neither fairseq nor omegaconf has to be installed)."""
-    try:
-        with reading_fairseq_dictionaries():
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    """Read a fairseq (or s3prl) HuBERT ``.pt``: see :func:`fairseq_model`."""
+    return fairseq_model(path, read_state(path), trust_pickle)
+
+
+def fairseq_model(path: str | os.PathLike, state, trust_pickle: bool = False) -> HubertModel:
+    """A model from a fairseq or s3prl checkpoint, ``state`` being its contents as
+    ``read_state`` read them safely: None when fairseq pickled its config objects, which
+    need ``trust_pickle`` (they are then read with stubs, so neither fairseq nor omegaconf
+    has to be installed)."""
+    if state is None:
         if not trust_pickle:
-            raise HubertkitError(
-                f"{path} pickles Python objects besides tensors (fairseq stores its config that way); "
-                f"loading it can run code. Pass --trust-pickle if you trust this file. ({str(e).splitlines()[0]})"
-            ) from None
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_trusted_pickle)
-        ckpt = {k: (v if k in ("model", "model_weight") else _plain(v)) for k, v in ckpt.items()}
-    if not isinstance(ckpt, dict):
+            raise HubertkitError(f"{path} pickles Python objects besides tensors (fairseq stores its config that way); "
+                                 "loading it can run code. Pass --trust-pickle if you trust this file.")
+        state = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_trusted_pickle)
+        if isinstance(state, dict):
+            state = {k: (v if k in ("model", "model_weight") else _plain(v)) for k, v in state.items()}
+    if not isinstance(state, dict):
         raise HubertkitError(f"{path} is not a HuBERT checkpoint")
     try:
-        return from_fairseq(s3prl_to_fairseq(ckpt) if is_s3prl(ckpt) else ckpt)
+        return from_fairseq(s3prl_to_fairseq(state) if is_s3prl(state) else state)
     except HubertkitError as e:
         raise HubertkitError(f"{path}: {e}") from None
 

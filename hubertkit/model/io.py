@@ -23,12 +23,9 @@ from hubertkit.model.checkpoint import (
 )
 from hubertkit.model.convert import (
     export_hf,
-    from_fairseq,
+    fairseq_model,
     import_hf,
-    is_s3prl,
     is_torchaudio,
-    load_fairseq_checkpoint,
-    s3prl_to_fairseq,
     save_fairseq_checkpoint,
     torchaudio_to_ours,
 )
@@ -52,27 +49,23 @@ def model_from_checkpoint(ck: Checkpoint) -> HubertModel:
     return model
 
 
-def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=None) -> HubertModel:
+UNREAD = object()  # ``state`` not read yet (None is read_state's answer for a pickled fairseq file)
+
+
+def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=UNREAD) -> HubertModel:
     """A model in eval mode from a hubertkit, fairseq or s3prl checkpoint or a transformers
-    folder (``state``: the file's contents, when already read)."""
+    folder (``state``: the file's contents as ``read_state`` gave them, when already read)."""
     path = Path(path)
     if path.is_dir():
         return _finite(import_hf(path), path).eval()
-    state = read_state(path) if state is None else state
-    if state is None:  # fairseq's pickled config objects; that loader explains the options
-        return _finite(load_fairseq_checkpoint(path, trust_pickle), path).eval()
-    ck = read_checkpoint(path, state)
+    state = read_state(path) if state is UNREAD else state
+    ck = read_checkpoint(path, state) if isinstance(state, dict) else None
     if ck is not None:
         return _finite(model_from_checkpoint(ck), path).eval()
-    if not isinstance(state, dict):
-        raise HubertkitError(f"{path} is not a HuBERT checkpoint")
-    if is_torchaudio(state):
+    if isinstance(state, dict) and is_torchaudio(state):
         raise HubertkitError(f"{path} is a torchaudio state dict, which records no architecture: start training from it "
                              "(checkpoint.finetune_from_model) with a config of the same architecture")
-    try:
-        return _finite(from_fairseq(s3prl_to_fairseq(state) if is_s3prl(state) else state), path).eval()
-    except HubertkitError as e:
-        raise HubertkitError(f"{path}: {e}") from None
+    return _finite(fairseq_model(path, state, trust_pickle), path).eval()
 
 
 # Parameters that belong to a label set or a disentangling head, not to the encoder: a
@@ -85,7 +78,7 @@ def starting_weights(path: str | os.PathLike, trust_pickle: bool = False) -> dic
     """The weights of any HuBERT checkpoint hubertkit reads (its own, fairseq's, a
     transformers folder, torchaudio's, s3prl's), under hubertkit's names: to start from."""
     path = Path(path)
-    state = read_state(path) if path.is_file() else None
+    state = read_state(path) if path.is_file() else UNREAD
     if isinstance(state, dict) and is_torchaudio(state):
         return _finite_weights(torchaudio_to_ours(state), path)
     return load_model(path, trust_pickle, state).state_dict()
@@ -135,8 +128,8 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
 
     if fmt not in ("hf", "fairseq"):
         raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
-    state = read_state(ckpt) if Path(ckpt).is_file() else None  # read once
-    ck = read_checkpoint(ckpt, state) if state is not None else None
+    state = read_state(ckpt) if Path(ckpt).is_file() else UNREAD  # read once
+    ck = read_checkpoint(ckpt, state) if isinstance(state, dict) else None
     if ck is not None and ck.kind == "unit_asr":
         raise HubertkitError(f"{ckpt} holds a unit-ASR model; export converts HuBERT and fine-tuned (CTC) models")
     if ck is not None and ck.kind == "ctc":  # fine-tuned, or fine-tuning
