@@ -19,7 +19,13 @@ import dataclasses
 from dataclasses import MISSING, field
 from typing import Any, Callable
 
-RULES = ("check", "only", "no_effect", "departs")
+# how --help-config writes each rule
+RULES = {"check": "must be {}", "only": "only this value: {}", "no_effect": "no effect: {}",
+         "departs": "not fairseq's default: {}"}
+# checks several keys share
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+UNIT_INTERVAL = (lambda v: 0 <= v < 1, "in [0, 1)")
+EPOCHS = (lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)")
 
 
 def key(default: Any = MISSING, *, factory: Callable | None = None, check: tuple[Callable, str] | None = None,
@@ -62,11 +68,8 @@ def describe(sections: dict[str, list[type]]) -> str:
             for f in dataclasses.fields(cls):
                 if f.name == "_name":
                     continue
-                notes = [f"must be {f.metadata['check'][1]}" if "check" in f.metadata else "",
-                         f"only this value: {f.metadata['only']}" if "only" in f.metadata else "",
-                         f"no effect: {f.metadata['no_effect']}" if "no_effect" in f.metadata else "",
-                         f"not fairseq's default: {f.metadata['departs']}" if "departs" in f.metadata else ""]
-                note = "; ".join(n for n in notes if n)
+                note = "; ".join(text.format(f.metadata[k][1] if k == "check" else f.metadata[k])
+                                 for k, text in RULES.items() if k in f.metadata)
                 lines.append(f"  {group}.{f.name} = {default_of(f)!r}" + (f"  ({note})" if note else ""))
             lines.append("")
     return "\n".join(lines)

@@ -211,9 +211,12 @@ def _check_supported(cfg: TrainConfig) -> None:
         if present and value != implemented:
             raise HubertkitError(f"{key}={value!r} is not supported by hubertkit ({why}); "
                                  f"remove it or set {key}={implemented}")
-    defaults = {key: _value(TrainConfig(), key)[0] for key in NO_EFFECT}
-    unused = [f"{key}={_value(cfg, key)[0]} ({why})" for key, why in NO_EFFECT.items()
-              if _value(cfg, key)[1] and _value(cfg, key)[0] != defaults[key]]  # keys of this config's sections only
+    default = TrainConfig()
+    unused = []
+    for key, why in NO_EFFECT.items():
+        value, present = _value(cfg, key)
+        if present and value != _value(default, key)[0]:  # keys of this config's sections only
+            unused.append(f"{key}={value} ({why})")
     if unused:
         log.warning("accepted, with no effect in hubertkit: %s", "; ".join(unused))
 

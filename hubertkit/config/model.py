@@ -10,7 +10,7 @@ import ast
 import dataclasses
 from dataclasses import dataclass, field
 
-from hubertkit.config.keys import key
+from hubertkit.config.keys import AT_LEAST_1, UNIT_INTERVAL, key
 from hubertkit.errors import HubertkitError
 
 
@@ -40,15 +40,15 @@ class HubertConfig:
     conv_pos_groups: int = 16
 
     # dropouts
-    dropout: float = key(0.1, check=(lambda v: 0 <= v < 1, "in [0, 1)"))
-    attention_dropout: float = key(0.1, check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+    dropout: float = key(0.1, check=UNIT_INTERVAL)
+    attention_dropout: float = key(0.1, check=UNIT_INTERVAL)
     activation_dropout: float = 0.0
-    encoder_layerdrop: float = key(0.0, check=(lambda v: 0 <= v < 1, "in [0, 1)"))
+    encoder_layerdrop: float = key(0.0, check=UNIT_INTERVAL)
     dropout_input: float = 0.0
     dropout_features: float = key(0.0, no_effect="fairseq's HuBERT applies it to a copy of the features that nothing reads")
 
     # masking over time
-    mask_length: int = key(10, check=(lambda v: v >= 1, ">= 1"))
+    mask_length: int = key(10, check=AT_LEAST_1)
     mask_prob: float = key(0.65, check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
     mask_selection: str = key("static", only="only fixed-length spans (static) are implemented")
     mask_other: float = key(0.0, only="it only shapes mask_selection other than static")

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import II, MISSING
 
-from hubertkit.config.keys import key
+from hubertkit.config.keys import AT_LEAST_1, EPOCHS, key
 from hubertkit.config.model import HubertConfig
 
 
@@ -23,7 +23,7 @@ class CommonConfig:
     seed: int = 1
     fp16: bool = False
     bf16: bool = False  # hubertkit: bf16 autocast (the default on GPUs that support it)
-    log_interval: int = key(100, check=(lambda v: v >= 1, ">= 1"))
+    log_interval: int = key(100, check=AT_LEAST_1)
     log_format: str | None = None  # "json": one JSON line per log interval on stdout; else a progress bar
     tensorboard_logdir: str | None = None
     wandb_project: str | None = None
@@ -74,7 +74,7 @@ class DatasetConfig:
     batch_size: int | None = None
     train_subset: str = "train"
     valid_subset: str = "valid"
-    validate_interval: int = key(1, check=(lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)"))
+    validate_interval: int = key(1, check=EPOCHS)
     validate_interval_updates: int = 0
     validate_after_updates: int = 0
     disable_validation: bool = False
@@ -144,7 +144,7 @@ class CheckpointConfig:
     reset_lr_scheduler: bool = False  # as fairseq's; hubertkit's schedules are functions of the update count
     reset_dataloader: bool = False  # the run starts at epoch 1, batch 0
     reset_meters: bool = False  # the best validation loss, audio hours and skipped-update counts start anew
-    save_interval: int = key(1, check=(lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)"))  # checkpoint_last.pt at every N-th epoch's end
+    save_interval: int = key(1, check=EPOCHS)  # checkpoint_last.pt at every N-th epoch's end
     save_interval_updates: int = 0
     keep_interval_updates: int = -1
     no_epoch_checkpoints: bool = key(True, only="hubertkit writes no per-epoch checkpoints (fairseq's default: false)")
@@ -152,7 +152,7 @@ class CheckpointConfig:
     best_checkpoint_metric: str = "loss"
     maximize_best_checkpoint_metric: bool = False
     # hubertkit: stop after this many consecutive updates with a non-finite loss
-    max_nonfinite_updates: int = key(10, check=(lambda v: v >= 1, ">= 1"))
+    max_nonfinite_updates: int = key(10, check=AT_LEAST_1)
 
 
 @dataclass(frozen=True)
