@@ -37,13 +37,14 @@ def run_demo(
             print("unit-based ASR skipped: it needs transformers (pip install 'hubertkit[asr]')")
             del tree["unit_asr"]
     if max_update:
+        def extend(section: dict, *overrides: str) -> None:
+            section["train_overrides"] = [*section.get("train_overrides", []), f"optimization.max_update={max_update}",
+                                          *overrides]
+
         for it in tree["iterations"]:
-            it["train_overrides"] = [*it.get("train_overrides", []), f"optimization.max_update={max_update}",
-                                     f"lr_scheduler.total_num_update={max_update}"]
+            extend(it, f"lr_scheduler.total_num_update={max_update}")
         if tree.get("unit_asr"):
-            u = tree["unit_asr"]
-            u["train_overrides"] = [*u.get("train_overrides", []), f"optimization.max_update={max_update}",
-                                    f"dataset.validate_interval_updates={max_update}"]
+            extend(tree["unit_asr"], f"dataset.validate_interval_updates={max_update}")
     result = run_pipeline(parse_pipeline(tree, path.parent), until=until, progress=progress)
     if "report" not in result:
         return f"stopped after {result['stopped']}; outputs in {out}"

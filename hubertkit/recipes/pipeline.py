@@ -25,8 +25,8 @@ import numpy as np
 
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
-from hubertkit.config import config_dir_default, load_config
-from hubertkit.config.pipeline import IterationConfig, PipelineConfig
+from hubertkit.config import load_config
+from hubertkit.config.pipeline import IterationConfig, PipelineConfig, UnitAsrConfig
 from hubertkit.data.labels import make_dict, merge_labels
 from hubertkit.data.manifest import make_manifest, manifest_path, read_manifest
 from hubertkit.data.speakers import write_speakers
@@ -41,7 +41,7 @@ from hubertkit.recipes.discrete_units import save_units, units_from_labels
 from hubertkit.recipes.probe import probe_layers, write_probes
 from hubertkit.recipes.report import write_report
 from hubertkit.recipes.transcribe import error_rates
-from hubertkit.recipes.unit_asr import train_unit_asr, transcribe_units
+from hubertkit.recipes.unit_asr import train_unit_asr, transcribe_units, unit_asr_config
 from hubertkit.train.trainer import train
 
 SPLITS = ("train", "valid")
@@ -210,13 +210,16 @@ def _run_unit_asr(cfg: PipelineConfig, stages: Stages, labelled: dict, tsv: Path
                    partial(_unit_asr_stage, cfg, tsv, it, progress), resumes_in=Path(cfg.out) / "unit_asr" / it.name)
 
 
+def _unit_asr_overrides(u: UnitAsrConfig, it: IterationConfig) -> list[str]:
+    return [f"task.label_rate={it.label_rate}", *u.train_overrides]
+
+
 def _unit_asr_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, progress: bool) -> str:
     u, d = cfg.unit_asr, Path(cfg.out) / "unit_asr" / it.name
     for split in SPLITS:
         save_units(units_from_labels(tsv / f"{split}.tsv", Path(cfg.out) / it.name / "labels" / f"{split}.km"),
                    d / f"{split}.jsonl")
-    overrides = [f"task.label_rate={it.label_rate}", *u.train_overrides]
-    result = train_unit_asr(d / "train.jsonl", u.texts, d / "valid.jsonl", u.train_config, overrides,
+    result = train_unit_asr(d / "train.jsonl", u.texts, d / "valid.jsonl", u.train_config, _unit_asr_overrides(u, it),
                             u.train_config_dir, d / "checkpoints", progress=progress)
     scores = error_rates(transcribe_units(result["model"], d / "valid.jsonl", beam=u.beam, references=u.texts,
                                           progress=progress))
@@ -317,8 +320,7 @@ def _check_training_configs(cfg: PipelineConfig, tsv: Path) -> None:
                     dis.train_config_dir)
     for it in (i for i in cfg.iterations if cfg.unit_asr and i.name in cfg.unit_asr.iterations):
         u = cfg.unit_asr
-        load_config(u.train_config, [f"task.data={tsv}", f"task.texts={u.texts}", f"task.label_rate={it.label_rate}",
-                                     *u.train_overrides], u.train_config_dir or str(config_dir_default() / "unit_asr"))
+        load_config(*unit_asr_config(tsv, u.texts, None, u.train_config, _unit_asr_overrides(u, it), u.train_config_dir))
 
 
 def _train_stage(config: str, overrides: list[str], config_dir: str | None, progress: bool) -> int:

@@ -26,16 +26,22 @@ from hubertkit.train.trainer import train
 MODEL_DIR = "model"  # the Hugging Face folder beside the checkpoints
 
 
+def unit_asr_config(units, texts, valid_units=None, config_name: str = "bart_base", overrides: list[str] = (),
+                    config_dir: str | None = None, save_dir=None) -> tuple[str, list[str], str]:
+    """The training config ``train_unit_asr`` runs: name, overrides and folder."""
+    given = [f"task.data={units}", f"task.texts={texts}"]
+    given += [f"task.valid_data={valid_units}"] if valid_units else []
+    given += [f"checkpoint.save_dir={save_dir}"] if save_dir else []
+    return config_name, [*given, *overrides], config_dir or str(config_dir_default() / "unit_asr")
+
+
 def train_unit_asr(units: str | os.PathLike, texts: str | os.PathLike, valid_units: str | os.PathLike | None = None,
                    config_name: str = "bart_base", overrides: list[str] = (), config_dir: str | None = None,
                    save_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Train on ``units`` (JSONL) and ``texts``; a BART model is then saved from the best
     checkpoint as a Hugging Face folder, ``SAVE_DIR/model``."""
 
-    given = [f"task.data={units}", f"task.texts={texts}"]
-    given += [f"task.valid_data={valid_units}"] if valid_units else []
-    given += [f"checkpoint.save_dir={save_dir}"] if save_dir else []
-    result = train(config_name, [*given, *overrides], config_dir or str(config_dir_default() / "unit_asr"), progress)
+    result = train(*unit_asr_config(units, texts, valid_units, config_name, overrides, config_dir, save_dir), progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return result
     save = Path(result["save_dir"])
