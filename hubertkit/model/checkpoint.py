@@ -40,6 +40,7 @@ KINDS = {  # the fields each kind adds to cfg and model, with their types
 TRAINING = {"optimizer": dict, "scaler": dict, "trainer": dict}
 TRAINER = {"num_updates": int, "epoch": int, "batch_in_epoch": int, "best": (int, float), "torch_rng": torch.Tensor,
            "cuda_rng": list}
+UNREAD = object()  # a ``state`` argument not read yet (None is read_state's answer for a pickled fairseq file)
 WHAT = {"hubert": "a pretrained HuBERT", "ctc": "a fine-tuned (CTC) model", "unit_asr": "a unit-ASR model"}
 
 
@@ -109,11 +110,11 @@ def _looks_like_torch(path: Path) -> bool:
     return zipfile.is_zipfile(path) or head[:1] == b"\x80"
 
 
-def read_checkpoint(path: str | os.PathLike, state=None) -> Checkpoint | None:
+def read_checkpoint(path: str | os.PathLike, state=UNREAD) -> Checkpoint | None:
     """The hubertkit checkpoint at ``path``, checked; None when the file is another
     program's (fairseq, torchaudio, s3prl). ``state``: the contents, when already read."""
     path = Path(path)
-    state = read_state(path) if state is None else state
+    state = read_state(path) if state is UNREAD else state
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY_CTC_FORMAT):
         return None
     kind = state.get("kind") or _legacy_kind(state)
@@ -164,7 +165,7 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def require(path: str | os.PathLike, kinds: tuple[str, ...], use: str, state=None) -> Checkpoint:
+def require(path: str | os.PathLike, kinds: tuple[str, ...], use: str, state=UNREAD) -> Checkpoint:
     """The hubertkit checkpoint at ``path``, which must hold one of ``kinds``; ``use``
     says what the command does with it, for the refusal."""
     ck = read_checkpoint(path, state)

@@ -14,6 +14,7 @@ import torch
 
 from hubertkit.errors import HubertkitError
 from hubertkit.model.checkpoint import (
+    UNREAD,
     WHAT,
     Checkpoint,
     load_weights,
@@ -49,9 +50,6 @@ def model_from_checkpoint(ck: Checkpoint) -> HubertModel:
     return model
 
 
-UNREAD = object()  # ``state`` not read yet (None is read_state's answer for a pickled fairseq file)
-
-
 def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=UNREAD) -> HubertModel:
     """A model in eval mode from a hubertkit, fairseq or s3prl checkpoint or a transformers
     folder (``state``: the file's contents as ``read_state`` gave them, when already read)."""
@@ -59,7 +57,7 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=UNREAD
     if path.is_dir():
         return _finite(import_hf(path), path).eval()
     state = read_state(path) if state is UNREAD else state
-    ck = read_checkpoint(path, state) if isinstance(state, dict) else None
+    ck = read_checkpoint(path, state)
     if ck is not None:
         return _finite(model_from_checkpoint(ck), path).eval()
     if isinstance(state, dict) and is_torchaudio(state):
@@ -129,7 +127,7 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
     if fmt not in ("hf", "fairseq"):
         raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
     state = read_state(ckpt) if Path(ckpt).is_file() else UNREAD  # read once
-    ck = read_checkpoint(ckpt, state) if isinstance(state, dict) else None
+    ck = read_checkpoint(ckpt, state) if state is not UNREAD else None
     if ck is not None and ck.kind == "unit_asr":
         raise HubertkitError(f"{ckpt} holds a unit-ASR model; export converts HuBERT and fine-tuned (CTC) models")
     if ck is not None and ck.kind == "ctc":  # fine-tuned, or fine-tuning
