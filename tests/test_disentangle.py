@@ -12,7 +12,7 @@ from hubertkit.config import preset
 from hubertkit.config.train import HubertCriterionConfig as CriterionConfig
 from hubertkit.data.dataset import HubertDataset, load_label_sets
 from hubertkit.errors import HubertkitError
-from hubertkit.model.disentangle import grl_scale, reverse_gradient
+from hubertkit.model.disentangle import DisentangledHubert, build_hubert, grl_scale, reverse_gradient
 from hubertkit.model.hubert import HubertModel
 from hubertkit.train.tasks.pretraining import hubert_loss
 from hubertkit.train.trainer import train
@@ -36,12 +36,30 @@ def test_heads_do_not_change_the_hubert_weights_or_rng():
     plain = HubertModel(preset("tiny"))
     after_plain = torch.rand(1)
     torch.manual_seed(0)
-    both = HubertModel(preset("tiny", speaker_layer=2, pitch_layer=1, num_speakers=5))
+    both = build_hubert(preset("tiny", speaker_layer=2, pitch_layer=1, num_speakers=5))
     after_both = torch.rand(1)
+    assert isinstance(both, DisentangledHubert) and type(build_hubert(preset("tiny"))) is HubertModel
     assert torch.equal(after_plain, after_both)
     heads = {k for k in both.state_dict() if k.startswith(("speaker_adversary.", "pitch_head."))}
     assert heads and set(both.state_dict()) - heads == set(plain.state_dict())
     assert all(torch.equal(v, both.state_dict()[k]) for k, v in plain.state_dict().items())
+
+
+def test_plain_hubert_refuses_a_head_config_and_the_heads_their_inputs():
+    with pytest.raises(HubertkitError, match="build_hubert"):
+        HubertModel(preset("tiny", pitch_layer=1))
+    with pytest.raises(HubertkitError, match="at least 2 speakers"):
+        DisentangledHubert(preset("tiny", speaker_layer=1, num_speakers=1))
+
+
+def test_a_disentangled_checkpoint_loads_with_its_heads(tmp_path):
+    from hubertkit.model.io import load_model, save_model
+
+    model = DisentangledHubert(preset("tiny", speaker_layer=2, pitch_layer=1, num_speakers=3)).eval()
+    save_model(model, tmp_path / "m.pt")
+    back = load_model(tmp_path / "m.pt")
+    assert isinstance(back, DisentangledHubert)
+    assert all(torch.equal(v, back.state_dict()[k]) for k, v in model.state_dict().items())
 
 
 def _speaker_grads(model, wav, speaker, grl):
@@ -54,7 +72,7 @@ def _speaker_grads(model, wav, speaker, grl):
 
 def test_speaker_loss_reaches_the_encoder_reversed():
     torch.manual_seed(0)
-    model = HubertModel(preset("tiny", label_rate=50, speaker_layer=2, num_speakers=3, num_classes=[24])).eval()
+    model = DisentangledHubert(preset("tiny", label_rate=50, speaker_layer=2, num_speakers=3, num_classes=[24])).eval()
     wav, speaker = torch.randn(2, 16000), torch.tensor([0, 2])
     reversed_, plain = _speaker_grads(model, wav, speaker, 1.0), _speaker_grads(model, wav, speaker, -1.0)
     assert not any(n.startswith("encoder.layers.2.") for n in reversed_)  # above the adversary's layer
@@ -66,7 +84,7 @@ def test_speaker_loss_reaches_the_encoder_reversed():
 
 def test_head_losses_are_added_with_their_weights():
     torch.manual_seed(0)
-    model = HubertModel(preset("tiny", label_rate=50, speaker_layer=2, pitch_layer=2, num_speakers=3, num_classes=[24]))
+    model = DisentangledHubert(preset("tiny", label_rate=50, speaker_layer=2, pitch_layer=2, num_speakers=3, num_classes=[24]))
     out = model(torch.randn(2, 16000), [torch.randint(4, 24, (2, 49))], generator=torch.Generator().manual_seed(0))
     assert out["speaker_logits"].shape == (2, 3) and out["pitch_pred"].shape == (2, 49, 2)
     speaker = torch.tensor([0, -100])  # the second speaker is unknown to the classifier
@@ -145,12 +163,12 @@ def test_heads_without_feat_dir_are_refused(labelled, tmp_path):
 def test_export_keeps_hubert_and_drops_the_heads(tmp_path, fmt):
     from hubertkit.model.io import export, load_model, save_model
 
-    model = HubertModel(preset("tiny", speaker_layer=2, pitch_layer=3, num_speakers=4)).eval()
+    model = DisentangledHubert(preset("tiny", speaker_layer=2, pitch_layer=3, num_speakers=4)).eval()
     save_model(model, tmp_path / "m.pt")
     target = tmp_path / ("hf" if fmt == "hf" else "fs.pt")
     export(tmp_path / "m.pt", target, fmt)
     back = load_model(target)
-    assert back.speaker_adversary is None and back.pitch_head is None
+    assert type(back) is HubertModel
     wav = torch.randn(1, 8000)
     for a, b in zip(model.hidden_states(wav), back.hidden_states(wav)):
         assert torch.allclose(a, b, atol=1e-5)

@@ -1,6 +1,7 @@
 """The HuBERT network (fairseq's ``HubertModel``), its presets and checkpoint conversion."""
 
 from hubertkit.config import HubertConfig, preset
+from hubertkit.model.disentangle import DisentangledHubert, build_hubert
 from hubertkit.model.hubert import HubertModel
 
-__all__ = ["HubertConfig", "HubertModel", "preset"]
+__all__ = ["DisentangledHubert", "HubertConfig", "HubertModel", "build_hubert", "preset"]

@@ -4,8 +4,10 @@ gradient-reversal layer, and a pitch output.
 The adversary's classifier learns to name the speaker from one layer's pooled output
 while the reversed gradient teaches the encoder below it to hide the speaker; the pitch
 head keeps F0 recoverable so the prosody the adversary pushes out of that layer has a
-place to go. Both read intermediate layers of :class:`~hubertkit.model.hubert.HubertModel`,
-which owns them when ``model.speaker_layer`` or ``model.pitch_layer`` is set.
+place to go. Both read intermediate layers of HuBERT: :class:`DisentangledHubert` is
+:class:`~hubertkit.model.hubert.HubertModel` with the heads added, so its HuBERT weights
+keep their names and every reader of HuBERT reads it; ``build_hubert`` picks the class
+from the config.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hubertkit.config.model import HubertConfig
+from hubertkit.errors import HubertkitError
 from hubertkit.model.gradient import scale_gradient
+from hubertkit.model.hubert import HubertModel, init_bert_params
 
 
 def reverse_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -56,3 +61,43 @@ class PitchHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).float()
+
+
+class DisentangledHubert(HubertModel):
+    """HuBERT plus the heads ``model.speaker_layer`` and ``model.pitch_layer`` configure.
+    Its forward adds ``speaker_logits`` [batch, speakers] and ``pitch_pred``
+    [batch, frames, 2] to HuBERT's outputs."""
+
+    HEADS = True
+
+    def __init__(self, cfg: HubertConfig):
+        super().__init__(cfg)
+        if cfg.speaker_layer and cfg.num_speakers < 2:
+            raise HubertkitError(f"model.speaker_layer needs at least 2 speakers (dict.spk.txt), got {cfg.num_speakers}")
+        # The heads draw their initial weights from a forked RNG: a model with them starts
+        # with the same HuBERT weights and dropout stream as one without.
+        d = cfg.encoder_embed_dim
+        with torch.random.fork_rng(devices=[]):
+            self.speaker_adversary = SpeakerAdversary(d, cfg.num_speakers) if cfg.speaker_layer else None
+            self.pitch_head = PitchHead(d) if cfg.pitch_layer else None
+            for head in (self.speaker_adversary, self.pitch_head):
+                if head is not None:
+                    head.apply(init_bert_params)
+
+    def forward(self, wav, targets=None, padding_mask=None, mask=True, generator=None, num_updates: int = 0) -> dict:
+        """HuBERT's forward, plus the heads' outputs; ``num_updates`` (completed updates)
+        sets the gradient-reversal warm-up."""
+        out = super().forward(wav, targets, padding_mask, mask, generator, num_updates, all_layers=True)
+        layers = out.pop("layers")
+        if self.speaker_adversary is not None:
+            scale = grl_scale(num_updates, self.cfg.grl_scale, self.cfg.grl_warmup_updates)
+            out["speaker_logits"] = self.speaker_adversary(layers[self.cfg.speaker_layer], out["padding_mask"], scale)
+        if self.pitch_head is not None:
+            out["pitch_pred"] = self.pitch_head(layers[self.cfg.pitch_layer])
+        return out
+
+
+def build_hubert(cfg: HubertConfig) -> HubertModel:
+    """The model a config describes: :class:`DisentangledHubert` when it sets a head's
+    layer, else plain :class:`HubertModel`."""
+    return DisentangledHubert(cfg) if cfg.speaker_layer or cfg.pitch_layer else HubertModel(cfg)

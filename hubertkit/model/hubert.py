@@ -20,7 +20,6 @@ from torch import nn
 from hubertkit.config.model import HubertConfig
 from hubertkit.data.audio import SAMPLE_RATE, standardize
 from hubertkit.errors import HubertkitError
-from hubertkit.model.disentangle import PitchHead, SpeakerAdversary, grl_scale
 from hubertkit.model.gradient import scale_gradient
 from hubertkit.model.masking import compute_mask
 
@@ -180,6 +179,8 @@ class Encoder(nn.Module):
 
 
 class HubertModel(nn.Module):
+    HEADS = False  # the disentangling variant (``model/disentangle.py``) adds heads to this model
+
     def __init__(self, cfg: HubertConfig):
         super().__init__()
         self.cfg = cfg.validate()
@@ -198,17 +199,10 @@ class HubertModel(nn.Module):
         if cfg.target_glu:
             raise HubertkitError("model.target_glu is not supported")
         self.label_embs_concat = nn.Parameter(torch.empty(sum(cfg.num_classes), final_dim).uniform_())
-        self.apply(_init_bert_params)
-        # The heads draw their initial weights from a forked RNG: a model with them starts
-        # with the same HuBERT weights and dropout stream as one without.
-        if cfg.speaker_layer and cfg.num_speakers < 2:
-            raise HubertkitError(f"model.speaker_layer needs at least 2 speakers (dict.spk.txt), got {cfg.num_speakers}")
-        with torch.random.fork_rng(devices=[]):
-            self.speaker_adversary = SpeakerAdversary(d, cfg.num_speakers) if cfg.speaker_layer else None
-            self.pitch_head = PitchHead(d) if cfg.pitch_layer else None
-            for head in (self.speaker_adversary, self.pitch_head):
-                if head is not None:
-                    head.apply(_init_bert_params)
+        self.apply(init_bert_params)
+        if (cfg.speaker_layer or cfg.pitch_layer) and not self.HEADS:
+            raise HubertkitError("model.speaker_layer / model.pitch_layer configure the disentangling variant: build it "
+                                 "with hubertkit.model.build_hubert(cfg) (DisentangledHubert)")
         # fairseq's task.normalize: the waveforms it was trained on were standardised, so
         # every reader must do the same (``prepare``). Loaders set it from the checkpoint.
         self.normalize_waveform = False
@@ -329,11 +323,14 @@ class HubertModel(nn.Module):
         mask: bool = True,
         generator: torch.Generator | None = None,
         num_updates: int = 0,
+        all_layers: bool = False,
     ) -> dict:
         """Pretraining forward. Returns per label set the logits of masked and unmasked
         frames (``logit_m_list``, ``logit_u_list``) with their targets
-        (``target_m_list``, ``target_u_list``), and ``features_pen``. ``num_updates``
-        (completed updates) sets the speaker adversary's gradient-reversal warm-up."""
+        (``target_m_list``, ``target_u_list``), and ``features_pen``; with ``all_layers``,
+        every layer's output (``layers``) for heads that read inside the encoder.
+        ``num_updates`` (completed updates) is for such heads' schedules; HuBERT's own
+        loss does not depend on it."""
         self.check_input(wav)
         feats = self.conv_features(wav)
         if targets is not None:
@@ -345,14 +342,10 @@ class HubertModel(nn.Module):
                         f"labels range over {int(t.min())}..{int(t.max())} but the dictionary has {classes} classes"
                     )
         features_pen = feats.float().pow(2).mean()
-        heads = self.speaker_adversary is not None or self.pitch_head is not None
-        x, padding_mask, mask_indices, layers = self.encode(feats, padding_mask, mask, generator, all_layers=heads)
+        x, padding_mask, mask_indices, layers = self.encode(feats, padding_mask, mask, generator, all_layers=all_layers)
         out = {"x": x, "padding_mask": padding_mask, "features_pen": features_pen, "mask_indices": mask_indices}
-        if self.speaker_adversary is not None:
-            scale = grl_scale(num_updates, self.cfg.grl_scale, self.cfg.grl_warmup_updates)
-            out["speaker_logits"] = self.speaker_adversary(layers[self.cfg.speaker_layer], padding_mask, scale)
-        if self.pitch_head is not None:
-            out["pitch_pred"] = self.pitch_head(layers[self.cfg.pitch_layer])
+        if all_layers:
+            out["layers"] = layers
         if targets is None:
             return out
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if padding_mask is None else ~padding_mask
@@ -413,7 +406,7 @@ class HubertModel(nn.Module):
         return self.encoder(x, padding_mask, return_all=True)
 
 
-def _init_bert_params(module: nn.Module) -> None:
+def init_bert_params(module: nn.Module) -> None:
     """BERT initialisation of fairseq's encoder: N(0, 0.02) linear weights, zero biases."""
     if isinstance(module, nn.Linear):
         module.weight.data.normal_(0.0, 0.02)

@@ -31,6 +31,7 @@ from hubertkit.model.convert import (
     torchaudio_to_ours,
 )
 from hubertkit.model.ctc import export_hf_ctc, load_ctc
+from hubertkit.model.disentangle import build_hubert
 from hubertkit.model.hubert import HubertModel
 
 
@@ -45,7 +46,7 @@ def model_from_checkpoint(ck: Checkpoint) -> HubertModel:
     if ck.kind != "hubert":
         raise HubertkitError(f"{ck.path} holds {WHAT[ck.kind]}, not a pretrained HuBERT"
                              + (": use it with transcribe or export" if ck.kind == "ctc" else ""))
-    model = load_weights(HubertModel(ck.hubert_config), ck.state["model"], str(ck.path))
+    model = load_weights(build_hubert(ck.hubert_config), ck.state["model"], str(ck.path))
     model.normalize_waveform = ck.normalize
     return model
 

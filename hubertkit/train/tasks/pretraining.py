@@ -12,7 +12,7 @@ from hubertkit.config.train import HubertCriterionConfig, TrainConfig
 from hubertkit.data.dataset import HubertDataset, check_same_kmeans, load_label_sets
 from hubertkit.data.manifest import manifest_path
 from hubertkit.errors import HubertkitError
-from hubertkit.model.hubert import HubertModel
+from hubertkit.model.disentangle import build_hubert
 from hubertkit.train.tasks.base import Ratio, Stats
 
 
@@ -47,7 +47,7 @@ class PretrainingTask:
         num_speakers = len(self.datasets[0].speaker_names) if self.cfg.task.feat_dir else 0
         arch = HubertConfig.from_dict({**self.cfg.model.to_dict(), "num_speakers": num_speakers,
                                        "num_classes": [ls.num_classes for ls in self.label_sets]})
-        model = HubertModel(arch)
+        model = build_hubert(arch)
         model.normalize_waveform = self.cfg.task.normalize
         return model
 
