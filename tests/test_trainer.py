@@ -313,6 +313,20 @@ def test_continued_pretraining_from_a_fairseq_checkpoint_with_a_new_k(labelled, 
     assert [r["update"] for r in log_records(tmp_path / "cont")] == [1, 2, 3, 4, 5]  # resumed, not started again
 
 
+def test_a_warm_start_reads_its_checkpoint_once(labelled, tmp_path, monkeypatch):
+    from hubertkit.config import load_config
+    from hubertkit.model.io import export
+    from hubertkit.train.trainer import Trainer
+
+    train("demo", overrides(labelled, tmp_path / "first", **{"optimization.max_update": 1}), progress=False)
+    export(tmp_path / "first" / "checkpoint_last.pt", tmp_path / "released.pt", "fairseq")
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **kw: reads.append(str(f)) or load(f, *a, **kw))
+    args = overrides(labelled, tmp_path / "cont", **{"checkpoint.finetune_from_model": tmp_path / "released.pt"})
+    Trainer(load_config("demo", args), progress=False).lock.release()
+    assert reads.count(str(tmp_path / "released.pt")) == 1
+
+
 def test_restore_file_and_the_reset_flags_do_what_fairseqs_do(labelled, tmp_path):
     train("demo", overrides(labelled, tmp_path / "a", **{"optimization.max_update": 4}), progress=False)
     a = torch.load(tmp_path / "a" / "checkpoint_last.pt", weights_only=True)

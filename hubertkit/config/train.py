@@ -9,6 +9,7 @@ YAMLs in ``configs/`` set only what differs from it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,11 @@ class OptimizationConfig:
     update_freq: list[int] = key(factory=lambda: [1], check=(lambda v: len(v) == 1 and v[0] >= 1, "one integer >= 1 "
                                                              "in a list (fairseq's per-epoch lists are not implemented)"))
     sentence_avg: bool = False  # CTC: normalise gradients per utterance, not per frame
+
+    @property
+    def update_limit(self) -> float:
+        """``max_update`` as a bound: 0 means none (as fairseq), and ``max_epoch`` ends the run."""
+        return self.max_update or math.inf
 
 
 @dataclass(frozen=True)

@@ -73,11 +73,12 @@ HEAD_GROUPS = {"label set": ("label_embs_concat", "final_proj."), "mask embeddin
                "speaker adversary": ("speaker_adversary.",), "pitch output": ("pitch_head.",)}
 
 
-def starting_weights(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+def starting_weights(path: str | os.PathLike, trust_pickle: bool = False, state=UNREAD) -> dict[str, torch.Tensor]:
     """The weights of any HuBERT checkpoint hubertkit reads (its own, fairseq's, a
-    transformers folder, torchaudio's, s3prl's), under hubertkit's names: to start from."""
+    transformers folder, torchaudio's, s3prl's), under hubertkit's names: to start from
+    (``state``: the file's contents as ``read_state`` gave them, when already read)."""
     path = Path(path)
-    state = read_state(path) if path.is_file() else UNREAD
+    state = read_state(path) if path.is_file() and state is UNREAD else state
     if isinstance(state, dict) and is_torchaudio(state):
         return _finite_weights(torchaudio_to_ours(state), path)
     return load_model(path, trust_pickle, state).state_dict()

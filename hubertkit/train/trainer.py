@@ -30,7 +30,7 @@ from hubertkit.data.batching import Batches, batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import FolderLock, write_text
-from hubertkit.model.checkpoint import read_checkpoint
+from hubertkit.model.checkpoint import UNREAD, read_checkpoint, read_state
 from hubertkit.model.io import starting_weights, warm_start
 from hubertkit.progress import progress_bar
 from hubertkit.train.checkpoint import (
@@ -232,7 +232,8 @@ class Trainer:
         disentangling heads of another shape start fresh), the rest unless reset. A
         checkpoint of another program, or one whose heads changed, has no optimizer
         state for this model, so it needs ``reset_optimizer`` and ``reset_dataloader``."""
-        ck = read_checkpoint(path) if path.is_file() else None
+        contents = read_state(path) if path.is_file() else UNREAD  # read once; a folder is a transformers model
+        ck = read_checkpoint(path, contents) if path.is_file() else None
         ours = ck is not None and ck.training and ck.kind == self.task.checkpoint_kind
         state = ck.state if ours else None
         same_run = path.resolve() == (self.save_dir / LAST).resolve()
@@ -241,7 +242,7 @@ class Trainer:
                                  "use another checkpoint.save_dir")
         if same_run and state["cfg"]["model"] != self.task.encoder(self.model).cfg.to_dict():
             raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
-        source = state["model"] if ours else starting_weights(path, self.trust_pickle)
+        source = state["model"] if ours else starting_weights(path, self.trust_pickle, contents)
         weights, fresh = warm_start(self._full_model_state(), source, str(path))
         if not (reset_optimizer and reset_dataloader) and (not ours or fresh):
             why = "is not a hubertkit training checkpoint" if not ours else f"has another {' and '.join(fresh)}"
@@ -467,7 +468,7 @@ class Trainer:
         (non-finite) update, whose update number has been seen already."""
         cfg, u = self.cfg, self.num_updates
         max_epoch = cfg.optimization.max_epoch
-        last = u >= (cfg.optimization.max_update or math.inf) or (end_of_epoch and bool(max_epoch) and self.epoch >= max_epoch)
+        last = u >= cfg.optimization.update_limit or (end_of_epoch and bool(max_epoch) and self.epoch >= max_epoch)
 
         def every(updates: int) -> bool:
             return stepped and bool(updates) and u % updates == 0
@@ -483,7 +484,7 @@ class Trainer:
 
     def run(self) -> dict:
         cfg = self.cfg
-        max_update, freq = cfg.optimization.max_update or math.inf, cfg.optimization.update_freq[0]  # 0: no limit
+        max_update, freq = cfg.optimization.update_limit, cfg.optimization.update_freq[0]
         logger = MetricsLogger(self.save_dir, cfg, enabled=self.dist.main, resumed_at=self.num_updates)
         bar = progress_bar(total=cfg.optimization.max_update or None, initial=self.num_updates, unit="upd", desc="train",
                    disable=not (self.progress and self.dist.main), dynamic_ncols=True)
