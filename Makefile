@@ -21,10 +21,11 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 	$(PIP) -e '.[asr]'
 	touch $@
 
-# the reference ABX, without its torchaudio pin (tests/test_abx.py compiles its DTW)
+# the reference ABX and s3prl's copy of fairseq's HuBERT, without their torchaudio pins
+# (tests/test_abx.py compiles the ABX's DTW; tests/test_model_reference.py runs the model)
 $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(PIP) -e '.[test]'
-	$(PIP) --no-deps zerospeech-libriabx==1.0.5
+	$(PIP) --no-deps zerospeech-libriabx==1.0.5 espnet-s3prl==2026.5.14
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
