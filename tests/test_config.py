@@ -350,16 +350,21 @@ def test_a_run_needs_an_end_and_a_schedule_a_length():
     assert cfg.optimization.max_update == 0  # fairseq's meaning: no limit; max_epoch ends the run
 
 
-def test_help_config_lists_every_key_with_its_default_and_rules(capsys):
+def test_help_config_lists_every_key_with_its_default_help_and_rules(capsys):
     from hubertkit.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["train", "--help-config"])
     out = capsys.readouterr().out
     assert e.value.code == 0
-    assert "  model.mask_prob = 0.65  (must be in [0, 1])" in out
-    assert "  optimization.clip_norm = 0.0  (must be >= 0 (0: no clipping))" in out
-    assert "  model.mask_selection = 'static'  (only this value: only fixed-length spans" in out
+    flat = " ".join(out.split())  # help lines are wrapped
+    assert "model.mask_prob = 0.65 share of frames that start a masked span" in flat and "(must be in [0, 1])" in flat
+    assert "optimization.clip_norm = 0.0 clip the gradient to this norm (must be >= 0 (0: no clipping))" in flat
+    assert "model.mask_selection = 'static' how span lengths are drawn (only this value: only fixed-length spans" in flat
+    # the fine-tuning network's encoder keys say what the pretraining network's say, at their own defaults
+    assert "model.mask_prob = 0.5 share of frames that start a masked span" in flat
     for group, classes in train_config.all_sections().items():
         for cls in classes:
-            assert all(f"  {group}.{f.name} = " in out for f in dataclasses.fields(cls) if f.name != "_name"), cls
+            for f in dataclasses.fields(cls):
+                if f.name != "_name":
+                    assert f.metadata.get("help") and f"  {group}.{f.name} = " in out, (cls, f.name)

@@ -1,7 +1,8 @@
 """A config key and its rules in one place: its dataclass field.
 
-``key(default, ...)`` is ``dataclasses.field`` with the key's rules as metadata:
+``key(default, ...)`` is ``dataclasses.field`` with the key's help and rules as metadata:
 
+- ``help``: what the key does, in a line (every key has one; ``--help-config`` prints it);
 - ``check``: ``(predicate, "what it must be")``, refused at load when false;
 - ``only``: why hubertkit implements a fairseq key at its default value only (any other
   value is refused rather than trained as if it were not there);
@@ -16,6 +17,7 @@ and ``describe`` prints every key for ``hubertkit train --help-config``.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from dataclasses import MISSING, field
 from typing import Any, Callable
 
@@ -28,14 +30,21 @@ UNIT_INTERVAL = (lambda v: 0 <= v < 1, "in [0, 1)")
 EPOCHS = (lambda v: v >= 0, ">= 0 epochs (0: never at an epoch's end)")
 
 
-def key(default: Any = MISSING, *, factory: Callable | None = None, check: tuple[Callable, str] | None = None,
-        only: str | None = None, no_effect: str | None = None, departs: str | None = None):
-    """A dataclass field carrying its rules (see the module docstring)."""
-    meta = {name: value for name, value in (("check", check), ("only", only), ("no_effect", no_effect),
+def key(default: Any = MISSING, help: str | None = None, *, factory: Callable | None = None,
+        check: tuple[Callable, str] | None = None, only: str | None = None, no_effect: str | None = None,
+        departs: str | None = None):
+    """A dataclass field carrying its help and rules (see the module docstring)."""
+    meta = {name: value for name, value in (("help", help), ("check", check), ("only", only), ("no_effect", no_effect),
                                             ("departs", departs)) if value is not None}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def same_as(cls: type, name: str, default: Any = MISSING) -> dataclasses.Field:
+    """Another section's key of the same name (help and rules), with its default or ``default``."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field(default=default_of(f) if default is MISSING else default, metadata=f.metadata)
 
 
 def default_of(f: dataclasses.Field) -> Any:
@@ -70,6 +79,8 @@ def describe(sections: dict[str, list[type]]) -> str:
                     continue
                 note = "; ".join(text.format(f.metadata[k][1] if k == "check" else f.metadata[k])
                                  for k, text in RULES.items() if k in f.metadata)
-                lines.append(f"  {group}.{f.name} = {default_of(f)!r}" + (f"  ({note})" if note else ""))
+                lines.append(f"  {group}.{f.name} = {default_of(f)!r}")
+                text = f.metadata.get("help", "") + (f" ({note})" if note else "")
+                lines.append(textwrap.fill(text, 100, initial_indent=" " * 6, subsequent_indent=" " * 6))
             lines.append("")
     return "\n".join(lines)

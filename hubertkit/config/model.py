@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hubertkit.config.keys import AT_LEAST_1, UNIT_INTERVAL, key
 from hubertkit.errors import HubertkitError
@@ -16,66 +16,75 @@ from hubertkit.errors import HubertkitError
 
 @dataclass(frozen=True)
 class HubertConfig:
-    # label rate of the targets (Hz); 100 for MFCC labels, 50 for HuBERT-layer labels. fairseq's
-    # is ${task.label_rate}; here the model holds it (checkpoints record it) and task.label_rate
-    # -1 takes it
-    label_rate: float = key(50.0, departs="the model records its label rate")
-    # classes per label set: len(dictionary) including fairseq's 4 special symbols
-    num_classes: list[int] = field(default_factory=lambda: [504])
+    label_rate: float = key(50.0, "frame rate of the labels in Hz: 100 for MFCC labels, 50 for labels from a HuBERT layer",
+                            departs="the model records its label rate (fairseq's is ${task.label_rate})")
+    num_classes: list[int] = key(factory=lambda: [504], help="classes per label set, fairseq's 4 special symbols included; "
+                                 "training sets it from the label dictionaries")
 
     # convolutional feature extractor
-    extractor_mode: str = "default"  # "default": group norm in layer 1; "layer_norm": every layer
-    conv_feature_layers: str = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
-    conv_bias: bool = False
-    feature_grad_mult: float = 1.0
+    extractor_mode: str = key("default", "'default': group norm in the first conv layer (Base); 'layer_norm': layer "
+                              "norm in every conv layer (Large, X-Large)")
+    conv_feature_layers: str = key("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
+                                   "the conv stack as a Python list of (channels, kernel, stride); its strides set "
+                                   "the frame rate (320 samples: 50 Hz)")
+    conv_bias: bool = key(False, "whether the conv layers have biases")
+    feature_grad_mult: float = key(1.0, "scales the gradient that reaches the conv stack (0 freezes it)")
 
     # transformer encoder
-    encoder_layers: int = 12
-    encoder_embed_dim: int = 768
-    encoder_ffn_embed_dim: int = 3072
-    encoder_attention_heads: int = 12
-    activation_fn: str = "gelu"
-    layer_norm_first: bool = False  # False: post-LN (Base); True: pre-LN (Large, X-Large)
-    conv_pos: int = 128
-    conv_pos_groups: int = 16
+    encoder_layers: int = key(12, "Transformer layers")
+    encoder_embed_dim: int = key(768, "width of the Transformer")
+    encoder_ffn_embed_dim: int = key(3072, "inner width of each layer's feed-forward block")
+    encoder_attention_heads: int = key(12, "attention heads per layer")
+    activation_fn: str = key("gelu", "activation of the feed-forward blocks: 'gelu' or 'relu'")
+    layer_norm_first: bool = key(False, "false: LayerNorm after each block (post-LN, Base); true: before it (pre-LN, "
+                                        "Large, X-Large)")
+    conv_pos: int = key(128, "kernel width of the convolutional positional embedding, in frames")
+    conv_pos_groups: int = key(16, "groups of the convolutional positional embedding")
 
     # dropouts
-    dropout: float = key(0.1, check=UNIT_INTERVAL)
-    attention_dropout: float = key(0.1, check=UNIT_INTERVAL)
-    activation_dropout: float = 0.0
-    encoder_layerdrop: float = key(0.0, check=UNIT_INTERVAL)
-    dropout_input: float = 0.0
-    dropout_features: float = key(0.0, no_effect="fairseq's HuBERT applies it to a copy of the features that nothing reads")
+    dropout: float = key(0.1, "dropout in the Transformer layers", check=UNIT_INTERVAL)
+    attention_dropout: float = key(0.1, "dropout of the attention weights", check=UNIT_INTERVAL)
+    activation_dropout: float = key(0.0, "dropout after the feed-forward activation")
+    encoder_layerdrop: float = key(0.0, "probability of skipping a whole Transformer layer in training", check=UNIT_INTERVAL)
+    dropout_input: float = key(0.0, "dropout of the projected conv features before masking")
+    dropout_features: float = key(0.0, "dropout of the unmasked conv features",
+                                  no_effect="fairseq's HuBERT applies it to a copy of the features that nothing reads")
 
     # masking over time
-    mask_length: int = key(10, check=AT_LEAST_1)
-    mask_prob: float = key(0.65, check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
-    mask_selection: str = key("static", only="only fixed-length spans (static) are implemented")
-    mask_other: float = key(0.0, only="it only shapes mask_selection other than static")
-    no_mask_overlap: bool = key(False, only="mask spans may overlap, as fairseq's default")
-    mask_min_space: int = key(1, only="it only applies with no_mask_overlap")
+    mask_length: int = key(10, "frames per masked span", check=AT_LEAST_1)
+    mask_prob: float = key(0.65, "share of frames that start a masked span (spans may overlap, so fewer frames are "
+                                 "masked)", check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    mask_selection: str = key("static", "how span lengths are drawn", only="only fixed-length spans (static) are implemented")
+    mask_other: float = key(0.0, "a parameter of span-length distributions other than static",
+                            only="it only shapes mask_selection other than static")
+    no_mask_overlap: bool = key(False, "keep masked spans apart", only="mask spans may overlap, as fairseq's default")
+    mask_min_space: int = key(1, "frames between spans with no_mask_overlap", only="it only applies with no_mask_overlap")
     # masking over channels
-    mask_channel_length: int = 10
-    mask_channel_prob: float = 0.0
-    mask_channel_selection: str = key("static", only="only fixed-length spans (static) are implemented")
-    mask_channel_other: float = key(0.0, only="it only shapes mask_channel_selection other than static")
-    no_mask_channel_overlap: bool = key(False, only="mask spans may overlap, as fairseq's default")
-    mask_channel_min_space: int = key(1, only="it only applies with no_mask_channel_overlap")
+    mask_channel_length: int = key(10, "channels per masked channel span")
+    mask_channel_prob: float = key(0.0, "share of channels that start a zeroed span (0: no channel masking)")
+    mask_channel_selection: str = key("static", "how channel span lengths are drawn",
+                                      only="only fixed-length spans (static) are implemented")
+    mask_channel_other: float = key(0.0, "a parameter of channel span-length distributions other than static",
+                                    only="it only shapes mask_channel_selection other than static")
+    no_mask_channel_overlap: bool = key(False, "keep channel spans apart",
+                                        only="mask spans may overlap, as fairseq's default")
+    mask_channel_min_space: int = key(1, "channels between spans with no_mask_channel_overlap",
+                                      only="it only applies with no_mask_channel_overlap")
 
     # prediction head
-    final_dim: int = 0  # 0: encoder_embed_dim
-    untie_final_proj: bool = False
-    logit_temp: float = 0.1
-    target_glu: bool = False
-    skip_masked: bool = False
-    skip_nomask: bool = False
+    final_dim: int = key(0, "width of the projection compared with the label embeddings (0: encoder_embed_dim)")
+    untie_final_proj: bool = key(False, "one projection per label set instead of one shared")
+    logit_temp: float = key(0.1, "temperature dividing the cosine similarities")
+    target_glu: bool = key(False, "a GLU on the label embeddings before scoring", only="HuBERT's recipes do not use it")
+    skip_masked: bool = key(False, "do not score masked frames")
+    skip_nomask: bool = key(False, "do not score unmasked frames")
 
     # disentangling variant (docs/disentangle.md); layers are 1-based, 0 = no head
-    speaker_layer: int = 0  # the layer whose pooled output feeds the speaker adversary
-    num_speakers: int = 0  # len(dict.spk.txt); the trainer sets it
-    grl_scale: float = 1.0  # gradient-reversal strength after the warm-up
-    grl_warmup_updates: int = 0  # linear ramp of the reversal from 0
-    pitch_layer: int = 0  # the layer that feeds the pitch output
+    speaker_layer: int = key(0, "layer whose pooled output feeds the speaker adversary (0: none)")
+    num_speakers: int = key(0, "speakers the adversary tells apart; training sets it from dict.spk.txt")
+    grl_scale: float = key(1.0, "strength of the gradient reversal after its warm-up")
+    grl_warmup_updates: int = key(0, "updates over which the reversal ramps up from 0")
+    pitch_layer: int = key(0, "layer that feeds the pitch output (0: none)")
 
     @property
     def conv_layers(self) -> list[tuple[int, int, int]]:
