@@ -23,10 +23,9 @@ def find_corpus(corpus: str | None = None) -> Path:
     return c
 
 
-def run_demo(
-    out: str = "demo_out", corpus: str | None = None, jobs: int = 2, progress: bool = True, max_update: int | None = None,
-    until: str | None = None,
-) -> str:
+def demo_tree(out: str = "demo_out", corpus: str | None = None, jobs: int = 2, max_update: int | None = None) -> dict:
+    """The demo's pipeline config as a YAML tree (``parse_pipeline`` reads it): for
+    ``run_demo``, and for experiments that change one stage of the demo's run."""
     corpus_dir = find_corpus(corpus).resolve()
     path = config_dir_default() / "pipeline_demo.yaml"
     tree = read_yaml_mapping(path, "pipeline config")  # the demo's changes go into the YAML's tree, before parsing
@@ -45,7 +44,15 @@ def run_demo(
             extend(it, f"lr_scheduler.total_num_update={max_update}")
         if tree.get("unit_asr"):
             extend(tree["unit_asr"], f"dataset.validate_interval_updates={max_update}")
-    result = run_pipeline(parse_pipeline(tree, path.parent), until=until, progress=progress)
+    return tree
+
+
+def run_demo(
+    out: str = "demo_out", corpus: str | None = None, jobs: int = 2, progress: bool = True, max_update: int | None = None,
+    until: str | None = None,
+) -> str:
+    tree = demo_tree(out, corpus, jobs, max_update)
+    result = run_pipeline(parse_pipeline(tree, config_dir_default()), until=until, progress=progress)
     if "report" not in result:
         return f"stopped after {result['stopped']}; outputs in {out}"
     report = Path(result["report"])
