@@ -84,7 +84,8 @@ class DisentangledHubert(HubertModel):
                 if head is not None:
                     head.apply(init_bert_params)
 
-    def forward(self, wav, targets=None, padding_mask=None, mask=True, generator=None, num_updates: int = 0) -> dict:
+    def forward(self, wav: torch.Tensor, targets: list[torch.Tensor] | None = None, padding_mask: torch.Tensor | None = None,
+                mask: bool = True, generator: torch.Generator | None = None, num_updates: int = 0) -> dict:
         """HuBERT's forward, plus the heads' outputs; ``num_updates`` (completed updates)
         sets the gradient-reversal warm-up."""
         out = super().forward(wav, targets, padding_mask, mask, generator, num_updates, all_layers=True)
