@@ -1,7 +1,8 @@
 """How much the demo's unit-ASR comparison moves: the unit-ASR stages of a finished
 ``hubertkit demo`` run trained again with other seeds (``common.seed``: initialisation,
 batch order, dropout) on the same units. Every stage upstream is the demo's own and is
-skipped; the run's own scores are read first.
+skipped; the run's own scores are read first. Run it with the hubertkit that ran the
+demo (the stages record the corpus path; it refuses another).
 
     hubertkit demo --out demo_out
     python experiments/demo_unit_asr_seeds.py --demo-out demo_out --seeds 2 3 --out runs/demo_unit_asr_seeds
@@ -40,6 +41,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     tree = demo_tree(args.demo_out, jobs=args.jobs)
+    made_from = json.loads((Path(args.demo_out) / "stages" / "manifest.json").read_text())["inputs"]["corpus"]
+    if made_from != tree["corpus"]:  # the stages' digests hold the corpus path: every stage would run again
+        raise SystemExit(f"{args.demo_out} is the demo of the hubertkit at {made_from}, not of this one "
+                         f"({tree['corpus']}): run this script with that installation")
     iterations = tree["unit_asr"].get("iterations") or [it["name"] for it in tree["iterations"]]
     demo_out = Path(args.demo_out)
     results = {"demo": scores(demo_out, iterations)}
