@@ -22,8 +22,9 @@ from hubertkit.config.model import HubertConfig
 @dataclass(frozen=True)
 class CommonConfig:
     seed: int = key(1, "seed of the initial weights, the data order, the crops and the masks")
-    fp16: bool = key(False, "float16 mixed precision with a dynamic loss scale (GPU)")
-    bf16: bool = key(False, "bfloat16 mixed precision (GPU); the default where the GPU supports it, unless fp16")
+    fp16: bool = key(False, "mixed precision on a GPU: bfloat16 where the GPU supports it, else float16 with a dynamic "
+                            "loss scale")
+    bf16: bool = key(False, "bfloat16 mixed precision on a GPU")
     log_interval: int = key(100, "updates between log lines", check=AT_LEAST_1)
     log_format: str | None = key(None, "'json': one JSON line per log interval on stdout; anything else: a progress bar")
     tensorboard_logdir: str | None = key(None, "also log to TensorBoard in this folder (needs tensorboard)")
