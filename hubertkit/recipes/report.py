@@ -240,10 +240,12 @@ def unit_asr_section(cfg, qualities: dict) -> list[str]:
         lines.append(f"| {name} labels | {pnmi_text} | {r['updates']} | {r['cer']:.3f} | {r['wer']:.3f} |")
     untrained = [name for name, r in scores.items() if r["wer"] >= 1.0]
     if untrained:
-        lines += ["", f"The models on {', '.join(untrained)}'s units make at least as many word errors as there are "
-                  "reference words (WER >= 1): they have not learnt the task, so their CERs differ by chance (another "
-                  "seed or thread count moves them more than they differ) and the table shows that the stage runs, not "
-                  "which units are better (docs/unit_asr.md)."]
+        names = " and ".join([", ".join(untrained[:-1]), untrained[-1]] if len(untrained) > 1 else untrained)
+        one = len(untrained) == 1
+        lines += ["", f"The unit-ASR {'model' if one else 'models'} of {names} {'makes' if one else 'make'} at least as many "
+                  "word errors as there are reference words (WER >= 1). A model that has not learnt the task has a CER "
+                  "that another seed or thread count moves more than the units do: the table shows that the stage "
+                  "runs, not which units are better (docs/unit_asr.md)."]
     return lines + [""]
 
 
