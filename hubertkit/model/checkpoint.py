@@ -20,6 +20,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,6 +109,16 @@ def _looks_like_torch(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(2)
     return zipfile.is_zipfile(path) or head[:1] == b"\x80"
+
+
+def read_path(path: str | os.PathLike) -> tuple[Any, Checkpoint | None]:
+    """What a command that takes any model reads, read once: the file's contents as
+    ``read_state`` gives them (``UNREAD`` for a folder, a transformers model) and, when
+    they are hubertkit's, the checked checkpoint."""
+    if not Path(path).is_file():
+        return UNREAD, None
+    state = read_state(path)
+    return state, read_checkpoint(path, state)
 
 
 def read_checkpoint(path: str | os.PathLike, state=UNREAD) -> Checkpoint | None:

@@ -19,6 +19,7 @@ from hubertkit.model.checkpoint import (
     Checkpoint,
     load_weights,
     read_checkpoint,
+    read_path,
     read_state,
     write_checkpoint,
 )
@@ -128,8 +129,7 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
 
     if fmt not in ("hf", "fairseq"):
         raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
-    state = read_state(ckpt) if Path(ckpt).is_file() else UNREAD  # read once
-    ck = read_checkpoint(ckpt, state) if state is not UNREAD else None
+    state, ck = read_path(ckpt)
     if ck is not None and ck.kind == "unit_asr":
         raise HubertkitError(f"{ckpt} holds a unit-ASR model; export converts HuBERT and fine-tuned (CTC) models")
     if ck is not None and ck.kind == "ctc":  # fine-tuned, or fine-tuning

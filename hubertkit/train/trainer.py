@@ -30,7 +30,7 @@ from hubertkit.data.batching import Batches, batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import FolderLock, write_text
-from hubertkit.model.checkpoint import UNREAD, read_checkpoint, read_state
+from hubertkit.model.checkpoint import read_path
 from hubertkit.model.io import starting_weights, warm_start
 from hubertkit.progress import progress_bar
 from hubertkit.train.checkpoint import (
@@ -232,8 +232,7 @@ class Trainer:
         disentangling heads of another shape start fresh), the rest unless reset. A
         checkpoint of another program, or one whose heads changed, has no optimizer
         state for this model, so it needs ``reset_optimizer`` and ``reset_dataloader``."""
-        contents = read_state(path) if path.is_file() else UNREAD  # read once; a folder is a transformers model
-        ck = read_checkpoint(path, contents) if path.is_file() else None
+        contents, ck = read_path(path)
         ours = ck is not None and ck.training and ck.kind == self.task.checkpoint_kind
         state = ck.state if ours else None
         same_run = path.resolve() == (self.save_dir / LAST).resolve()
