@@ -5,6 +5,7 @@ table from alignments; the command on the espeak corpus."""
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import types
@@ -134,3 +135,91 @@ def test_command_on_a_dump_units_and_a_model(labelled, demo_dir, tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["abx", str(tmp_path / "m.pt"), *common, "--layer", "9"])
     assert "--layer must be in 0..3" in capsys.readouterr().err
+
+
+def abx_refusal(capsys, *args):
+    """``hubertkit abx ARGS`` exits 2 with a message (no traceback); the message."""
+    from hubertkit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["abx", *map(str, args), "-q"])
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def units_jsonl(labelled, path, transform=lambda line: [int(t) for t in line.split()]):
+    from hubertkit.data.manifest import read_manifest
+
+    manifest = read_manifest(labelled / "tsv" / "train.tsv")
+    lines = (labelled / "labels" / "train.km").read_text().splitlines()
+    path.write_text("".join(json.dumps({"utt": os.path.relpath(u.path, manifest.root), "units": transform(line)}) + "\n"
+                            for u, line in zip(manifest.utterances, lines)))
+    return path
+
+
+def test_non_finite_features_and_bad_units_are_refused(labelled, demo_dir, tmp_path, capsys):
+    common = [labelled / "tsv", "train", "--alignments", demo_dir / "alignments.jsonl"]
+    shutil.copytree(labelled / "feat", tmp_path / "feat")
+    for name, value in (("nan", np.nan), ("inf", np.inf)):
+        feats = np.load(labelled / "feat" / "train_1_2.npy")
+        feats[100:110] = value
+        np.save(tmp_path / "feat" / "train_1_2.npy", feats)
+        assert "hold NaN or infinite values (10 of" in abx_refusal(capsys, tmp_path / "feat", *common)
+    km = (labelled / "labels" / "train.km").read_text().splitlines()
+    (tmp_path / "neg.km").write_text("\n".join(["-1 " + km[0], *km[1:]]) + "\n")
+    assert "neg.km:1: labels must be non-negative integers" in abx_refusal(capsys, tmp_path / "neg.km", *common)
+    assert "neg.km:1" in abx_refusal(capsys, tmp_path / "neg.km", *common, "--km", labelled / "km20.pt")
+    for name, transform, message in (
+        ("negative", lambda line: [-1] + [int(t) for t in line.split()], "unit ids must be non-negative integers below 2**63, got -1"),
+        ("float", lambda line: [float(t) + 0.5 for t in line.split()], "units must be a list of integers"),
+        ("text", lambda line: line, "units must be a list of integers"),
+    ):
+        path = units_jsonl(labelled, tmp_path / f"{name}.jsonl", transform)
+        assert f"{name}.jsonl:1: {message}" in abx_refusal(capsys, path, *common)
+    (tmp_path / "broken.jsonl").write_text('{"utt": "f1/f1_000", "units": [1, 2]}\n{"utt": \n')
+    assert "broken.jsonl:2: expected {'utt': ..., 'units': [...]}" in abx_refusal(capsys, tmp_path / "broken.jsonl", *common)
+    (tmp_path / "nokey.jsonl").write_text('{"utt": "f1/f1_000"}\n')
+    assert "nokey.jsonl:1: expected" in abx_refusal(capsys, tmp_path / "nokey.jsonl", *common)
+
+
+def test_huge_unit_ids_score_as_their_ranks(labelled, demo_dir, tmp_path):
+    """One-hot frames compare only by equality: ids times 10^12 (a 3.6 TiB one-hot before)
+    score exactly as the ids themselves."""
+    from hubertkit.recipes.abx import abx
+
+    kw = dict(alignments=demo_dir / "alignments.jsonl", progress=False)
+    small = abx(units_jsonl(labelled, tmp_path / "a.jsonl"), labelled / "tsv", "train", **kw)
+    huge = abx(units_jsonl(labelled, tmp_path / "b.jsonl", lambda line: [int(t) * 10**12 + 7 for t in line.split()]),
+               labelled / "tsv", "train", **kw)
+    assert huge["scores"] == small["scores"] and 0 < small["scores"]["units"]["across"] < 0.5, small
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--rate", "nan", "--rate must be a positive number"), ("--rate", "0", "--rate must be a positive number"),
+    ("--rate", "-100", "--rate must be a positive number"), ("--max-size-group", "0", "--max-size-group must be at least 2"),
+    ("--max-x-across", "0", "--max-x-across must be at least 1"), ("--seed", "-1", "--seed must be a non-negative"),
+])
+def test_out_of_range_options_are_refused_before_any_work(tmp_path, capsys, flag, value, message):
+    # the paths need not exist: the options are checked first
+    assert message in abx_refusal(capsys, tmp_path / "feat", tmp_path, "train", "--alignments", tmp_path / "a.jsonl", flag, value)
+
+
+def test_bad_item_files_and_alignment_times_are_refused(tmp_path):
+    (tmp_path / "latin1.item").write_bytes("#h\nf 0.1 0.2 \xe9 b c s\n".encode("latin-1"))
+    with pytest.raises(HubertkitError, match="latin1.item is not UTF-8 text"):
+        read_item_file(tmp_path / "latin1.item")
+    for times in ("nan 0.2", "0.1 inf", "0.3 0.2"):
+        (tmp_path / "t.item").write_text(f"#h\nf {times} a b c s\n")
+        with pytest.raises(HubertkitError, match="t.item:2: .*must be finite, 0 <= onset < offset"):
+            read_item_file(tmp_path / "t.item")
+    aligned = {"s/a": [("K", 0.1, 0.2), ("AE", 0.2, float("inf")), ("T", 0.3, 0.4)]}
+    with pytest.raises(HubertkitError, match="alignment of s/a has a phone 'AE' at a non-finite time"):
+        items_from_alignments(aligned, {"s/a": "s"})
+
+
+def test_one_speaker_cannot_be_scored_across_speakers():
+    feats, items = random_case(0, False)
+    items.speaker = ["s0"] * len(items)
+    with pytest.raises(HubertkitError, match=r"no across-speaker ABX triplet.*1 speaker\(s\).*--mode within"):
+        abx_error_rates(feats, items, 100)
+    assert set(abx_error_rates(feats, items, 100, modes=("within",))) == {"within"}

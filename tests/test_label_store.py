@@ -1,4 +1,6 @@
+import os
 import pickle
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -90,12 +92,55 @@ def test_a_pickled_store_maps_the_files_again(tmp_path):
     assert pickle.loads(data)[399].tolist() == lines[399]
 
 
-def test_an_inconsistent_store_is_refused(tmp_path):
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-1])
+
+
+def _garble(path):
+    path.write_bytes(b"\x93NUMPY garbage" + path.read_bytes()[14:])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: np.save(d / "train.km.offsets.npy", np.array([0, 1])),  # offsets of another file
+    lambda d: _truncate(d / "train.km.values.npy"),
+    lambda d: (d / "train.km.values.npy").write_bytes(b""),
+    lambda d: _garble(d / "train.km.values.npy"),
+    lambda d: np.save(d / "train.km.offsets.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True),
+    lambda d: np.save(d / "train.km.values.npy", np.array([1.5, 2.5, 3.5])),
+], ids=["offsets", "truncated", "empty", "garbled", "pickled", "float"])
+def test_a_damaged_store_is_rebuilt(tmp_path, damage):
     write_lines(tmp_path / "train.km", [[1, 2], [3]])
     open_store(tmp_path / "train.km")
-    np.save(tmp_path / "train.km.offsets.npy", np.array([0, 1]))
-    with pytest.raises(HubertkitError, match="inconsistent"):
-        open_store(tmp_path / "train.km")
+    damage(tmp_path)
+    assert_same(open_store(tmp_path / "train.km"), [[1, 2], [3]])
+
+
+@pytest.mark.parametrize("how", ["touch -r", "cp -p", "recreate"])
+def test_an_edit_that_keeps_size_and_mtime_is_noticed(tmp_path, how):
+    path = tmp_path / "train.km"
+    write_lines(path, [[1, 2], [3]])
+    assert open_store(path)[1].tolist() == [3]
+    before = os.stat(path)
+    if how == "touch -r":  # edited in place, then its times put back
+        with open(path, "r+") as f:
+            f.write("5")
+    elif how == "cp -p":
+        write_lines(tmp_path / "other.km", [[5, 2], [3]])
+        shutil.copy2(tmp_path / "other.km", path)
+    else:  # removed and written again (a file system may reuse the inode)
+        path.unlink()
+        write_lines(path, [[5, 2], [3]])
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.path.getsize(path) == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
+    assert open_store(path)[0].tolist() == [5, 2]
+
+
+def test_an_empty_cache_variable_means_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUBERTKIT_CACHE", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(label_store.os, "access", lambda path, mode: False)
+    assert label_store.store_base(tmp_path / "x.km").is_relative_to(tmp_path / "home" / ".cache" / "hubertkit")
 
 
 def test_a_bad_line_in_a_later_block_is_named_by_its_line_in_the_file(tmp_path, monkeypatch):

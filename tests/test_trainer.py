@@ -391,3 +391,21 @@ def test_max_update_0_means_no_limit_and_max_epoch_ends_the_run(labelled, tmp_pa
     one = train("demo", overrides(labelled, tmp_path / "one", **{"optimization.max_update": 0, "optimization.max_epoch": 1}),
                 progress=False)
     assert one["num_updates"] > 0 and two["num_updates"] == 2 * one["num_updates"]
+
+
+def test_the_first_update_of_a_warm_up_moves_no_weight(labelled, tmp_path):
+    """fairseq's trainer sets the learning rate for update 0 before the first step, so with
+    a warm-up the first update runs at rate 0: after it every weight equals the start."""
+    from hubertkit.config import load_config
+    from hubertkit.train.trainer import Trainer
+
+    cfg = load_config("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 1}))
+    trainer = Trainer(cfg, progress=False)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.run()["num_updates"] == 1
+    after = weights(tmp_path / "ck")
+    assert all(torch.equal(after[k], v) for k, v in start.items())
+    record = log_records(tmp_path / "ck")[0]
+    assert record["lr"] == 0.0 and record["loss"] > 0
+    train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 2}), progress=False)
+    assert not all(torch.equal(weights(tmp_path / "ck")[k], v) for k, v in start.items())

@@ -59,6 +59,8 @@ def items_from_alignments(alignments: Mapping[str, list[tuple[str, float, float]
     for key, phones in alignments.items():
         for k in range(1, len(phones) - 1):
             (prev, _, _), (phone, onset, offset), (nxt, _, _) = phones[k - 1 : k + 2]
+            if not (math.isfinite(onset) and math.isfinite(offset)):
+                raise HubertkitError(f"the alignment of {key} has a phone {phone!r} at a non-finite time ({onset}, {offset})")
             if not any(p in SILENCES or p.startswith("+") for p in (prev, phone, nxt)) and offset > onset:
                 rows.append((key, onset, offset, phone, prev, nxt, speakers[key]))
     if not rows:
@@ -72,15 +74,22 @@ def read_item_file(path: str | os.PathLike) -> Items:
     path = Path(path)
     if not path.is_file():
         raise HubertkitError(f"item file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise HubertkitError(f"item file {path} is not UTF-8 text (byte {e.start})") from None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines()[1:], start=2):
+    for number, line in enumerate(text.splitlines()[1:], start=2):
         fields = line.split()
         if not fields:
             continue
         try:
             if len(fields) != 7:
                 raise ValueError(f"{len(fields)} fields")
-            rows.append((fields[0], float(fields[1]), float(fields[2]), *fields[3:]))
+            onset, offset = float(fields[1]), float(fields[2])
+            if not (math.isfinite(onset) and math.isfinite(offset) and 0 <= onset < offset):
+                raise ValueError(f"onset {fields[1]} and offset {fields[2]} must be finite, 0 <= onset < offset")
+            rows.append((fields[0], onset, offset, *fields[3:]))
         except ValueError as e:
             raise HubertkitError(f"{path}:{number}: expected 'file onset offset phone prev next speaker' ({e})") from None
     if not rows:
@@ -127,6 +136,11 @@ def _tokens(features: Mapping[str, np.ndarray], items: Items, rate: float) -> _T
     for f, rows in by_file.items():
         if f not in features:
             continue
+        bad = np.flatnonzero(~np.isfinite(np.asarray(features[f])).all(axis=1))
+        if len(bad):
+            raise HubertkitError(f"the features of {f} hold NaN or infinite values ({len(bad)} of {len(features[f])} "
+                                 f"frames, the first at frame {bad[0]}): ABX of such features means nothing; "
+                                 "dump them again from a sound model")
         feats = _normalise(features[f])
         for i in rows:
             a = max(0, math.ceil(rate * items.onset[i] - 0.5))
@@ -248,6 +262,7 @@ def abx_error_rates(features: Mapping[str, np.ndarray], items: Items, rate: floa
     unknown = set(modes) - {"within", "across"}
     if unknown:
         raise HubertkitError(f"ABX modes are 'within' and 'across', got {sorted(unknown)}")
+    check_abx_options(rate, max_size_group, max_x_across, seed)
     tok = _tokens(features, items, rate)
     by_cs, by_cp = _groups(tok)
     rng = np.random.default_rng(seed)
@@ -275,8 +290,27 @@ def abx_error_rates(features: Mapping[str, np.ndarray], items: Items, rate: floa
                     cells["across"].append((s, pa, pb, a, b, x, pairs.add_all(x, a), pairs.add_all(x, b)))
     if not any(cells.values()):
         raise HubertkitError("no ABX triplet: the items need a context shared by two phones of one speaker")
+    if not cells.get("across", True):
+        raise HubertkitError(f"no across-speaker ABX triplet: no phone in a context is spoken by two of the items' "
+                             f"{tok.speaker.max() + 1} speaker(s); score within speakers only (--mode within)")
+    if not cells.get("within", True):
+        raise HubertkitError("no within-speaker ABX triplet: no speaker has two tokens of a phone in one context; "
+                             "score across speakers only (--mode across)")
     pairs.solve(tok)
-    return {mode: _mean_error(mode, found, pairs) for mode, found in cells.items() if found}
+    return {mode: _mean_error(mode, found, pairs) for mode, found in cells.items()}
+
+
+def check_abx_options(rate: float, max_size_group: int, max_x_across: int, seed: int) -> None:
+    """The options' ranges, refused before any work with the flag to change."""
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise HubertkitError(f"--rate must be a positive number of frames per second, got {rate}")
+    if max_size_group < 2:
+        raise HubertkitError(f"--max-size-group must be at least 2 (a within-speaker cell needs two tokens of A), "
+                             f"got {max_size_group}")
+    if max_x_across < 1:
+        raise HubertkitError(f"--max-x-across must be at least 1 (X speakers per cell), got {max_x_across}")
+    if seed < 0:
+        raise HubertkitError(f"--seed must be a non-negative integer, got {seed}")
 
 
 def _mean_error(mode: str, cells: list, pairs: _Pairs) -> float:

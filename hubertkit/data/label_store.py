@@ -4,10 +4,13 @@ smallest integer type that holds them, and one offset per utterance.
 The text ``.km`` stays the interchange file (fairseq reads it; hubertkit writes it). The
 store is built from it once, read by memory mapping, so no process parses labels or
 holds them as Python objects, and the processes of a node share one copy in the page
-cache. It records the size, modification time and inode of the ``.km`` it was built
-from and is rebuilt when they change. It lives beside the ``.km``
-(``train.km.values.npy``, ``train.km.offsets.npy``, ``train.km.store.json``), or in
-``$HUBERTKIT_CACHE`` (default ``~/.cache/hubertkit``) when that folder is read-only.
+cache. It records the size, inode, modification and status-change times of the ``.km``
+it was built from and is rebuilt when any of them changes: the change time is set by
+the kernel on every write, so an edit that keeps the size and restores the mtime
+(``touch -r``, ``cp -p``) is noticed too. A store whose files are damaged is rebuilt.
+It lives beside the ``.km`` (``train.km.values.npy``, ``train.km.offsets.npy``,
+``train.km.store.json``), or in ``$HUBERTKIT_CACHE`` (default ``~/.cache/hubertkit``)
+when that folder is read-only.
 """
 
 from __future__ import annotations
@@ -40,14 +43,18 @@ def store_base(label_path: str | os.PathLike) -> Path:
     path = Path(label_path)
     if os.access(path.parent, os.W_OK):
         return path
-    cache = Path(os.environ.get("HUBERTKIT_CACHE", Path.home() / ".cache" / "hubertkit"))
+    cache = Path(os.environ.get("HUBERTKIT_CACHE") or Path.home() / ".cache" / "hubertkit")  # '' is unset
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     return cache / "labels" / key / path.name
 
 
 def _fingerprint(path: Path) -> dict:
     st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+class DamagedStore(HubertkitError):
+    """The store's files do not hold what its description says (truncated, garbled)."""
 
 
 class LabelStore:
@@ -55,14 +62,21 @@ class LabelStore:
 
     def __init__(self, source: Path, base: Path, meta: dict):
         self.source, self.base = source, base
-        self.offsets = np.load(f"{base}.offsets.npy")
-        dtype = np.dtype(meta["dtype"])
-        self.values = (np.load(f"{base}.values.npy", mmap_mode="r") if meta["labels"]
-                       else np.zeros(0, dtype))  # an empty array cannot be memory-mapped
-        self.ids = np.asarray(meta["ids"], dtype=np.int64)  # every distinct label, ascending
-        self.counts = np.asarray(meta["counts"], dtype=np.int64)  # and how often it occurs
-        if len(self.offsets) != meta["utterances"] + 1 or not self.offsets[-1] == len(self.values) == meta["labels"]:
-            raise HubertkitError(f"the label store {base}.* is inconsistent: delete its files and run again")
+        try:
+            self.offsets = np.load(f"{base}.offsets.npy", allow_pickle=False)
+            dtype = np.dtype(meta["dtype"])
+            self.values = (np.load(f"{base}.values.npy", mmap_mode="r", allow_pickle=False) if meta["labels"]
+                           else np.zeros(0, dtype))  # an empty array cannot be memory-mapped
+            self.ids = np.asarray(meta["ids"], dtype=np.int64)  # every distinct label, ascending
+            self.counts = np.asarray(meta["counts"], dtype=np.int64)  # and how often it occurs
+            consistent = (self.offsets.ndim == self.values.ndim == 1 and self.offsets.dtype == np.int64
+                          and self.values.dtype == dtype and len(self.offsets) == meta["utterances"] + 1
+                          and self.offsets[0] == 0 and self.offsets[-1] == len(self.values) == meta["labels"]
+                          and bool(np.all(np.diff(self.offsets) >= 0)))
+        except (OSError, ValueError, TypeError, KeyError, EOFError):  # truncated, garbled, pickled
+            consistent = False
+        if not consistent:
+            raise DamagedStore(f"the label store {base}.* of {source} is inconsistent: delete its files and run again")
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -96,11 +110,23 @@ def open_store(label_path: str | os.PathLike, progress: bool = False) -> LabelSt
         raise HubertkitError(f"label file {source} does not exist")
     base = store_base(source)
     meta = _read_meta(source, base)
-    if meta is None:
+    if meta is not None:
+        try:
+            return LabelStore(source, base, meta)
+        except DamagedStore:
+            pass  # rebuilt below, under the lock
+    try:
         base.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(base.parent / f".{base.name}.store.lock"):
-            meta = _read_meta(source, base) or _build(source, base, progress)
-    return LabelStore(source, base, meta)
+    except OSError as e:
+        raise disk_error(base.parent, e) from None
+    with FileLock(base.parent / f".{base.name}.store.lock"):
+        meta = _read_meta(source, base)
+        if meta is not None:  # another process may have rebuilt it while this one waited
+            try:
+                return LabelStore(source, base, meta)
+            except DamagedStore:
+                pass
+        return LabelStore(source, base, _build(source, base, progress))
 
 
 class _Counter:

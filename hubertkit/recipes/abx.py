@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hubertkit.cluster.abx import Items, abx_error_rates, items_from_alignments, read_item_file, write_item_file
+from hubertkit.cluster.abx import (
+    Items,
+    abx_error_rates,
+    check_abx_options,
+    items_from_alignments,
+    read_item_file,
+    write_item_file,
+)
 from hubertkit.cluster.kmeans import load_kmeans
 from hubertkit.data.alignments import read_alignments, utterance_key
 from hubertkit.data.audio import SAMPLE_RATE, read_audio
@@ -57,25 +64,66 @@ def _frame_rate(frames: dict[str, np.ndarray], manifest) -> float:
     return float(np.round(np.median(ratios)))
 
 
+MAX_ONE_HOT = 1 << 16  # distinct unit ids at most as one-hot vectors (beyond that, give --km)
+
+
+def _unit_ids(values, where: str) -> np.ndarray:
+    """A sequence of unit ids, refused unless every one is a non-negative integer."""
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise HubertkitError(f"{where}: units must be a list of integers, got {str(values)[:60]}")
+    ids = np.asarray(values, dtype=object)
+    if len(ids) and (min(values) < 0 or max(values) >= 2**63):
+        raise HubertkitError(f"{where}: unit ids must be non-negative integers below 2**63, got "
+                             f"{min(values) if min(values) < 0 else max(values)}")
+    return ids.astype(np.int64)
+
+
+def _read_unit_file(path: Path, manifest) -> dict[str, np.ndarray]:
+    """The units of a ``hubertkit units`` JSONL or a ``.km`` label file, by utterance key."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise HubertkitError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    if path.suffix == ".jsonl":
+        seqs = {}
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                utt, units = record["utt"], record["units"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise HubertkitError(f"{path}:{number}: expected {{'utt': ..., 'units': [...]}} ({e})") from None
+            seqs[utterance_key(str(utt))] = _unit_ids(units, f"{path}:{number}")
+        return seqs
+    if len(lines) != len(manifest):
+        raise HubertkitError(f"{path} has {len(lines)} lines but {manifest.path} lists {len(manifest)} utterances")
+    seqs = {}
+    for number, (u, line) in enumerate(zip(manifest.utterances, lines), start=1):
+        tokens = line.split()
+        if not all(t.isascii() and t.isdigit() for t in tokens):
+            raise HubertkitError(f"{path}:{number}: labels must be non-negative integers, got {line[:60]!r}")
+        seqs[utterance_key(os.path.relpath(u.path, manifest.root))] = _unit_ids([int(t) for t in tokens], f"{path}:{number}")
+    return seqs
+
+
 def _units(path: Path, manifest, km_path, trust_pickle: bool) -> dict[str, np.ndarray]:
     """Units of a ``hubertkit units`` JSONL or a ``.km`` label file, one-hot, or as their
     k-means centroids when ``km_path`` is given."""
-    if path.suffix == ".jsonl":
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        seqs = {utterance_key(r["utt"]): np.asarray(r["units"], dtype=np.int64) for r in records}
-    else:
-        lines = path.read_text().splitlines()
-        if len(lines) != len(manifest):
-            raise HubertkitError(f"{path} has {len(lines)} lines but {manifest.path} lists {len(manifest)} utterances")
-        seqs = {utterance_key(os.path.relpath(u.path, manifest.root)): np.asarray(line.split(), dtype=np.int64)
-                for u, line in zip(manifest.utterances, lines)}
+    seqs = _read_unit_file(path, manifest)
     if km_path:
         centroids = load_kmeans(km_path, trust_pickle).centroids
         if max((s.max() for s in seqs.values() if len(s)), default=0) >= len(centroids):
             raise HubertkitError(f"{path} holds units beyond the {len(centroids)} clusters of {km_path}")
         return {k: centroids[s] for k, s in seqs.items()}
-    eye = np.eye(1 + max((int(s.max()) for s in seqs.values() if len(s)), default=0), dtype=np.float32)
-    return {k: eye[s] for k, s in seqs.items()}
+    # one-hot over the ids that occur: the angle between two one-hot frames depends only on
+    # whether their ids are equal, so this scores as a one-hot over every id would
+    ids = np.unique(np.concatenate([np.zeros(0, np.int64), *seqs.values()]))
+    if len(ids) > MAX_ONE_HOT:
+        raise HubertkitError(f"{path} holds {len(ids)} distinct units, too many for one-hot vectors (at most "
+                             f"{MAX_ONE_HOT}); give their k-means model (--km)")
+    eye = np.eye(max(len(ids), 1), dtype=np.float32)
+    return {k: eye[np.searchsorted(ids, s)] for k, s in seqs.items()}
 
 
 def abx(source: str | os.PathLike, tsv_dir: str | os.PathLike, split: str, alignments=None, item_file=None,
@@ -86,6 +134,7 @@ def abx(source: str | os.PathLike, tsv_dir: str | os.PathLike, split: str, align
     aligned phones. ``SOURCE``: a model checkpoint (any format hubertkit reads; ``layer``
     a number or ``"all"``), a feature dump folder (``dump-mfcc``, ``dump-hubert``), or units
     (a ``hubertkit units`` JSONL or a ``.km`` label file: one-hot, or ``km``'s centroids)."""
+    check_abx_options(1.0 if rate is None else rate, max_size_group, max_x_across, seed)  # before any work
     items = load_items(alignments, item_file)
     if write_items:
         write_item_file(items, write_items)
@@ -98,10 +147,10 @@ def abx(source: str | os.PathLike, tsv_dir: str | os.PathLike, split: str, align
         if len(shards) != len(manifest):
             raise HubertkitError(f"{source} holds {len(shards)} utterances of {split}, {manifest.path} lists {len(manifest)}")
         feats = {utterance_key(os.path.relpath(u.path, manifest.root)): f for u, f in zip(manifest.utterances, shards)}
-        found = {"features": (feats, rate or _frame_rate(feats, manifest))}
+        found = {"features": (feats, _frame_rate(feats, manifest) if rate is None else rate)}
     elif source.suffix in (".jsonl", ".km"):
         feats = _units(source, manifest, km, trust_pickle)
-        found = {"units": (feats, rate or _frame_rate(feats, manifest))}
+        found = {"units": (feats, _frame_rate(feats, manifest) if rate is None else rate)}
     else:
         model = load_model(source, trust_pickle)
         count = model.cfg.encoder_layers
@@ -109,7 +158,7 @@ def abx(source: str | os.PathLike, tsv_dir: str | os.PathLike, split: str, align
         if not all(0 <= n <= count for n in layers):
             raise HubertkitError(f"--layer must be in 0..{count} (0: the transformer's input) or 'all', got {layer}")
         every = layer_features(model, manifest, set(items.files), progress)
-        found = {f"layer {n}": (every[n], rate or SAMPLE_RATE / model.cfg.downsample) for n in layers}
+        found = {f"layer {n}": (every[n], SAMPLE_RATE / model.cfg.downsample if rate is None else rate) for n in layers}
     scores = {}
     for name, (feats, r) in progress_bar(found.items(), unit="layer", desc="abx: scoring",
                                          disable=not progress or len(found) == 1):

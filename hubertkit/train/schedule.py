@@ -8,10 +8,11 @@ import math
 
 def polynomial_decay(num_updates: int, lr: float, warmup: int, total: int, end_lr: float = 0.0, power: float = 1.0) -> float:
     """Learning rate for the update after ``num_updates`` completed ones: linear warm-up
-    to ``lr`` over ``warmup`` updates (``lr / warmup`` for the very first), then a
-    polynomial decay to ``end_lr`` at ``total``."""
+    to ``lr`` over ``warmup`` updates, then a polynomial decay to ``end_lr`` at ``total``.
+    With a warm-up the very first update has learning rate 0, as in fairseq (its trainer
+    sets the rate for update 0 before the first step), so it moves no weight."""
     if warmup > 0 and num_updates <= warmup:
-        return lr * max(num_updates, 1) / warmup
+        return lr * num_updates / warmup
     if num_updates >= total:
         return end_lr
     remaining = 1 - (num_updates - warmup) / (total - warmup)

@@ -400,10 +400,20 @@ class Trainer:
             batch = data.collate([data[i] for i in b], np.random.default_rng([self.cfg.common.seed, 0, k]))
             _, _, out = self._forward(batch, _mask_generator(self.cfg.common.seed, 0, k), False)
             add_stats(stats, out)
-        return summarize(stats if self.fsdp else self._all_sum(stats))
+        return summarize(stats if self.fsdp else self._all_sum(self._same_keys(stats)))
+
+    def _same_keys(self, stats: Stats) -> Stats:
+        """``stats`` with every key any process has (zero where this one has none): a process
+        whose share of the valid batches is empty must still enter the same collective."""
+        if self.dist.world == 1:
+            return stats
+        schemas: list = [None] * self.dist.world
+        torch.distributed.all_gather_object(schemas, {k: isinstance(v, Ratio) for k, v in stats.items()})
+        union = {k: ratio for schema in schemas for k, ratio in schema.items()}
+        return {k: stats.get(k, Ratio(0.0, 0.0) if ratio else 0.0) for k, ratio in union.items()}
 
     def _all_sum(self, stats: Stats) -> Stats:
-        """Statistics summed over processes (each key in the same order on every one)."""
+        """Statistics summed over processes (the same keys on every one, summed in sorted order)."""
         keys = sorted(stats)
         flat = [x for k in keys for x in ((stats[k].total, stats[k].count) if isinstance(stats[k], Ratio) else (stats[k],))]
         summed = iter(self.dist.all_sum([float(x) for x in flat]))
