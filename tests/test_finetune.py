@@ -2,6 +2,8 @@
 .ltr), any pretrained checkpoint, exact resume, and error rates at validation."""
 
 import json
+import re
+import shutil
 
 import pytest
 import torch
@@ -119,3 +121,44 @@ def test_pickled_fairseq_checkpoint_needs_and_takes_trust_pickle(prepared, texts
                           f"checkpoint.save_dir={tmp_path / 'ck'}", "dataset.num_workers=0", "optimization.max_update=1",
                           "dataset.max_tokens=150000"], progress=False, trust_pickle=True)
     assert r["num_updates"] == 1
+
+
+def test_a_resume_with_a_reordered_dictionary_is_refused(prepared, texts, pretrained, tmp_path):
+    """prepare-text on more text orders letters by count: the head's rows would be read as
+    other letters, and transcripts would swap them."""
+    run(prepared, texts, pretrained, tmp_path / "ck", **{"optimization.max_update": 2})
+    reordered = tmp_path / "ltr"
+    shutil.copytree(texts, reordered)
+    lines = (texts / "dict.ltr.txt").read_text().splitlines(keepends=True)
+    (reordered / "dict.ltr.txt").write_text("".join([lines[1], lines[0], *lines[2:]]))
+    first, second = lines[0].split()[0], lines[1].split()[0]
+    with pytest.raises(HubertkitError, match=rf"fine-tuned with other letters than .*dict.ltr.txt \(entry 1 is "
+                                             rf"'{re.escape(first)}' there and '{re.escape(second)}' here\)"):
+        run(prepared, reordered, pretrained, tmp_path / "ck")
+    with pytest.raises(HubertkitError, match="fine-tuned with other letters"):
+        run(prepared, reordered, pretrained, tmp_path / "again",
+            **{"checkpoint.finetune_from_model": tmp_path / "ck" / "checkpoint_last.pt"})
+
+
+def test_nan_weights_are_refused_by_every_reader(prepared, texts, pretrained, tmp_path, demo_dir):
+    """transcribe, a warm start from a training checkpoint, and a resume: no reader uses a
+    NaN weight (an empty transcript, or skipped updates, with exit code 0 before)."""
+    from hubertkit.recipes.transcribe import transcribe
+
+    run(prepared, texts, pretrained, tmp_path / "ck", **{"optimization.max_update": 2})
+    state = torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)
+    state["model"]["proj.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "ck" / "checkpoint_last.pt")
+    nan = "has NaN or infinite weights in 1 tensor\\(s\\), e.g. proj.weight"
+    with pytest.raises(HubertkitError, match=nan):
+        transcribe(tmp_path / "ck" / "checkpoint_last.pt", [next(demo_dir.rglob("*.flac"))])
+    with pytest.raises(HubertkitError, match=nan):
+        run(prepared, texts, pretrained, tmp_path / "ck")
+    with pytest.raises(HubertkitError, match=nan):
+        run(prepared, texts, pretrained, tmp_path / "warm", **{"checkpoint.finetune_from_model": tmp_path / "ck" / "checkpoint_last.pt"})
+    for bad, what in ((torch.zeros(3, dtype=torch.int64), "int64"), (torch.zeros(3, dtype=torch.complex64), "complex64"),
+                      (torch.zeros(3).to_sparse(), "sparse")):
+        state["model"]["proj.bias"] = bad
+        torch.save(state, tmp_path / "bad.pt")
+        with pytest.raises(HubertkitError, match=f"weight proj.bias is a {what} tensor"):
+            transcribe(tmp_path / "bad.pt", [next(demo_dir.rglob("*.flac"))])

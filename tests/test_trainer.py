@@ -409,3 +409,22 @@ def test_the_first_update_of_a_warm_up_moves_no_weight(labelled, tmp_path):
     assert record["lr"] == 0.0 and record["loss"] > 0
     train("demo", overrides(labelled, tmp_path / "ck", **{"optimization.max_update": 2}), progress=False)
     assert not all(torch.equal(weights(tmp_path / "ck")[k], v) for k, v in start.items())
+
+
+def test_a_relaunch_with_restore_file_resumes_and_never_overwrites_later_work(labelled, tmp_path):
+    """fairseq reloads restore_file on every launch, so a requeued job would start again from
+    it and overwrite checkpoint_last.pt: hubertkit resumes from checkpoint_last.pt, and
+    refuses a save_dir whose checkpoint_last.pt another run wrote."""
+    train("demo", overrides(labelled, tmp_path / "a", **{"optimization.max_update": 4}), progress=False)
+    restore = {"checkpoint.restore_file": tmp_path / "a" / "checkpoint_last.pt"}
+    train("demo", overrides(labelled, tmp_path / "b", **restore, **{"optimization.max_update": 6}), progress=False)
+    assert train("demo", overrides(labelled, tmp_path / "b", **restore), progress=False)["num_updates"] == 8  # relaunch
+    assert [r["update"] for r in log_records(tmp_path / "b")] == [5, 6, 7, 8]
+    train("demo", overrides(labelled, tmp_path / "once", **restore), progress=False)
+    relaunched, once = weights(tmp_path / "b"), weights(tmp_path / "once")
+    assert all(torch.equal(relaunched[k], v) for k, v in once.items())
+    train("demo", overrides(labelled, tmp_path / "c", **{"optimization.max_update": 2}), progress=False)
+    before = (tmp_path / "c" / "checkpoint_last.pt").read_bytes()
+    with pytest.raises(HubertkitError, match=r"checkpoint_last.pt \(update 2\) is another run's.*move .* away"):
+        train("demo", overrides(labelled, tmp_path / "c", **restore), progress=False)
+    assert (tmp_path / "c" / "checkpoint_last.pt").read_bytes() == before

@@ -143,9 +143,26 @@ def read_checkpoint(path: str | os.PathLike, state=UNREAD) -> Checkpoint | None:
     bad = [k for k, v in state["model"].items() if not (isinstance(k, str) and torch.is_tensor(v))]
     if bad:
         raise HubertkitError(f"{path}: model holds {bad[0]!r}, which is not a named tensor; the file is damaged")
+    check_weights(state["model"], path)
     if kind == "ctc" and not all(isinstance(s, str) for s in state["symbols"]):
         raise HubertkitError(f"{path}: symbols must be a list of strings (the letters of dict.ltr.txt)")
     return Checkpoint(path, kind, state)
+
+
+def check_weights(weights: dict, path: str | os.PathLike) -> dict:
+    """Weights every model here can use: dense, real floating point, finite. A NaN weight
+    computes NaN features, losses and empty transcripts with exit code 0; an integer,
+    boolean, complex or sparse one is a damaged or foreign file."""
+    for name, w in weights.items():
+        if w.layout != torch.strided or not w.is_floating_point():
+            what = "sparse" if w.layout != torch.strided else str(w.dtype).removeprefix("torch.")
+            raise HubertkitError(f"{path}: weight {name} is a {what} tensor, not a dense floating-point one; the file "
+                                 "is damaged or not a model's")
+    bad = [name for name, w in weights.items() if not torch.isfinite(w).all()]
+    if bad:
+        raise HubertkitError(f"checkpoint {path} has NaN or infinite weights in {len(bad)} tensor(s), e.g. {bad[0]} "
+                             "(a diverged run?): use an earlier checkpoint")
+    return weights
 
 
 def _legacy_kind(state: dict) -> str:

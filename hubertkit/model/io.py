@@ -17,6 +17,7 @@ from hubertkit.model.checkpoint import (
     UNREAD,
     WHAT,
     Checkpoint,
+    check_weights,
     load_weights,
     read_checkpoint,
     read_path,
@@ -61,7 +62,7 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=UNREAD
     state = read_state(path) if state is UNREAD else state
     ck = read_checkpoint(path, state)
     if ck is not None:
-        return _finite(model_from_checkpoint(ck), path).eval()
+        return model_from_checkpoint(ck).eval()
     if isinstance(state, dict) and is_torchaudio(state):
         raise HubertkitError(f"{path} is a torchaudio state dict, which records no architecture: start training from it "
                              "(checkpoint.finetune_from_model) with a config of the same architecture")
@@ -81,7 +82,7 @@ def starting_weights(path: str | os.PathLike, trust_pickle: bool = False, state=
     path = Path(path)
     state = read_state(path) if path.is_file() and state is UNREAD else state
     if isinstance(state, dict) and is_torchaudio(state):
-        return _finite_weights(torchaudio_to_ours(state), path)
+        return check_weights(torchaudio_to_ours(state), path)
     return load_model(path, trust_pickle, state).state_dict()
 
 
@@ -108,18 +109,10 @@ def warm_start(target: dict, source: dict, where: str) -> tuple[dict, list[str]]
     return merged, fresh
 
 
-def _finite_weights(state: dict, path: Path) -> dict:
-    bad = [n for n, p in state.items() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if bad:
-        raise HubertkitError(f"checkpoint {path} has NaN or infinite weights in {len(bad)} tensor(s), e.g. {bad[0]} "
-                             "(a diverged run?): use an earlier checkpoint")
-    return state
-
-
 def _finite(model: HubertModel, path: Path) -> HubertModel:
-    """A model with NaN or infinite weights computes NaN features (and k-means on them
-    labels every frame alike) with exit code 0: refuse it when it is loaded."""
-    _finite_weights(model.state_dict(), path)
+    """A model imported from another program's file, refused when its weights are not
+    finite (hubertkit's own files are checked by their reader)."""
+    check_weights(model.state_dict(), path)
     return model
 
 

@@ -204,7 +204,8 @@ class Trainer:
         """fairseq's ``load_checkpoint``: ``checkpoint_last.pt`` of ``save_dir`` if there
         (the same command resumes a preempted run), else ``finetune_from_model`` with
         every reset; a ``restore_file`` other than the default is loaded as given, with
-        the ``reset_*`` flags the user set."""
+        the ``reset_*`` flags the user set, on the first launch (a relaunch resumes from
+        ``checkpoint_last.pt``, see ``_relaunched_after``)."""
         ck = self.cfg.checkpoint
         resets = {k: getattr(ck, k) for k in ("reset_optimizer", "reset_lr_scheduler", "reset_dataloader", "reset_meters")}
         if ck.finetune_from_model and any(resets.values()):
@@ -217,17 +218,39 @@ class Trainer:
             path = Path(ck.restore_file)
             if not path.exists():  # fairseq would train from scratch, silently
                 raise HubertkitError(f"checkpoint.restore_file={path} does not exist")
-            return self._restore(path, **resets)
+            if not self._relaunched_after(path):
+                return self._restore(path, **resets)
         path = self.save_dir / LAST
         if path.is_file():
-            return self._restore(path, **resets)
+            return self._restore(path, **({} if ck.restore_file != LAST else resets))
         if ck.finetune_from_model:
             if not Path(ck.finetune_from_model).exists():
                 raise HubertkitError(f"checkpoint.finetune_from_model={ck.finetune_from_model} does not exist")
             self._restore(Path(ck.finetune_from_model), True, True, True, True)
 
-    def _restore(self, path: Path, reset_optimizer: bool, reset_lr_scheduler: bool, reset_dataloader: bool,
-                 reset_meters: bool) -> None:
+    def _relaunched_after(self, restore: Path) -> bool:
+        """Whether this launch is a relaunch (a requeued or restarted job) of a run that
+        started from ``restore`` and has saved since: fairseq reloads ``restore_file`` on
+        every launch and overwrites the later ``checkpoint_last.pt``; hubertkit resumes from
+        it instead, or refuses where ``checkpoint_last.pt`` belongs to another run."""
+        last = self.save_dir / LAST
+        if not last.is_file() or last.resolve() == restore.resolve():
+            return False
+        _, found = read_path(last)
+        state = found.state if found is not None and found.training else {}
+        made_from = state.get("cfg", {}).get("train", {}).get("checkpoint", {}).get("restore_file")
+        done = state.get("trainer", {}).get("num_updates", "?")
+        if made_from is None or Path(made_from).resolve() != restore.resolve():
+            raise HubertkitError(
+                f"checkpoint.restore_file={restore}: {last} (update {done}) is another run's, and this run's first "
+                f"save would overwrite it; use another checkpoint.save_dir, or move {last} away to start again "
+                f"from {restore}")
+        log.info("%s holds update %s of this run, started from checkpoint.restore_file=%s: resuming from it "
+                 "(fairseq would reload the restore file and overwrite the later updates)", last, done, restore)
+        return True
+
+    def _restore(self, path: Path, reset_optimizer: bool = False, reset_lr_scheduler: bool = False,
+                 reset_dataloader: bool = False, reset_meters: bool = False) -> None:
         """Load ``path``: the weights always (the encoder must match; label-set and
         disentangling heads of another shape start fresh), the rest unless reset. A
         checkpoint of another program, or one whose heads changed, has no optimizer
@@ -243,6 +266,8 @@ class Trainer:
             raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
         source = state["model"] if ours else starting_weights(path, self.trust_pickle, contents)
         weights, fresh = warm_start(self._full_model_state(), source, str(path))
+        if ours:
+            self.task.check_start(state, fresh, path)
         if not (reset_optimizer and reset_dataloader) and (not ours or fresh):
             why = "is not a hubertkit training checkpoint" if not ours else f"has another {' and '.join(fresh)}"
             raise HubertkitError(f"{path} {why}: it holds no optimizer state or data position for this model; set "

@@ -58,6 +58,21 @@ class Task(Protocol):
     def checkpoint_fields(self, model: nn.Module) -> dict:
         """What a checkpoint needs besides the weights to rebuild the model."""
 
+    def check_start(self, state: dict, fresh: list[str], path) -> None:
+        """Refuse a checkpoint of this task (``state``) whose output rows this run would
+        read as other symbols (a reordered dictionary); ``fresh``: the head groups that
+        start anew instead of taking the checkpoint's weights."""
+
+
+def first_difference(ours: list[str], theirs: list[str]) -> str:
+    """Where two symbol lists first differ, in words."""
+    k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+
+    def entry(symbols: list[str]) -> str:
+        return repr(symbols[k]) if k < len(symbols) else "nothing"
+
+    return f"entry {k + 1} is {entry(theirs)} there and {entry(ours)} here"
+
 
 def unwrap(net: nn.Module) -> nn.Module:
     """The model inside DDP."""

@@ -17,7 +17,7 @@ from hubertkit.errors import HubertkitError
 from hubertkit.model.ctc import HubertCTC, frame_lengths
 from hubertkit.model.decode import greedy_ids
 from hubertkit.model.io import load_model
-from hubertkit.train.tasks.base import Stats, add_errors, unwrap
+from hubertkit.train.tasks.base import Stats, add_errors, first_difference, unwrap
 
 
 class FinetuningTask:
@@ -69,6 +69,16 @@ class FinetuningTask:
                 hyp = greedy_ids(log_probs[i, : input_lengths[i]].cpu())
                 add_errors(log, [vocab[j] for j in ref], [vocab[j] for j in hyp if j >= len(SPECIALS)])
         return loss, sample_size, log
+
+    def check_start(self, state: dict, fresh: list[str], path) -> None:
+        """The CTC head's rows are the letters of the checkpoint's dictionary: another order
+        (``prepare-text`` on more text orders letters by count) would swap letters."""
+        here = self.datasets[0].symbols
+        if state["symbols"] != here:
+            dict_path = f"{self.cfg.task.label_dir or self.cfg.task.data}/dict.{self.cfg.task.labels[0]}.txt"
+            raise HubertkitError(f"{path} was fine-tuned with other letters than {dict_path} ("
+                                 f"{first_difference(here, state['symbols'])}): its output rows would be read as other "
+                                 "letters. Use the dictionary it was trained with, or another checkpoint.save_dir")
 
     @staticmethod
     def checkpoint_fields(model: nn.Module) -> dict:

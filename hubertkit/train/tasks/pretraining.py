@@ -13,7 +13,7 @@ from hubertkit.data.dataset import HubertDataset, check_same_kmeans, load_label_
 from hubertkit.data.manifest import manifest_path
 from hubertkit.errors import HubertkitError
 from hubertkit.model.disentangle import build_hubert
-from hubertkit.train.tasks.base import Ratio, Stats
+from hubertkit.train.tasks.base import Ratio, Stats, first_difference
 
 
 class PretrainingTask:
@@ -64,6 +64,16 @@ class PretrainingTask:
         if not train:  # a collapse alarm
             stats["mean_within_var"] = Ratio(*within_utterance_variance(out["x"], out["padding_mask"]))
         return loss, sample_size, stats
+
+    def check_start(self, state: dict, fresh: list[str], path) -> None:
+        """A label set's rows taken from the checkpoint must mean the same labels here."""
+        if "label set" in fresh or "dictionaries" not in state:
+            return
+        for ls, theirs in zip(self.label_sets, state["dictionaries"]):
+            if list(theirs) != ls.symbols:
+                raise HubertkitError(f"{path} was trained with another dict.{ls.name}.txt ({first_difference(ls.symbols, list(theirs))}): "
+                                     "its label embeddings would be read as other labels. Use the dictionary it was "
+                                     "trained with, or another checkpoint.save_dir")
 
     def checkpoint_fields(self, model: nn.Module) -> dict:
         """The label dictionaries (symbols of each ``dict.*.txt``), for an export that
