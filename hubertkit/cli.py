@@ -448,6 +448,9 @@ def _cmd_train(a):
                    help="another sbatch option, e.g. --sbatch account=X --sbatch qos=Y"),
          arg("--local", action="store_true", help="run the job as processes on this machine (submitit's local executor)"),
          arg("--wait", action="store_true", help="wait for the job to end and print its result"),
+         arg("--no-check", action="store_true", help="submit without setting the run up here first (by default the "
+                   "data, labels and starting checkpoint are loaded here, so mistakes stop before the queue; skip it "
+                   "where they are visible to the compute nodes only)"),
          arg("--config-dir", default=None, help="directory of YAML configs (default: hubertkit's own configs/)"),
          arg("--config-name", required=True, help="config file name without .yaml, e.g. hubert_base_librispeech"),
          arg("overrides", nargs="*", metavar="KEY=VALUE", help="as for hubertkit train"),
@@ -463,7 +466,7 @@ def _cmd_submit(a):
     job = submit_training(a.config_name, a.overrides, a.config_dir, SlurmJob(
         nodes=a.nodes, gpus_per_node=a.gpus_per_node, partition=a.partition, timeout_min=a.timeout_min,
         cpus_per_task=a.cpus_per_task, logs=a.logs, cluster="local" if a.local else None, additional=extra),
-        trust_pickle=a.trust_pickle)
+        trust_pickle=a.trust_pickle, check=not a.no_check)
     if not a.wait:
         return f"submitted job {job.job_id}; logs in {a.logs}"
     r = job.results()[0]

@@ -116,9 +116,22 @@ def save_torch(obj, path: str | os.PathLike, what: str = "", **kwargs) -> None:
         try:
             torch.save(obj, tmp, **kwargs)
         except (OSError, RuntimeError) as e:
-            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            why = e.strerror if isinstance(e, OSError) and e.strerror else _disk_reason(tmp) or str(e).splitlines()[0]
             kept = f"the earlier {path.name} is intact" if path.is_file() else "nothing was written"
             raise HubertkitError(f"cannot write {what + ' ' if what else ''}{path}: {why} ({kept})") from None
+
+
+def _disk_reason(tmp: Path) -> str | None:
+    """Why a write to ``tmp`` failed, when the disk is the cause: torch's zip writer hides
+    ``No space left on device`` behind its own message, so one more write asks the disk."""
+    try:
+        with open(tmp, "ab") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return e.strerror if e.errno in _DISK_ERRORS else None
+    return None
 
 
 def read_utf8(path: str | os.PathLike, what: str) -> str:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, TypeVar
+
+from hubertkit.errors import HubertkitError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -26,8 +29,12 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], jobs: int, processes: 
         yield from map(fn, items)
         return
     if processes:
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            yield from _in_order(pool, fn, items, jobs)
+        try:
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                yield from _in_order(pool, fn, items, jobs)
+        except BrokenProcessPool:
+            raise HubertkitError("a worker process died before it could start (if hubertkit is called from a script, "
+                                 "put the call under `if __name__ == \"__main__\":`, which worker processes skip)") from None
         return
     import torch
 

@@ -64,16 +64,34 @@ def damage(state: dict, how: str):
         state["version"] = VERSION + 1
     elif how == "an absurd conv stack":
         state["cfg"]["model"]["conv_feature_layers"] = "[(512,10,5)] * 100000000"
+    elif how == "100000 layers":
+        state["cfg"]["model"]["encoder_layers"] = 100000
+    elif how == "an FFN of 2**31":
+        state["cfg"]["model"]["encoder_ffn_embed_dim"] = 2**31
+    elif how == "-1 layers":
+        state["cfg"]["model"]["encoder_layers"] = -1
+    elif how == "fewer layers than weights":
+        state["cfg"]["model"]["encoder_layers"] = 1
+    elif how == "no format":
+        del state["format"]
+    elif how in ("an int64 weight", "a bool weight", "a NaN weight"):
+        weights[first] = {"an int64 weight": weights[first].long(), "a bool weight": weights[first] > 0,
+                          "a NaN weight": weights[first] * float("nan")}[how]
     return state
 
 
 DAMAGE = ["no model", "no cfg", "cfg.model not a dict", "a string where a number belongs", "a missing weight",
-          "a mis-shaped weight", "a weight that is no tensor", "an unknown kind", "a newer version", "an absurd conv stack"]
+          "a mis-shaped weight", "a weight that is no tensor", "an unknown kind", "a newer version", "an absurd conv stack",
+          "100000 layers", "an FFN of 2**31", "-1 layers", "fewer layers than weights", "no format", "an int64 weight",
+          "a bool weight", "a NaN weight"]
 NAMED = {"no model": "no model", "no cfg": "no cfg", "cfg.model not a dict": "cfg.model is a str",
          "a string where a number belongs": "model.encoder_layers must be an integer, got 'two'",
          "a missing weight": "missing", "a mis-shaped weight": "shapes differ", "a weight that is no tensor": "not a named tensor",
          "an unknown kind": "kind 'vocoder'", "a newer version": f"version-{VERSION + 1}",
-         "an absurd conv stack": "repeat count above"}
+         "an absurd conv stack": "repeat count above", "100000 layers": "model.encoder_layers must be in 1..1024",
+         "an FFN of 2**31": "model.encoder_ffn_embed_dim must be in 1..262144", "-1 layers": "encoder_layers must be in 1..1024",
+         "fewer layers than weights": "unexpected: encoder.layers.1.", "no format": "without its format field",
+         "an int64 weight": "is a int64 tensor", "a bool weight": "is a bool tensor", "a NaN weight": "NaN or infinite weights"}
 
 
 @pytest.mark.parametrize("how", DAMAGE)

@@ -380,3 +380,42 @@ def test_s3prl_converted_checkpoints_load(tmp_path):
     assert loaded.cfg.num_classes == [104, 54]
     wav = torch.randn(1, 16000)
     assert torch.equal(loaded.extract_features(wav)[0], model.extract_features(wav)[0])
+
+
+@pytest.mark.parametrize("config, message", [
+    (b"{not json", "config.json is not valid UTF-8 JSON"),
+    ('{"model_type": "hubert", "name": "\xe9"}'.encode("latin-1"), "config.json is not valid UTF-8 JSON"),
+    (b"[1, 2]", "config.json holds a JSON list, not an object"),
+    (b'{"model_type": "hubert"}', "config.json lacks conv_dim, conv_kernel"),
+])
+def test_a_broken_transformers_config_is_refused(tmp_path, config, message):
+    from hubertkit.model.io import load_model
+
+    export_hf(HubertModel(preset("tiny")), tmp_path / "hf")
+    (tmp_path / "hf" / "config.json").write_bytes(config)
+    with pytest.raises(HubertkitError, match=message):
+        load_model(tmp_path / "hf")
+
+
+def test_weights_of_more_layers_than_the_config_describes_are_refused(tmp_path):
+    """They were ignored without a word: the model had fewer layers than the file."""
+    import json
+
+    from hubertkit.model.checkpoint import read_state
+    from hubertkit.model.io import load_model
+
+    model = HubertModel(preset("tiny", num_classes=[104]))  # 3 layers
+    export_hf(model, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    for layers, message in ((2, "holds weights of 3 encoder layers but its config describes 2"),
+                            (100000, "encoder_layers must be in 1..1024")):
+        (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": layers}))
+        with pytest.raises(HubertkitError, match=message):
+            load_model(tmp_path / "hf")
+    save_fairseq_checkpoint(model, tmp_path / "fs.pt")
+    ckpt = read_state(tmp_path / "fs.pt")
+    ckpt["cfg"]["model"]["encoder_layers"] = 2
+    del ckpt["task_state"]  # its dictionaries are fairseq objects, which torch.save would pickle
+    torch.save(ckpt, tmp_path / "fs.pt")
+    with pytest.raises(HubertkitError, match="fairseq checkpoint holds weights of 3 encoder layers but its config describes 2"):
+        load_fairseq_checkpoint(tmp_path / "fs.pt")

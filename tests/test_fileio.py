@@ -63,3 +63,15 @@ def test_a_lock_that_is_a_symlink_or_hard_link_is_refused_and_its_target_untouch
     assert notes.read_text() == "precious\n"
     (tmp_path / "ck" / ".lock").unlink()
     FolderLock(tmp_path / "ck", "checkpoint.save_dir").release()  # a plain run still locks
+
+
+def test_a_full_disk_under_torch_save_is_named_as_such(small_disk):
+    """torch's zip writer reports a full disk as 'enforce fail ... unexpected pos'; the
+    message says what the disk says, and nothing is left behind."""
+    import torch
+
+    from hubertkit.fileio import save_torch
+
+    with pytest.raises(HubertkitError, match=r"cannot write checkpoint .*big.pt: No space left on device \(nothing was written\)"):
+        save_torch({"w": torch.zeros(100_000)}, small_disk.path / "big.pt", "checkpoint")
+    assert not list(small_disk.path.iterdir())

@@ -149,3 +149,20 @@ def test_a_bad_line_in_a_later_block_is_named_by_its_line_in_the_file(tmp_path, 
     write_lines(tmp_path / "train.km", lines + [["3", "4x"]] + lines)
     with pytest.raises(HubertkitError, match=r"train.km:101: labels must be non-negative integers below 2\*\*63, got '3 4x'"):
         open_store(tmp_path / "train.km")
+
+
+def test_a_build_called_from_an_unguarded_script_stops_instead_of_hanging(tmp_path):
+    """The build's worker processes (spawn) import the caller's script again: without a
+    ``__main__`` guard each would wait for the lock its parent holds."""
+    import subprocess
+    import sys
+
+    write_lines(tmp_path / "x.km", [[1, 2, 3, 4, 5, 6, 7]] * 50)
+    (tmp_path / "script.py").write_text("import hubertkit.data.label_store as ls\nls.BLOCK_BYTES = 64\n"
+                                        "print(len(ls.open_store('x.km')))\n")
+    r = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and 'under `if __name__ == "__main__":`' in r.stderr, r.stderr[-2000:]
+    (tmp_path / "script.py").write_text("import hubertkit.data.label_store as ls\nls.BLOCK_BYTES = 64\n"
+                                        "if __name__ == '__main__':\n    print(len(ls.open_store('x.km')))\n")
+    r = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "50", r.stderr[-2000:]

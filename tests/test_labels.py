@@ -107,3 +107,15 @@ def test_merge_refuses_a_shard_cut_at_a_line_boundary_and_drops_stale_sidecars(p
     sidecar_path(tmp_path / "train_1_2.km").unlink()  # shards from elsewhere, without sidecars
     merge_labels(tmp_path, "train", 2)
     assert read_sidecar(tmp_path / "train.km") is None  # the old merged sidecar does not vouch for them
+
+
+def test_make_dict_refuses_ids_no_k_means_makes(tmp_path):
+    """A line per id up to the largest: a stray label of 2**32, or a mistyped --n-clusters,
+    exhausted memory."""
+    (tmp_path / "train.km").write_text(f"0 1 {2**32}\n")
+    with pytest.raises(HubertkitError, match="reach 4294967296: dict.km.txt lists every id"):
+        make_dict(tmp_path)
+    (tmp_path / "train.km").write_text("0 1 2\n")
+    with pytest.raises(HubertkitError, match=r"--n-clusters must be in 1..1048576"):
+        make_dict(tmp_path, n_clusters=10**9)
+    assert not (tmp_path / "dict.km.txt").exists()

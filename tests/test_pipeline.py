@@ -264,6 +264,7 @@ def test_layer_auto_chooses_by_valid_pnmi_and_init_previous_warm_starts(small_co
     ({"layer": "auto", "init": "previous"}, None),
     ({"init": "warm"}, "init must be 'scratch' or 'previous'"),
     ({"layer_metric": "purity"}, "layer_metric must be 'pnmi' or 'abx'"),
+    ({"features": "mfcc"}, "MFCC features have none"),
 ])
 def test_layer_and_init_values_are_checked(small_corpus, demo_dir, tmp_path, it2, message):
     tree = {"corpus": str(small_corpus), "iterations": [{"features": "mfcc"}, {"features": "hubert", "layer": 1, **it2}]}
@@ -280,6 +281,9 @@ def test_layer_and_init_values_are_checked(small_corpus, demo_dir, tmp_path, it2
     ((0, {"train_config": "nosuchconfig"}), "nosuchconfig"),
     ((1, {"train_overrides": ["model.mask_porb=0.5"]}), "model.mask_porb"),
     ((1, {"train_overrides": ["optimization.max_update=-1"]}), "optimization.max_update"),
+    ((1, {"layer": 99}), "iteration iter2: layer 99, but iter1's model has 2 layers"),
+    ((1, {"label_rate": 100.0}), "iteration iter2: label_rate 100.0, but labels from a layer of iter1's model come at its "
+                                 "frame rate, 50 Hz: set label_rate: 50"),
 ])
 def test_a_bad_training_config_stops_before_the_first_stage(small_corpus, demo_dir, tmp_path, change, message):
     cfg = config(small_corpus, demo_dir, tmp_path / "out")

@@ -112,6 +112,10 @@ def test_small_refusals(prepared, tmp_path, capsys):
     (tmp_path / "lab" / "train.km").write_text("")
     assert "hold no labels" in refused(capsys, "make-dict", tmp_path / "lab")
     assert not (tmp_path / "lab" / "dict.km.txt").exists()
+    (tmp_path / "huge").mkdir()
+    (tmp_path / "huge" / "train.tsv").write_text(f"/root\na.wav\t{10**23}\n")  # an OverflowError traceback before
+    assert "train.tsv:2: 100000000000000000000000 samples is not a length of audio" in refused(
+        capsys, "dump-mfcc", tmp_path / "huge", "train", 1, 0, tmp_path / "f")
 
 
 def test_pickled_transformers_weights_are_refused(tmp_path):

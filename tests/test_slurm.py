@@ -40,3 +40,28 @@ def test_a_preempted_task_is_requeued_as_the_same_run():
     again = task.checkpoint()
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert vars(again.function) == vars(task)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task.data": "/nonexistent/tsv"}, "/nonexistent/tsv/train.tsv does not exist"),
+    ({"task.label_dir": "/nonexistent/labels"}, "/nonexistent/labels"),
+    ({"checkpoint.restore_file": "/nonexistent/x.pt"}, "restore_file=/nonexistent/x.pt does not exist"),
+    ({"checkpoint.finetune_from_model": "m.pt", "checkpoint.reset_optimizer": True}, "cannot be set with"),
+    ({"checkpoint.save_dir": "FILE"}, "save_dir"),
+    ({"model.encoder_layers": 1, "checkpoint.save_dir": "TRAINED"}, "trained with another model config"),
+])
+def test_a_run_that_would_fail_in_the_job_is_refused_before_submission(labelled, tmp_path, change, message):
+    (tmp_path / "FILE").write_text("")
+    if change.get("checkpoint.save_dir") == "TRAINED":
+        train("demo", overrides(labelled, tmp_path / "TRAINED", **{"optimization.max_update": 1}), progress=False)
+    change = {k: tmp_path / v if v in ("FILE", "TRAINED") else v for k, v in change.items()}
+    with pytest.raises(HubertkitError, match=message):
+        submit_training("demo", overrides(labelled, tmp_path / "ck", **change),
+                        job=SlurmJob(cluster="local", logs=str(tmp_path / "logs")))
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("field", ["timeout_min", "cpus_per_task"])
+def test_job_resources_below_one_are_refused(labelled, tmp_path, field):
+    with pytest.raises(HubertkitError, match=f"--{field.replace('_', '-')} must be at least 1, got 0"):
+        submit_training("demo", overrides(labelled, tmp_path / "x"), job=SlurmJob(cluster="local", **{field: 0}))

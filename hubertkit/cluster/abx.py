@@ -255,10 +255,13 @@ class _Pairs:
 
 
 def abx_error_rates(features: Mapping[str, np.ndarray], items: Items, rate: float,
-                    modes: tuple[str, ...] = ("within", "across"), max_size_group: int = 10,
+                    modes: tuple[str, ...] | None = ("within", "across"), max_size_group: int = 10,
                     max_x_across: int = 5, seed: int = 0) -> dict[str, float]:
     """Within- and across-speaker ABX error rates (0..1) of ``features`` (file id →
-    ``[frames, dim]`` at ``rate`` frames per second) on ``items``."""
+    ``[frames, dim]`` at ``rate`` frames per second) on ``items``. Each mode in ``modes``
+    must have a triplet; ``None``: the modes the items allow (one speaker: within only)."""
+    required = modes is not None
+    modes = ("within", "across") if modes is None else modes
     unknown = set(modes) - {"within", "across"}
     if unknown:
         raise HubertkitError(f"ABX modes are 'within' and 'across', got {sorted(unknown)}")
@@ -290,14 +293,14 @@ def abx_error_rates(features: Mapping[str, np.ndarray], items: Items, rate: floa
                     cells["across"].append((s, pa, pb, a, b, x, pairs.add_all(x, a), pairs.add_all(x, b)))
     if not any(cells.values()):
         raise HubertkitError("no ABX triplet: the items need a context shared by two phones of one speaker")
-    if not cells.get("across", True):
+    if required and not cells.get("across", True):
         raise HubertkitError(f"no across-speaker ABX triplet: no phone in a context is spoken by two of the items' "
                              f"{tok.speaker.max() + 1} speaker(s); score within speakers only (--mode within)")
-    if not cells.get("within", True):
+    if required and not cells.get("within", True):
         raise HubertkitError("no within-speaker ABX triplet: no speaker has two tokens of a phone in one context; "
                              "score across speakers only (--mode across)")
     pairs.solve(tok)
-    return {mode: _mean_error(mode, found, pairs) for mode, found in cells.items()}
+    return {mode: _mean_error(mode, found, pairs) for mode, found in cells.items() if found}
 
 
 def check_abx_options(rate: float, max_size_group: int, max_x_across: int, seed: int) -> None:

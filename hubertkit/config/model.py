@@ -108,6 +108,11 @@ class HubertConfig:
         return field_
 
     def validate(self) -> "HubertConfig":
+        for name, (low, high) in SIZE_BOUNDS.items():
+            value = getattr(self, name)
+            if not all(low <= v <= high for v in (value if isinstance(value, list) else [value])):
+                raise HubertkitError(f"model.{name} must be in {low}..{high}, got {value}: no HuBERT comes near the "
+                                     "bound, so the value is mistyped or the file damaged")
         if self.extractor_mode not in ("default", "layer_norm"):
             raise HubertkitError(f"model.extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if self.encoder_embed_dim % self.encoder_attention_heads:
@@ -155,6 +160,13 @@ def _of_type(value, type_name: str) -> bool:
             "str": lambda v: isinstance(v, str),
             "list[int]": lambda v: isinstance(v, (list, tuple)) and all(integer(x) for x in v)}[type_name](value)
 
+
+# sizes no real model approaches (X-Large: 48 layers of 1280, FFN 5120, 16 heads), so that a
+# mistyped or damaged value is refused instead of allocating without bound
+SIZE_BOUNDS = {"encoder_layers": (1, 1024), "encoder_embed_dim": (1, 65536), "encoder_ffn_embed_dim": (1, 1 << 18),
+               "encoder_attention_heads": (1, 1024), "conv_pos": (1, 4096), "conv_pos_groups": (1, 65536),
+               "final_dim": (0, 65536), "num_classes": (1, (1 << 20) + 4), "num_speakers": (0, 1 << 20),
+               "mask_length": (1, 1 << 20), "mask_channel_length": (1, 1 << 20)}
 
 # bounds that no real conv stack approaches (fairseq's has 7 layers of 512), so that a
 # mistyped spec is refused instead of allocating without bound

@@ -104,6 +104,9 @@ def parse_pipeline(tree: dict, base_dir: Path = Path(".")) -> PipelineConfig:
         cfg = _typed(IterationConfig, {"name": f"iter{i}", **it} if isinstance(it, dict) else it, f"iterations[{i}].")
         if cfg.features not in ("mfcc", "hubert"):
             raise HubertkitError(f"iteration {cfg.name}: features must be 'mfcc' or 'hubert', got {cfg.features!r}")
+        if cfg.features == "mfcc" and cfg.layer is not None:
+            raise HubertkitError(f"iteration {cfg.name}: 'layer' chooses a layer of the previous model, for 'hubert' "
+                                 f"features; MFCC features have none (remove layer: {cfg.layer!r})")
         if cfg.features == "hubert" and (i == 1 or not cfg.layer):
             raise HubertkitError(f"iteration {cfg.name}: 'hubert' features need a 'layer' and a previous iteration")
         if cfg.layer is not None and cfg.layer != "auto" and not (isinstance(cfg.layer, int) and cfg.layer >= 1):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def open_store(label_path: str | os.PathLike, progress: bool = False) -> LabelSt
     """The store of ``label_path``, built first if missing or stale (one process builds,
     the others wait for it)."""
     source = Path(label_path)
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # a build's worker re-running an unguarded script: it would wait for the lock its parent holds
+        raise HubertkitError("hubertkit was called at the top level of a script that a worker process imports; put "
+                             "the call under `if __name__ == \"__main__\":`")
     if not source.is_file():
         raise HubertkitError(f"label file {source} does not exist")
     base = store_base(source)

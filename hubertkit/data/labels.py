@@ -97,6 +97,9 @@ def merge_labels(lab_dir: str | os.PathLike, split: str, nshard: int, label: str
     return {"path": str(out), **info}
 
 
+MAX_CLUSTERS = 1 << 20  # make-dict writes a line per id: a stray huge label would exhaust memory
+
+
 def make_dict(lab_dir: str | os.PathLike, label: str = "km", n_clusters: int | None = None) -> dict:
     """Write ``dict.{label}.txt`` (``label count``) from the merged label files in ``lab_dir``,
     building their label stores (``label_store.py``) on the way.
@@ -122,10 +125,13 @@ def make_dict(lab_dir: str | os.PathLike, label: str = "km", n_clusters: int | N
                              "sidecar says how many clusters there are: give --n-clusters, or check the dump")
     if len(recorded) > 1:
         raise HubertkitError(f"label files in {lab_dir} come from k-means models with {sorted(recorded)} clusters")
-    if n_clusters is not None and n_clusters < 1:
-        raise HubertkitError(f"--n-clusters must be at least 1, got {n_clusters}")
+    if n_clusters is not None and not 1 <= n_clusters <= MAX_CLUSTERS:
+        raise HubertkitError(f"--n-clusters must be in 1..{MAX_CLUSTERS} (the dictionary lists every id), got {n_clusters}")
     if n_clusters is None:
         n_clusters = recorded.pop() if recorded else max(counts) + 1
+        if n_clusters > MAX_CLUSTERS:
+            raise HubertkitError(f"labels in {lab_dir} reach {n_clusters - 1}: dict.{label}.txt lists every id from 0, "
+                                 f"and ids above {MAX_CLUSTERS - 1} are not k-means labels; check the label files")
     if counts and (min(counts) < 0 or max(counts) >= n_clusters):
         raise HubertkitError(f"labels in {lab_dir} range over {min(counts)}..{max(counts)}, outside 0..{n_clusters - 1}")
     out = lab_dir / f"dict.{label}.txt"

@@ -19,6 +19,7 @@ from hubertkit.parallel import ordered_map
 from hubertkit.progress import progress_bar
 
 log = logging.getLogger(__name__)
+MAX_SAMPLES = 16000 * 3600 * 24 * 366  # a sample count beyond this is a damaged manifest
 
 
 @dataclass(frozen=True)
@@ -118,9 +119,13 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             else:
                 if not line.isascii():
                     _decode(line, path, number)
+                size = int(line[tab + 1 :])
+                if size > MAX_SAMPLES:
+                    raise HubertkitError(f"{path}:{number}: {size} samples is not a length of audio (at most "
+                                         f"{MAX_SAMPLES}, a year at 16 kHz)")
                 starts.append(position)
                 path_lengths.append(tab)
-                sizes.append(int(line[tab + 1 :]))
+                sizes.append(size)
                 lines.append(number)
             position += len(line)
     return Manifest(path, root, *(np.frombuffer(a, dtype=a.typecode) if len(a) else np.zeros(0, a.typecode)

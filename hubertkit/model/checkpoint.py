@@ -126,6 +126,8 @@ def read_checkpoint(path: str | os.PathLike, state=UNREAD) -> Checkpoint | None:
     program's (fairseq, torchaudio, s3prl). ``state``: the contents, when already read."""
     path = Path(path)
     state = read_state(path) if state is UNREAD else state
+    if isinstance(state, dict) and "format" not in state and state.get("kind") in KINDS:
+        raise HubertkitError(f"{path} is a hubertkit checkpoint without its format field: the file is damaged or edited")
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY_CTC_FORMAT):
         return None
     kind = state.get("kind") or _legacy_kind(state)

@@ -139,6 +139,7 @@ def from_fairseq(ckpt: dict) -> HubertModel:
     missing = [theirs for _, theirs in names if theirs not in state]
     if missing:
         raise HubertkitError(f"fairseq checkpoint lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
+    check_no_extra_layers(state, cfg, "", "the fairseq checkpoint")
     load_weights(model, {ours: state[theirs] for ours, theirs in names}, "the fairseq checkpoint")
     model.normalize_waveform = bool(task_cfg.get("normalize", False))
     return model
@@ -410,17 +411,48 @@ def _hf_weights(folder: Path) -> dict:
     raise HubertkitError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
 
 
+HF_KEYS = ("conv_dim", "conv_kernel", "conv_stride", "feat_extract_norm", "conv_bias", "num_hidden_layers", "hidden_size",
+           "intermediate_size", "num_attention_heads", "do_stable_layer_norm", "num_conv_pos_embeddings",
+           "num_conv_pos_embedding_groups")  # what import_hf reads
+
+
+def read_hf_config(folder: Path) -> dict:
+    """A transformers folder's ``config.json``, refused unless it is a UTF-8 JSON object."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise HubertkitError(f"{folder} has no config.json: not a transformers model folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HubertkitError(f"{path} is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise HubertkitError(f"{path} holds a JSON {type(config).__name__}, not an object of settings")
+    return config
+
+
+def check_no_extra_layers(state: dict, cfg: HubertConfig, prefix: str, where: str) -> None:
+    """Weights of encoder layers beyond the config's count would be ignored: refuse them."""
+    pattern = re.compile(rf"{re.escape(prefix)}encoder\.layers\.(\d+)\.")
+    found = {int(m.group(1)) for k in state if (m := pattern.match(k))}
+    extra = sorted(found - set(range(cfg.encoder_layers)))
+    if extra:
+        raise HubertkitError(f"{where} holds weights of {len(found)} encoder layers but its config describes "
+                             f"{cfg.encoder_layers} (layers {extra[0]}..{extra[-1]} would be ignored): the config does "
+                             "not describe these weights")
+
+
 def import_hf(folder: str | os.PathLike, num_classes: list[int] | None = None, label_rate: float = 50.0) -> HubertModel:
     """A ``transformers`` Hubert folder (``HubertModel`` or ``HubertForCTC``) as a
     hubertkit model; the pretraining head is fresh unless the folder was exported here."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise HubertkitError(f"{folder} has no config.json: not a transformers model folder")
-    c = json.loads((folder / "config.json").read_text())
+    c = read_hf_config(folder)
     if c.get("model_type") != "hubert":
         raise HubertkitError(f"{folder} holds a {c.get('model_type')!r} model, not Hubert")
     if not c.get("feat_proj_layer_norm", True):
         raise HubertkitError("transformers Hubert configs with feat_proj_layer_norm=false have no fairseq counterpart")
+    missing = [k for k in HF_KEYS if k not in c]
+    if missing:
+        raise HubertkitError(f"{folder}/config.json lacks {', '.join(missing)}: not a complete transformers Hubert config")
     ours = c.get("hubertkit") or {}
     conv = list(zip(c["conv_dim"], c["conv_kernel"], c["conv_stride"]))
     if "conv_feature_layers" in ours and parse_conv_layers(ours["conv_feature_layers"]) == conv:
@@ -454,6 +486,7 @@ def import_hf(folder: str | os.PathLike, num_classes: list[int] | None = None, l
     missing = [theirs for _, theirs in names if theirs not in state]
     if missing:
         raise HubertkitError(f"{folder} lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
+    check_no_extra_layers(state, cfg, prefix, str(folder))
     weights = {o: state[t] for o, t in names}
     if (folder / HEAD_FILE).is_file():
         weights.update(torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True))

@@ -24,7 +24,7 @@ from hubertkit.data.dictionary import (
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import write_text
 from hubertkit.model.checkpoint import load_weights, require, write_checkpoint
-from hubertkit.model.convert import _hf_weights, export_hf, hf_config, import_hf
+from hubertkit.model.convert import _hf_weights, export_hf, hf_config, import_hf, read_hf_config
 from hubertkit.model.hubert import HubertModel
 
 HF_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # transformers' names for the same indices
@@ -126,15 +126,16 @@ def export_hf_ctc(model: HubertCTC, out: str | os.PathLike) -> Path:
 
 
 def import_hf_ctc(folder: Path) -> HubertCTC:
-    config = json.loads((folder / "config.json").read_text())
+    config = read_hf_config(folder)
     if "HubertForCTC" not in (config.get("architectures") or []):
         raise HubertkitError(f"{folder} holds no HubertForCTC (architectures: {config.get('architectures')})")
     vocab_file = folder / "vocab.json"
     if not vocab_file.is_file():
         raise HubertkitError(f"{folder} has no vocab.json: the letters of the output layer are unknown")
     by_index = sorted(json.loads(vocab_file.read_text()).items(), key=lambda kv: kv[1])
-    if [i for _, i in by_index] != list(range(len(by_index))) or len(by_index) != config["vocab_size"]:
-        raise HubertkitError(f"{vocab_file} must number {config['vocab_size']} tokens 0..{config['vocab_size'] - 1}")
+    size = config.get("vocab_size")
+    if [i for _, i in by_index] != list(range(len(by_index))) or len(by_index) != size:
+        raise HubertkitError(f"{vocab_file} must number config.json's vocab_size ({size}) tokens 0..{len(by_index) - 1}")
     if config.get("pad_token_id", BLANK) != BLANK or len(by_index) < len(SPECIALS):
         raise HubertkitError(f"{folder}: hubertkit reads CTC models whose blank is token 0 and whose first 4 tokens are specials")
     encoder = import_hf(folder)

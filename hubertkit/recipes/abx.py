@@ -128,7 +128,7 @@ def _units(path: Path, manifest, km_path, trust_pickle: bool) -> dict[str, np.nd
 
 def abx(source: str | os.PathLike, tsv_dir: str | os.PathLike, split: str, alignments=None, item_file=None,
         layer: int | str = "all", rate: float | None = None, km: str | os.PathLike | None = None,
-        modes: tuple[str, ...] = ("within", "across"), max_size_group: int = 10, max_x_across: int = 5, seed: int = 0,
+        modes: tuple[str, ...] | None = ("within", "across"), max_size_group: int = 10, max_x_across: int = 5, seed: int = 0,
         write_items: str | os.PathLike | None = None, trust_pickle: bool = False, progress: bool = True) -> dict:
     """``hubertkit abx SOURCE TSV_DIR SPLIT``: ABX error rates of ``SOURCE`` on the split's
     aligned phones. ``SOURCE``: a model checkpoint (any format hubertkit reads; ``layer``

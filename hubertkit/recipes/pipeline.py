@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -26,7 +27,9 @@ import numpy as np
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
 from hubertkit.config import load_config
+from hubertkit.config.model import parse_conv_layers
 from hubertkit.config.pipeline import IterationConfig, PipelineConfig, UnitAsrConfig
+from hubertkit.data.audio import SAMPLE_RATE
 from hubertkit.data.labels import make_dict, merge_labels
 from hubertkit.data.manifest import make_manifest, manifest_path, read_manifest
 from hubertkit.data.speakers import write_speakers
@@ -78,7 +81,10 @@ class Stages:
             if resumes_in is not None:
                 self._claim(resumes_in, digest, name)
             t = time.time()
-            result = fn()
+            try:
+                result = fn()
+            except HubertkitError as e:
+                raise HubertkitError(f"stage {name}: {e}") from None
             self.ran.append(name)
             write_text(record, json.dumps({"digest": digest, "inputs": inputs, "seconds": round(time.time() - t, 1),
                                            "result": str(result) if result is not None else None,
@@ -258,7 +264,7 @@ def _layer_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, ckpt: Path
         work = d / "layer_choice" / f"layer{layer}"
         pnmi[layer] = _layer_pnmi(ckpt, layer, it.n_clusters, tsv, work, cfg, progress)
         abx_scores[layer] = abx(work / "features", tsv, "valid", alignments=cfg.alignments, seed=cfg.seed,
-                                progress=False)["scores"]["features"]
+                                modes=None, progress=False)["scores"]["features"]  # across needs 2 speakers
     if it.layer_metric == "abx":
         chosen = min(abx_scores, key=lambda n: float(np.mean(list(abx_scores[n].values()))))
     else:
@@ -312,8 +318,18 @@ def _check_training_configs(cfg: PipelineConfig, tsv: Path) -> None:
     value stops the run before the first stage, not after the dumps and k-means."""
     out = Path(cfg.out)
     plain = {it.name: _train_overrides(it, tsv, out / it.name, out / "previous.pt") for it in cfg.iterations}
-    for it in cfg.iterations:
-        load_config(it.train_config, plain[it.name], it.train_config_dir)
+    models = {it.name: load_config(it.train_config, plain[it.name], it.train_config_dir).model for it in cfg.iterations}
+    for previous, it in zip(cfg.iterations, cfg.iterations[1:]):
+        if it.features != "hubert":
+            continue
+        model = models[previous.name]
+        if isinstance(it.layer, int) and it.layer > model.encoder_layers:
+            raise HubertkitError(f"iteration {it.name}: layer {it.layer}, but {previous.name}'s model has "
+                                 f"{model.encoder_layers} layers")
+        rate = SAMPLE_RATE / math.prod(stride for _, _, stride in parse_conv_layers(model.conv_feature_layers))
+        if float(it.label_rate) != rate:
+            raise HubertkitError(f"iteration {it.name}: label_rate {it.label_rate}, but labels from a layer of "
+                                 f"{previous.name}'s model come at its frame rate, {rate:g} Hz: set label_rate: {rate:g}")
     if cfg.disentangle:
         dis = cfg.disentangle
         load_config(dis.train_config, [*plain[dis.iteration], f"task.feat_dir={out / 'pitch'}", *dis.train_overrides],

@@ -2,8 +2,9 @@
 one task per GPU on each node, each a training process set up as torchrun would set it
 up; a job preempted or out of time is requeued and resumes from ``checkpoint_last.pt``.
 
-The config is loaded and checked before anything is submitted, so a mistyped key stops
-at the submitting shell, not after hours in the queue. ``cluster="local"`` runs the same
+The run is set up once before anything is submitted (config, data, labels, the checkpoint
+it starts from, ``save_dir``: ``check_training``), so a mistake stops at the submitting
+shell, not after hours in the queue. ``cluster="local"`` runs the same
 job as processes on this machine (submitit's local executor): the tested path.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from hubertkit.config import load_config
 from hubertkit.errors import HubertkitError
 from hubertkit.optional import require
-from hubertkit.train.trainer import train
+from hubertkit.train.trainer import check_training, train
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,20 @@ class TrainingTask:
 
 
 def submit_training(config_name: str, overrides: list[str] = (), config_dir: str | None = None,
-                    job: SlurmJob = SlurmJob(), trust_pickle: bool = False):
+                    job: SlurmJob = SlurmJob(), trust_pickle: bool = False, check: bool = True):
     """Submit ``hubertkit train`` as one job of ``job.nodes × job.gpus_per_node`` processes;
-    returns submitit's job (``.job_id``, ``.results()``)."""
+    returns submitit's job (``.job_id``, ``.results()``). ``check``: set the run up here
+    first (it loads the data and any starting checkpoint, so it needs their paths here)."""
     submitit = require("submitit", "slurm")
-    if job.nodes < 1 or job.gpus_per_node < 1:
-        raise HubertkitError(f"--nodes and --gpus-per-node must be at least 1, got {job.nodes} and {job.gpus_per_node}")
+    for name, value in (("--nodes", job.nodes), ("--gpus-per-node", job.gpus_per_node),
+                        ("--timeout-min", job.timeout_min), ("--cpus-per-task", job.cpus_per_task)):
+        if value < 1:
+            raise HubertkitError(f"{name} must be at least 1, got {value}")
     cfg = load_config(config_name, list(overrides), config_dir)  # refused here, before the queue
     if cfg.checkpoint.no_save:
         raise HubertkitError("checkpoint.no_save=true on a cluster: a preempted job would restart from update 0")
+    if check:
+        check_training(cfg, trust_pickle)
     executor = submitit.AutoExecutor(folder=job.logs, cluster=job.cluster)
     tasks = job.gpus_per_node
     params = {"nodes": job.nodes, "tasks_per_node": tasks, "timeout_min": job.timeout_min,

@@ -673,6 +673,15 @@ def train(config_name: str, overrides: list[str] = (), config_dir: str | None = 
             torch.distributed.destroy_process_group()
 
 
+def check_training(cfg: TrainConfig, trust_pickle: bool = False) -> None:
+    """Set the run up once, as its first launch will, and stop there: the data, labels,
+    dictionaries, the checkpoint it starts or resumes from and ``save_dir`` are checked
+    (and refused) where this is called, e.g. before a job waits in a cluster's queue."""
+    trainer = Trainer(cfg, progress=False, trust_pickle=trust_pickle)
+    if trainer.lock:
+        trainer.lock.release()
+
+
 def finetune(config_name: str, overrides: list[str] = (), config_dir: str | None = None, progress: bool = True,
              trust_pickle: bool = False) -> dict:
     """``hubertkit finetune --config-name base_10h ...``: ``train`` with fairseq's
