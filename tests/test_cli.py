@@ -101,3 +101,31 @@ def test_usage_error_shows_the_subcommands_usage():
 def test_underscore_spellings_are_aliases():
     args = parser().parse_args(["dump-hubert", "tsv", "train", "ck.pt", "6", "1", "0", "feat", "--max_chunk", "800"])
     assert args.max_chunk == 800
+
+
+def test_older_weak_spots_exit_2_naming_what_to_change(labelled, tmp_path, capsys):
+    """Each was a traceback, a misleading message, or a value silently reinterpreted."""
+    from hubertkit.cli import main
+    from hubertkit.cluster.kmeans import KMeansModel
+
+    KMeansModel(np.eye(3, dtype=np.float32), {"inertia": "n/a", "frames": [1]}).save(tmp_path / "meta.pt")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "train.tsv").write_text("/root\n")
+    for args, message in (
+        (["dump-labels", labelled / "feat", "train", labelled / "km20.pt", 2, 2, tmp_path], "RANK 2 is outside 0..1"),
+        (["dump-labels", labelled / "feat", "train", labelled / "km20.pt", 2, -1, tmp_path], "RANK -1 is outside 0..1"),
+        (["dump-mfcc", tmp_path / "empty", "train", 1, 0, tmp_path / "f"], "lists no utterances (only its root line)"),
+        (["units", tmp_path / "m.pt", labelled / "km20.pt", labelled / "tsv", "--layer", 1], "is a folder: give a manifest "
+                                                                                               "file in it (train.tsv"),
+        (["demo", "--out", tmp_path / "demo", "--max-update", 0], "--max-update must be at least 1"),
+        (["transcribe", tmp_path / "ctc.pt", tmp_path / "a.flac", "--batch-size", 0], "--batch-size must be at least 1"),
+        (["transcribe", tmp_path / "ctc.pt", tmp_path / "a.flac", "--chunk-seconds", -1], "--chunk-seconds must be a positive"),
+        (["finetune", "--config-name", "demo", f"task.data={labelled / 'tsv'}", "task.label_dir=x", "model.w2v_path=y",
+          "model.final_dropout=nan"], "model.final_dropout"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main([*map(str, args), "-q"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and "Traceback" not in err, (args, err)
+    main(["export-kmeans", str(tmp_path / "meta.pt"), str(tmp_path / "km.bin")])  # non-numeric metadata: a traceback before
+    assert (tmp_path / "km.bin").is_file()

@@ -166,3 +166,14 @@ def test_a_build_called_from_an_unguarded_script_stops_instead_of_hanging(tmp_pa
                                         "if __name__ == '__main__':\n    print(len(ls.open_store('x.km')))\n")
     r = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "50", r.stderr[-2000:]
+
+
+def test_a_full_disk_while_building_is_named_and_leaves_nothing(small_disk):
+    path = small_disk.path / "train.km"
+    write_lines(path, [[i % 10 for i in range(40)]] * 300)  # 24 KB of text; the store needs more than is left
+    small_disk.remount("40k")
+    with pytest.raises(HubertkitError, match="No space left on device"):
+        open_store(path)
+    assert sorted(p.name for p in small_disk.path.iterdir() if not p.name.startswith(".train.km.store.lock")) == ["train.km"]
+    small_disk.remount("1m")
+    assert len(open_store(path)) == 300

@@ -303,3 +303,15 @@ def test_iteration_names_stay_inside_out_and_an_empty_until_is_refused(small_cor
         parse_pipeline(tree)
     with pytest.raises(HubertkitError, match="--until '' is not a stage"):
         run_pipeline(config(small_corpus, demo_dir, tmp_path / "out"), until="", progress=False, log=lambda s: None)
+
+
+def test_a_refusal_inside_a_stage_names_the_stage(tmp_path):
+    """layer: auto on a valid split too small for ABX stopped naming no stage."""
+    from hubertkit.recipes.pipeline import Stages
+
+    def refuse():
+        raise HubertkitError("no ABX triplet")
+
+    with pytest.raises(HubertkitError, match=r"^stage iter2\.layer: no ABX triplet$"):
+        Stages(tmp_path, 1, None, lambda s: None).run("iter2.layer", {}, refuse)
+    assert not (tmp_path / "stages" / "iter2.layer.json").exists()

@@ -126,6 +126,14 @@ def _usable(centroids: np.ndarray, path: Path) -> np.ndarray:
     return centroids.astype(np.float32)
 
 
+def _number(value) -> float:
+    """A metadata value as a number, NaN where it is missing or not one (it is only reported)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def export_kmeans(km_path: str | os.PathLike, out: str | os.PathLike, trust_pickle: bool = False) -> str:
     """``hubertkit export-kmeans KM_PATH OUT``: the centroids as a fitted scikit-learn
     ``MiniBatchKMeans`` in a joblib file, what fairseq's ``dump_km_label.py`` (and its
@@ -144,7 +152,7 @@ def export_kmeans(km_path: str | os.PathLike, out: str | os.PathLike, trust_pick
     # the attributes fit() leaves, so predict() and transform() work as on a fitted model
     model.cluster_centers_ = km.centroids.astype(np.float32)
     model.n_features_in_ = km.dim
-    model.inertia_ = float(km.meta.get("inertia", np.nan)) * float(km.meta.get("frames", np.nan))
+    model.inertia_ = _number(km.meta.get("inertia")) * _number(km.meta.get("frames"))
     model.n_iter_ = model.n_steps_ = 0
     model._n_threads = os.cpu_count() or 1  # what fit() sets; predict() reads it
     with atomic_path(out) as tmp:

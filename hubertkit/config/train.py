@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import II, MISSING
 
-from hubertkit.config.keys import AT_LEAST_1, EPOCHS, key, same_as
+from hubertkit.config.keys import AT_LEAST_1, EPOCHS, UNIT_INTERVAL, key, same_as
 from hubertkit.config.model import HubertConfig
 
 
@@ -229,7 +229,7 @@ class HubertCtcModelConfig:
     no_pretrained_weights: bool = key(False, "start the encoder from random weights (a baseline)")
     apply_mask: bool = key(False, "mask the encoder's input while fine-tuning")
     layerdrop: float = key(0.0, "probability of skipping a whole Transformer layer in training")
-    final_dropout: float = key(0.0, "dropout before the output projection")
+    final_dropout: float = key(0.0, "dropout before the output projection", check=UNIT_INTERVAL)
     freeze_finetune_updates: int = key(0, "updates during which only the output projection trains")
     dropout: float = same_as(HubertConfig, "dropout", 0.0)
     attention_dropout: float = same_as(HubertConfig, "attention_dropout", 0.0)

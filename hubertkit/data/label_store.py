@@ -288,5 +288,10 @@ def _build(source: Path, base: Path, progress: bool) -> dict:
     ids, counts = counter.result()
     meta = {"version": STORE_VERSION, "source": fingerprint, "utterances": len(offsets) - 1, "labels": writer.count,
             "dtype": writer.dtype.str, "ids": ids, "counts": counts}
-    write_text(f"{base}.store.json", json.dumps(meta) + "\n")
+    try:  # the description last: without it the arrays are not a store, so they go too
+        write_text(f"{base}.store.json", json.dumps(meta) + "\n")
+    except BaseException:
+        for part in ("values", "offsets"):
+            Path(f"{base}.{part}.npy").unlink(missing_ok=True)
+        raise
     return meta

@@ -57,6 +57,8 @@ class Manifest:
         return _Utterances(self)
 
     def shard(self, nshard: int, rank: int) -> list[Utterance]:
+        if not len(self):
+            raise HubertkitError(f"manifest {self.path} lists no utterances (only its root line): nothing to dump")
         start, end = shard_range(len(self), nshard, rank)
         return [self.utterance(i) for i in range(start, end)]
 
@@ -98,6 +100,10 @@ def manifest_path(tsv_dir: str | os.PathLike, split: str) -> Path:
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path)
+    if path.is_dir():
+        listed = sorted(p.name for p in path.glob("*.tsv"))
+        raise HubertkitError(f"manifest {path} is a folder: give a manifest file in it"
+                             + (f" ({', '.join(listed[:4])})" if listed else ""))
     if not path.is_file():
         raise HubertkitError(f"manifest {path} does not exist")
     starts, path_lengths, sizes, lines = (array.array(t) for t in "qiqi")

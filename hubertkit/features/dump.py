@@ -49,8 +49,10 @@ def resolve_ranks(rank: str | int, nshard: int) -> list[int]:
     """``RANK`` as an int, ``all`` (every rank, here), or ``auto`` (from SLURM or torchrun)."""
     if nshard < 1:
         raise HubertkitError(f"NSHARD (--nshard) must be at least 1, got {nshard}")
-    if isinstance(rank, int):
-        return [rank]
+    if isinstance(rank, int) or (isinstance(rank, str) and rank.lstrip("-").isdigit()):
+        if not 0 <= int(rank) < nshard:
+            raise HubertkitError(f"RANK {rank} is outside 0..{nshard - 1} for NSHARD={nshard}")
+        return [int(rank)]
     if rank == "all":
         return list(range(nshard))
     if rank == "auto":
@@ -66,10 +68,7 @@ def resolve_ranks(rank: str | int, nshard: int) -> list[int]:
                     raise HubertkitError(f"{var}={values[var]} is outside 0..{nshard - 1} for NSHARD={nshard}")
                 return [int(values[var])]
         raise HubertkitError("RANK=auto needs SLURM_ARRAY_TASK_ID or torchrun's RANK in the environment")
-    try:
-        return [int(rank)]
-    except ValueError:
-        raise HubertkitError(f"RANK must be an integer, 'all' or 'auto', got {rank!r}") from None
+    raise HubertkitError(f"RANK must be an integer, 'all' or 'auto', got {rank!r}")
 
 
 class _Job:

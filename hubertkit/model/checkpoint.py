@@ -148,6 +148,8 @@ def read_checkpoint(path: str | os.PathLike, state=UNREAD) -> Checkpoint | None:
     check_weights(state["model"], path)
     if kind == "ctc" and not all(isinstance(s, str) for s in state["symbols"]):
         raise HubertkitError(f"{path}: symbols must be a list of strings (the letters of dict.ltr.txt)")
+    if kind == "ctc" and not 0 <= state["final_dropout"] < 1:  # NaN too
+        raise HubertkitError(f"{path}: final_dropout must be in [0, 1), got {state['final_dropout']}; the file is damaged")
     return Checkpoint(path, kind, state)
 
 

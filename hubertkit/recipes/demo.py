@@ -35,6 +35,8 @@ def demo_tree(out: str = "demo_out", corpus: str | None = None, jobs: int = 2, m
         if importlib.util.find_spec("transformers") is None:
             print("unit-based ASR skipped: it needs transformers (pip install 'hubertkit[asr]')")
             del tree["unit_asr"]
+    if max_update is not None and max_update < 1:
+        raise HubertkitError(f"--max-update must be at least 1, got {max_update} (leave it out for the demo's own 400)")
     if max_update:
         def extend(section: dict, *overrides: str) -> None:
             section["train_overrides"] = [*section.get("train_overrides", []), f"optimization.max_update={max_update}",

@@ -71,6 +71,10 @@ def audio_inputs(inputs: list[str]) -> list[tuple[Utterance, str]]:
 @torch.inference_mode()
 def transcribe(ckpt: str | os.PathLike, inputs: list[str], batch_size: int = 8, chunk_seconds: float = CHUNK_SECONDS,
                references: str | os.PathLike | None = None, progress: bool = True) -> list[Transcript]:
+    if batch_size < 1:
+        raise HubertkitError(f"--batch-size must be at least 1, got {batch_size}")
+    if not chunk_seconds > 0:  # NaN too
+        raise HubertkitError(f"--chunk-seconds must be a positive number of seconds, got {chunk_seconds}")
     model = load_ctc(ckpt)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
