@@ -67,7 +67,7 @@ def test_values_that_mean_nothing_exit_2_naming_the_flag(labelled, tmp_path):
         (["export-kmeans", tmp_path / "km.pt", tmp_path], "is a directory"),
         (["label-quality", labelled / "labels" / "valid.km", tmp_path / "a.jsonl", "--label-rate", 0, "--tsv",
           labelled / "tsv" / "valid.tsv"], "--label-rate must be a positive number"),
-        (["make-dict", labelled / "labels", "--n-clusters", 0], "--n-clusters must be at least 1"),
+        (["make-dict", labelled / "labels", "--n-clusters", 0], "--n-clusters must be in 1.."),
         (["units", tmp_path / "m.pt", tmp_path / "km.pt", labelled / "tsv" / "valid.tsv", "--layer", 1, "--nshard", 0,
           "--out", tmp_path / "u.jsonl"], "NSHARD (--nshard) must be at least 1"),
     ):

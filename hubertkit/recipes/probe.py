@@ -225,7 +225,7 @@ def _abx_items(split: _Split, align: dict):
 def _abx(split: _Split, layer: int, items, rate: float, seed: int) -> dict:
     """ABX error rates of one layer on the split, {} where its items make no triplet."""
     try:
-        return abx_error_rates(dict(zip(split.keys, split.layers[layer])), items, rate, seed=seed)
+        return abx_error_rates(dict(zip(split.keys, split.layers[layer])), items, rate, modes=None, seed=seed)
     except HubertkitError:
         return {}
 
