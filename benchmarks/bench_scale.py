@@ -5,6 +5,16 @@ loader: a git revision) in the same run.
 
     python benchmarks/bench_scale.py --work /path/with/20GB [--sets ls960,ll1000,ll3000,ll6000]
         [--reference REV] [--procs 4] [--train]
+    python benchmarks/bench_scale.py --work DIR --audio HOURS [--read-utterances 3000]
+
+``--audio HOURS``: audio at Libri-Light scale, instead of the label sets. Libri-Light-
+shaped long recordings (10-minute chapters of real demo-corpus speech, with pauses, as
+symbolic links to four real ones, each with a voice-activity ``.json`` as Libri-Light
+ships) are cut by ``hubertkit segment``; the same utterances are read as separate files
+(what ``cut_by_vad.py`` writes), as spans of the recordings and as members of
+``hubertkit pack``'s archives, each layout by a fresh process with 2 DataLoader workers
+in a random order, with the page cache dropped first where the machine allows (cold)
+and then again (warm); files per layout are projected to 60,000 h.
 
 The sets are made without storing their hours: every manifest entry is a symbolic link
 to one of a few real recordings (demo-corpus utterances joined into 8-17 s files) and
@@ -196,6 +206,150 @@ def reference_tree(rev: str) -> Path:
     return out
 
 
+CHAPTER_S = 600  # a Libri-Light-like recording: 10 minutes
+
+
+def make_chapters(out: Path) -> list[Path]:
+    """Four real 10-minute recordings: demo-corpus utterances with 0.3-0.9 s pauses between
+    them; each with a voice-activity .json (Libri-Light's format) from the energy detector."""
+    from hubertkit.data.segment import _energy_vad
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted((ROOT / "hubertkit/corpora/demo").glob("*/*.flac"))
+    rng, made, pos = np.random.default_rng(0), [], 0
+    for k in range(4):
+        path = out / f"chapter{k}.flac"
+        if not path.exists():
+            parts, total = [], 0
+            while total < CHAPTER_S * RATE:
+                wav = sf.read(files[pos % len(files)], dtype="int16")[0]
+                parts += [wav, np.zeros(int(rng.uniform(0.3, 0.9) * RATE), np.int16)]
+                total += len(wav) + len(parts[-1])
+                pos += 1
+            sf.write(path, np.concatenate(parts)[: CHAPTER_S * RATE], RATE, subtype="PCM_16")
+            vad = [[a / RATE, b / RATE] for a, b in _energy_vad(path)]
+            path.with_suffix(".json").write_text(json.dumps({"voice_activity": vad}))
+        made.append(path)
+    return made
+
+
+def read_layout(tsv: Path, workers: int) -> dict:
+    """In this (fresh) process: every utterance of ``tsv`` read once through a DataLoader
+    with ``workers`` workers, in a seeded random order; throughput and memory."""
+    import torch
+
+    from hubertkit.data.audio import read_audio
+    from hubertkit.data.manifest import read_manifest
+
+    idle = memory()["anon_mb"]
+    manifest = read_manifest(tsv)
+    built = memory()["anon_mb"]
+
+    class Reader(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(manifest)
+
+        def __getitem__(self, i):
+            return len(read_audio(manifest.utterance(i)))
+
+    order = np.random.default_rng(0).permutation(len(manifest)).tolist()
+    loader = torch.utils.data.DataLoader(Reader(), batch_size=None, sampler=order, num_workers=workers)
+    t = time.perf_counter()
+    samples = sum(loader)
+    seconds = time.perf_counter() - t
+    return {"utterances": len(manifest), "seconds": seconds, "utt_per_s": len(manifest) / seconds,
+            "audio_s_per_s": samples / RATE / seconds, "manifest_mb": built - idle, **memory()}
+
+
+def drop_caches() -> bool:
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def audio_layouts(work: Path, hours: float, read_utterances: int, workers: int = 2) -> None:
+    from hubertkit.data.manifest import read_manifest
+    from hubertkit.data.pack import pack
+    from hubertkit.data.segment import _energy_vad, segment
+
+    print(header(f"Audio at Libri-Light scale: {hours:,.0f} h of long recordings as spans, files and archives"))
+    chapters = make_chapters(work / "chapters")
+    t = time.perf_counter()
+    for c in chapters:
+        _energy_vad(c)
+    vad_s = time.perf_counter() - t
+    print(f"\n- energy detector (no .json): {len(chapters) * CHAPTER_S / vad_s:,.0f} s of audio per s "
+          f"(4 recordings of {CHAPTER_S // 60} min, one thread)")
+    corpus = work / "longform"
+    count = int(hours * 3600 / CHAPTER_S)
+    if not (corpus / "done").exists():
+        shutil.rmtree(corpus, ignore_errors=True)
+        for i in range(count):
+            d = corpus / f"{i // 50:05d}" / f"book{i:07d}"
+            d.mkdir(parents=True)
+            for ext in ("flac", "json"):
+                os.symlink(chapters[i % len(chapters)].with_suffix(f".{ext}"), d / f"chapter.{ext}")
+        (corpus / "done").write_text("")
+    shutil.rmtree(work / "spans", ignore_errors=True)
+    t = time.perf_counter()
+    r = segment(corpus, work / "spans", valid_percent=0, jobs=2)
+    seg_s = time.perf_counter() - t
+    tsv = work / "spans" / "train.tsv"
+    spans = read_manifest(tsv)
+    mean_span = r["train"]["hours"] * 3600 / len(spans)
+    print(f"- `hubertkit segment` with Libri-Light's .json files: {count:,} recordings ({hours:,.0f} h) in "
+          f"{seg_s:.1f} s ({count / seg_s:,.0f} recordings/s); {len(spans):,} spans of {mean_span:.1f} s on average, "
+          f"{r['train']['hours']:,.0f} h of speech; manifest {tsv.stat().st_size / 1e6:.1f} MB")
+    # the layouts, on the same utterances: the first ``read_utterances`` spans
+    n = min(read_utterances, len(spans))
+    layouts = work / "layouts"
+    shutil.rmtree(layouts, ignore_errors=True)
+    (layouts / "spans").mkdir(parents=True)
+    lines = tsv.read_text().splitlines()
+    (layouts / "spans" / "train.tsv").write_text("\n".join(lines[: n + 1]) + "\n")
+    files, rows = layouts / "files_audio", []
+    for i, utt in enumerate(read_manifest(layouts / "spans" / "train.tsv").utterances):
+        rel = f"{i // 1000:04d}/{i:08d}.flac"
+        (files / rel).parent.mkdir(parents=True, exist_ok=True)
+        with sf.SoundFile(utt.path) as f:
+            f.seek(utt.start)
+            sf.write(files / rel, f.read(utt.num_samples, dtype="int16"), RATE, subtype="PCM_16")
+        rows.append(f"{rel}\t{utt.num_samples}")
+    (layouts / "files").mkdir()
+    (layouts / "files" / "train.tsv").write_text("\n".join([str(files), *rows]) + "\n")
+    t = time.perf_counter()
+    packed = pack(layouts / "files", "train", layouts / "archives")
+    pack_s = time.perf_counter() - t
+    print(f"- `hubertkit pack` of {n:,} utterance files: {packed['archives']} archive(s), "
+          f"{packed['bytes'] / 1e6:,.0f} MB in {pack_s:.1f} s")
+    print(f"\n| layout ({n:,} utterances, {workers} workers) | cache | utterances/s | audio s/s | ratio to files | "
+          "manifest MB | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|")
+    results = {}
+    for cache in ("cold", "warm"):
+        for layout in ("files", "spans", "archives"):
+            if cache == "cold" and not drop_caches():
+                continue
+            out = subprocess.run([sys.executable, __file__, "--read", str(layouts / layout / "train.tsv"),
+                                  "--workers", str(workers)], capture_output=True, text=True, check=True, cwd=ROOT)
+            res = results[cache, layout] = json.loads(out.stdout.strip().splitlines()[-1])
+            ratio = res["utt_per_s"] / results[cache, "files"]["utt_per_s"]
+            print(f"| {layout} | {cache} | {res['utt_per_s']:,.0f} | {res['audio_s_per_s']:,.0f} | {ratio:.2f} | "
+                  f"{res['manifest_mb']:.1f} | {res['peak_rss_mb']:.0f} |")
+    if ("cold", "files") not in results:
+        print("\n(the page cache could not be dropped here: warm cache only)")
+    audio_bytes = packed["bytes"] / (n * mean_span)  # bytes per second of audio, FLAC
+    per_archive_s = 1024e6 / audio_bytes
+    total_s = 60000 * 3600
+    print(f"\n**Projected to 60,000 h** (from this set's shapes): separate files: "
+          f"**{total_s / mean_span / 1e6:,.1f} M** files; spans: **{2 * total_s / CHAPTER_S:,.0f}** files "
+          f"({total_s / CHAPTER_S:,.0f} recordings of {CHAPTER_S // 60} min and their .json), manifest "
+          f"{tsv.stat().st_size / r['train']['hours'] * 60000 / 1e9:.1f} GB; archives of 1 GB: "
+          f"**{total_s / per_archive_s:,.0f}** files ({audio_bytes * total_s / 1e12:.1f} TB of FLAC)")
+
+
 def fmt(r: dict) -> str:
     return (f"dataset {r['dataset_s']:.1f} s, batching {r['batching_s']:.2f} s, first batch {r['first_batch_s']:.2f} s; "
             f"peak RSS {r['peak_rss_mb']:.0f} MB, own (RssAnon) {r['anon_mb']:.0f} MB "
@@ -210,11 +364,20 @@ def main():
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--train", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the llN sets (they are deleted after measuring)")
+    parser.add_argument("--audio", type=float, default=None, metavar="HOURS",
+                        help="measure audio layouts (files, spans, archives) on this many hours instead")
+    parser.add_argument("--read-utterances", type=int, default=3000, help="utterances each layout reads")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--barrier", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--read", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         return measure(args.measure, args.barrier, args.procs)
+    if args.read:
+        return print(json.dumps(read_layout(args.read, args.workers)))
+    if args.audio:
+        return audio_layouts(args.work, args.audio, args.read_utterances)
 
     recordings = make_recordings(args.work / "recordings")
     ours = ROOT

@@ -86,13 +86,48 @@ MINIBATCH_OPTIONS = [arg(flag, type=kind, default=None, help="minibatch: MiniBat
          arg("--valid-percent", type=float, default=0.01, help="fraction of files for valid.tsv (default: 0.01)"),
          arg("--seed", type=int, default=42, help="seed of the split (default: 42)"),
          arg("--path-must-contain", default=None, help="keep only paths containing this string"),
-         arg("--jobs", type=int, default=8, help="threads reading audio headers (default: 8; more on network file systems)"))
+         arg("--jobs", type=int, default=8, help="threads reading audio headers (default: 8; more on network file systems)"),
+         arg("--archives", action="store_true", help="also list the audio members of uncompressed .tar archives under "
+                   "AUDIO_DIR in place, without unpacking (a hubertkit manifest: fairseq cannot read it)"))
 def _cmd_manifest(a):
     from hubertkit.data.manifest import make_manifest
 
     counts = make_manifest(a.audio_dir, a.dest, a.ext, a.valid_percent, a.seed, a.path_must_contain,
-                           jobs=a.jobs, progress=not a.quiet)
+                           jobs=a.jobs, progress=not a.quiet, archives=a.archives)
     return ", ".join(f"{split}.tsv: {n} utterances" for split, n in counts.items()) + f" in {a.dest}"
+
+
+@command("segment", "a manifest of spans of long recordings (path<TAB>samples<TAB>start), cut at silences: "
+            "no file per utterance (Libri-Light's voice-activity .json beside a recording is used when present)",
+         arg("audio_dir", metavar="AUDIO_DIR"),
+         arg("--dest", default=".", help="output directory of train.tsv/valid.tsv (default: .)"),
+         arg("--ext", default="flac", help="audio file extension (default: flac)"),
+         arg("--max-seconds", type=float, default=None, help="longest span (default: 20)"),
+         arg("--min-seconds", type=float, default=None, help="shorter spans are left out (default: 1)"),
+         arg("--valid-percent", type=float, default=0.01, help="fraction of recordings for valid.tsv (default: 0.01)"),
+         arg("--seed", type=int, default=42, help="seed of the split (default: 42)"),
+         arg("--jobs", type=int, default=4, help="threads decoding recordings (default: 4)"))
+def _cmd_segment(a):
+    from hubertkit.data.segment import MAX_SECONDS, MIN_SECONDS, segment
+
+    r = segment(a.audio_dir, a.dest, a.ext, MAX_SECONDS if a.max_seconds is None else a.max_seconds,
+                MIN_SECONDS if a.min_seconds is None else a.min_seconds, a.valid_percent, a.seed, a.jobs,
+                progress=not a.quiet)
+    return f"{r['recordings']} recordings: " + ", ".join(
+        f"{split}.tsv: {v['spans']} spans, {v['hours']:.2f} h" for split, v in r.items() if split != "recordings") + f" in {a.dest}"
+
+
+@command("pack", "a split's audio (files, spans or archive members) in uncompressed tar archives, with a manifest "
+            "that reads each utterance by byte offset: thousands of files instead of millions",
+         TSV_DIR,
+         SPLIT,
+         arg("--dest", required=True, help="folder of the archives and their {split}.tsv"),
+         arg("--shard-mb", type=float, default=None, help="archive size in MB (default: 1024)"))
+def _cmd_pack(a):
+    from hubertkit.data.pack import SHARD_MB, pack
+
+    r = pack(a.tsv_dir, a.split, a.dest, SHARD_MB if a.shard_mb is None else a.shard_mb, progress=not a.quiet)
+    return f"{r['utterances']} utterances in {r['archives']} archive(s), {r['bytes'] / 1e9:.2f} GB; manifest {r['manifest']}"
 
 
 @command("dump-mfcc", "MFCC+Δ+ΔΔ features (39-dim, 100 Hz) of a manifest shard",

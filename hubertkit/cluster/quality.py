@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from hubertkit.data.alignments import frame_phones, read_alignments, utterance_key
+from hubertkit.data.alignments import frame_phones, read_alignments
 from hubertkit.data.audio import SAMPLE_RATE
 from hubertkit.data.labels import made_at_rate, read_labels
 from hubertkit.data.manifest import read_manifest
@@ -88,7 +88,7 @@ def paired_frames(lab_file, alignments, tsv, label_rate: float):
     align = read_alignments(alignments)
     phones_out, labels_out, diff = [], [], 0
     for utt, labs in zip(manifest.utterances, labels):
-        key = utterance_key(os.path.relpath(utt.path, manifest.root))
+        key = utt.key
         if key not in align:
             continue
         duration = align[key][-1][2]

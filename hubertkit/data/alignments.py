@@ -9,16 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hubertkit.data.manifest import utterance_key
 from hubertkit.errors import HubertkitError
 
 # Frame i of a feature at rate R covers the 25 ms window starting at i / R: its centre
 # is i / R + 12.5 ms (MFCC at 100 Hz and HuBERT's conv stack at 50 Hz alike).
 FRAME_CENTER = 0.0125
-
-
-def utterance_key(path: str) -> str:
-    """Relative path without extension: what manifests and alignments share."""
-    return os.path.splitext(path)[0]
 
 
 def read_alignments(path: str | os.PathLike) -> dict[str, list[tuple[str, float, float]]]:

@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from hubertkit.data.archive import read_member
 from hubertkit.data.manifest import Utterance
 from hubertkit.errors import HubertkitError
 
@@ -28,14 +29,31 @@ SAMPLE_RATE = 16000
 LENGTH_TOLERANCE = 160
 
 
+def _read_span(utt: Utterance, where: str) -> tuple[np.ndarray, int]:
+    """Samples ``start .. start + num_samples`` of the file, refused past its end."""
+    with sf.SoundFile(utt.path) as f:
+        end = utt.start + utt.num_samples
+        if end > f.frames:
+            raise HubertkitError(f"{where}the span {utt.start}..{end} is past the end of {utt.path} "
+                                 f"({f.frames} samples)")
+        f.seek(utt.start)
+        return f.read(utt.num_samples, dtype="float32", always_2d=True), f.samplerate
+
+
 def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") -> np.ndarray:
-    """Float32 mono waveform in [-1, 1]; stereo is averaged to mono (with a warning)."""
+    """Float32 mono waveform in [-1, 1]; stereo is averaged to mono (with a warning). A
+    span (``utt.start``) is read by seeking to it: only its samples are decoded."""
     where = f"{where}:{utt.line}: " if where else f"line {utt.line}: "
     if not os.path.isfile(utt.path):
         what = "is a folder, not an audio file" if os.path.isdir(utt.path) else "does not exist"
         raise HubertkitError(f"{where}audio file {utt.path} {what}")
     try:
-        wav, sr = sf.read(utt.path, dtype="float32", always_2d=True)
+        if utt.member is not None:
+            wav, sr = read_member(utt.path, *utt.member, utt.name, where)
+        elif utt.start is None:
+            wav, sr = sf.read(utt.path, dtype="float32", always_2d=True)
+        else:
+            wav, sr = _read_span(utt, where)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise HubertkitError(f"{where}cannot read audio {utt.path}: {e}") from None
     if sr != sample_rate:
@@ -50,6 +68,9 @@ def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") 
         bad = np.flatnonzero(~np.isfinite(wav))
         raise HubertkitError(f"{where}{utt.path} has {len(bad)} NaN or infinite sample(s), the first at "
                              f"{bad[0] / sample_rate:.3f} s; repair or drop the file")
+    if utt.start is not None and len(wav) != utt.num_samples:
+        raise HubertkitError(f"{where}the span of {utt.num_samples} samples from sample {utt.start} of {utt.path} "
+                             f"reads {len(wav)} samples (a truncated file?)")
     if abs(len(wav) - utt.num_samples) > LENGTH_TOLERANCE:
         raise HubertkitError(
             f"{where}{utt.path} has {len(wav)} samples but the manifest says {utt.num_samples} "

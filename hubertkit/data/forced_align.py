@@ -164,7 +164,7 @@ def align(tsv_dir, split: str, texts, out, lexicon=None, progress: bool = True) 
     n = 0
     with atomic_open(Path(out)) as f:
         for utt in progress_bar(manifest.utterances, unit="utt", desc=f"align {split}", disable=not progress):
-            rel = os.path.relpath(utt.path, manifest.root)
+            rel = utt.name
             text = normalize_text(lookup_by_path(table, rel, "transcript", str(texts)))
             words = text.lower().split()
             unknown = [w for w in words if decoder.lookup_word(w) is None and w not in added]

@@ -48,7 +48,7 @@ def read_speaker_map(path: str | os.PathLike) -> dict[str, str]:
 
 def utterance_speakers(tsv: str | os.PathLike, speaker_map: dict[str, str] | None = None) -> list[str]:
     manifest = read_manifest(tsv)
-    paths = [os.path.relpath(u.path, manifest.root) for u in manifest.utterances]  # as the manifest lists them
+    paths = [u.name for u in manifest.utterances]  # as the manifest lists them
     if speaker_map is None:
         return [speaker_from_path(p) for p in paths]
     return [lookup_by_path(speaker_map, p, "speaker in the speaker map", str(tsv)) for p in paths]

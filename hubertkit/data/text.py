@@ -89,7 +89,7 @@ def prepare_text(tsv_dir, splits: list[str], out_dir=None, texts: str | os.PathL
         manifest = read_manifest(manifest_path(tsv_dir, split))
         words = []
         for utt in manifest.utterances:
-            rel = os.path.relpath(utt.path, manifest.root)
+            rel = utt.name
             if table is not None:
                 raw = lookup_by_path(table, rel, "transcript", str(texts))
             else:

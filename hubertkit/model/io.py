@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import torch
 
+from hubertkit.data.manifest import manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
 from hubertkit.model.checkpoint import (
     UNREAD,
@@ -35,6 +37,8 @@ from hubertkit.model.convert import (
 from hubertkit.model.ctc import export_hf_ctc, load_ctc
 from hubertkit.model.disentangle import build_hubert
 from hubertkit.model.hubert import HubertModel
+
+log = logging.getLogger(__name__)
 
 
 def save_model(model: HubertModel, path: str | os.PathLike, **extra) -> None:
@@ -138,12 +142,26 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
     return f"wrote {out} (fairseq checkpoint: checkpoint_utils.load_model_ensemble_and_task loads it)"
 
 
+def _hubertkit_only(tsv: Path) -> bool:
+    """Whether a manifest uses hubertkit's third field (spans, archive members)."""
+    try:
+        return read_manifest(tsv).located
+    except HubertkitError:  # not on this machine, or unreadable: nothing to say about it
+        return False
+
+
 def _training_record(state) -> dict:
     """From a hubertkit training checkpoint, what a fairseq export carries besides the
     weights: the label dictionaries, the task's data and labels, the update count."""
     if not isinstance(state, dict) or "dictionaries" not in state:
         return {}
-    task = state.get("cfg", {}).get("train", {}).get("task", {})
+    train_cfg = state.get("cfg", {}).get("train", {})
+    task = train_cfg.get("task", {})
     fields = {k: task[k] for k in ("data", "label_dir", "labels") if task.get(k) is not None}
+    split = train_cfg.get("dataset", {}).get("train_subset", "train")
+    if "data" in fields and _hubertkit_only(manifest_path(fields["data"], split)):
+        log.warning("%s lists spans or archive members, which fairseq cannot read: the export leaves task.data out",
+                    manifest_path(fields["data"], split))
+        del fields["data"]
     return {"dictionaries": state["dictionaries"], "num_updates": state.get("trainer", {}).get("num_updates", 0),
             **({"task": fields} if fields else {})}

@@ -19,9 +19,9 @@ from hubertkit.cluster.abx import (
     write_item_file,
 )
 from hubertkit.cluster.kmeans import load_kmeans
-from hubertkit.data.alignments import read_alignments, utterance_key
+from hubertkit.data.alignments import read_alignments
 from hubertkit.data.audio import SAMPLE_RATE, read_audio
-from hubertkit.data.manifest import manifest_path, read_manifest
+from hubertkit.data.manifest import manifest_path, read_manifest, utterance_key
 from hubertkit.data.shards import find_nshard, read_utterances
 from hubertkit.data.speakers import speaker_from_path
 from hubertkit.errors import HubertkitError
@@ -45,11 +45,11 @@ def layer_features(model, manifest, keys: set[str], progress: bool = True) -> li
     """Every layer's frames (0: the transformer's input, L: layer L's output) of the
     manifest's utterances named in ``keys``: ``[layer][utterance key] -> [frames, dim]``."""
     out = [{} for _ in range(model.cfg.encoder_layers + 1)]
-    wanted = [u for u in manifest.utterances if utterance_key(os.path.relpath(u.path, manifest.root)) in keys]
+    wanted = [u for u in manifest.utterances if u.key in keys]
     with torch.inference_mode():
         for utt in progress_bar(wanted, unit="utt", desc="abx: encoding", disable=not progress):
             x = model.prepare(torch.from_numpy(read_audio(utt, where=str(manifest.path)))[None])
-            key = utterance_key(os.path.relpath(utt.path, manifest.root))
+            key = utt.key
             for store, h in zip(out, model.hidden_states(x)):
                 store[key] = h[0].float().numpy()
     return out
@@ -57,7 +57,7 @@ def layer_features(model, manifest, keys: set[str], progress: bool = True) -> li
 
 def _frame_rate(frames: dict[str, np.ndarray], manifest) -> float:
     """Frames per second of a dump or of units, from their lengths and the audio's."""
-    seconds = {utterance_key(os.path.relpath(u.path, manifest.root)): u.num_samples / SAMPLE_RATE for u in manifest.utterances}
+    seconds = {u.key: u.num_samples / SAMPLE_RATE for u in manifest.utterances}
     ratios = [len(v) / seconds[k] for k, v in frames.items() if seconds.get(k)]
     if not ratios:
         raise HubertkitError("no utterance of the features is in the manifest: cannot tell their frame rate; give --rate")
@@ -103,7 +103,7 @@ def _read_unit_file(path: Path, manifest) -> dict[str, np.ndarray]:
         tokens = line.split()
         if not all(t.isascii() and t.isdigit() for t in tokens):
             raise HubertkitError(f"{path}:{number}: labels must be non-negative integers, got {line[:60]!r}")
-        seqs[utterance_key(os.path.relpath(u.path, manifest.root))] = _unit_ids([int(t) for t in tokens], f"{path}:{number}")
+        seqs[u.key] = _unit_ids([int(t) for t in tokens], f"{path}:{number}")
     return seqs
 
 
@@ -146,7 +146,7 @@ def abx(source: str | os.PathLike, tsv_dir: str | os.PathLike, split: str, align
         shards = read_utterances(source, split)
         if len(shards) != len(manifest):
             raise HubertkitError(f"{source} holds {len(shards)} utterances of {split}, {manifest.path} lists {len(manifest)}")
-        feats = {utterance_key(os.path.relpath(u.path, manifest.root)): f for u, f in zip(manifest.utterances, shards)}
+        feats = {u.key: f for u, f in zip(manifest.utterances, shards)}
         found = {"features": (feats, _frame_rate(feats, manifest) if rate is None else rate)}
     elif source.suffix in (".jsonl", ".km"):
         feats = _units(source, manifest, km, trust_pickle)

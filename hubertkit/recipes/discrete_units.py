@@ -41,7 +41,7 @@ def _shard_units(labeller, manifest, nshard: int, rank: int, progress: bool) -> 
     for utt in progress_bar(manifest.shard(nshard, rank), unit="utt", desc=f"units {rank}/{nshard}", disable=not progress):
         labels = labeller(read_audio(utt, where=str(manifest.path)))
         short, durations = dedup(labels)
-        yield {"utt": os.path.relpath(utt.path, manifest.root), "units": labels, "dedup": short, "durations": durations}
+        yield {"utt": utt.name, "units": labels, "dedup": short, "durations": durations}
 
 
 def units_from_labels(tsv, label_file) -> Iterator[dict]:
@@ -52,7 +52,7 @@ def units_from_labels(tsv, label_file) -> Iterator[dict]:
     if len(lines) != len(manifest):
         raise HubertkitError(f"{label_file} has {len(lines)} lines but {manifest.path} lists {len(manifest)} utterances")
     for utt, line in zip(manifest.utterances, lines):
-        yield {"utt": os.path.relpath(utt.path, manifest.root), "units": [int(x) for x in line.split()]}
+        yield {"utt": utt.name, "units": [int(x) for x in line.split()]}
 
 
 def save_units(records, out: str | os.PathLike) -> int:

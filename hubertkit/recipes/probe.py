@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hubertkit.cluster.abx import abx_error_rates, items_from_alignments
-from hubertkit.data.alignments import frame_phones, read_alignments, utterance_key
+from hubertkit.data.alignments import frame_phones, read_alignments
 from hubertkit.data.audio import SAMPLE_RATE, read_audio
 from hubertkit.data.manifest import manifest_path, read_manifest
 from hubertkit.data.speakers import read_speaker_map, utterance_speakers
@@ -131,7 +131,7 @@ def _encode(model, tsv: Path, alignments: dict | None, speaker_map: dict | None,
         for store, h in zip(out.layers, states):
             store.append(h[0].float().numpy())
         frames = states[0].shape[1]
-        key = utterance_key(os.path.relpath(utt.path, manifest.root))
+        key = utt.key
         out.keys.append(key)
         out.phones.append(frame_phones(alignments[key], frames, rate) if alignments and key in alignments else None)
         pitch = track_pitch(wav, rate)

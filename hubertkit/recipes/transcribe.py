@@ -61,7 +61,7 @@ def audio_inputs(inputs: list[str]) -> list[tuple[Utterance, str]]:
     ``.tsv``, file names for audio files."""
     if len(inputs) == 1 and inputs[0].endswith(".tsv"):
         manifest = read_manifest(inputs[0])
-        return [(u, os.path.relpath(u.path, manifest.root)) for u in manifest.utterances]
+        return [(u, u.name) for u in manifest.utterances]
     missing = [p for p in inputs if not Path(p).is_file()]
     if missing:
         raise HubertkitError(f"audio file(s) not found: {', '.join(missing[:5])}")

@@ -1,0 +1,97 @@
+"""``hubertkit pack``: a split's audio in uncompressed tar archives of a chosen size, with
+a manifest that names each member by byte offset (``archive.py`` reads them)."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import soundfile as sf
+
+from hubertkit.data.archive import member_bytes
+from hubertkit.data.manifest import Utterance, manifest_path, read_manifest
+from hubertkit.errors import HubertkitError
+from hubertkit.fileio import AtomicFile, atomic_open, disk_error
+from hubertkit.progress import progress_bar
+
+SHARD_MB = 1024  # archive size: 60k h of FLAC in about 3,500 files
+
+
+# a span's samples are copied in the integer type of their file, so that packing changes none
+_INTEGER = {"PCM_S8": "int16", "PCM_16": "int16", "PCM_24": "int32"}
+
+
+def _member(utt: Utterance) -> tuple[str, bytes]:
+    """What ``pack`` stores for an utterance: a whole file (or another archive's member)
+    as its bytes, unchanged; a span as FLAC of the same samples (WAV for float audio)."""
+    if utt.member is not None:
+        return utt.name, bytes(member_bytes(utt.path, *utt.member))
+    if utt.start is None:
+        with open(utt.path, "rb") as f:
+            return utt.name, f.read()
+    with sf.SoundFile(utt.path) as f:
+        if utt.start + utt.num_samples > f.frames:
+            raise HubertkitError(f"the span {utt.start}..{utt.start + utt.num_samples} is past the end of {utt.path} "
+                                 f"({f.frames} samples)")
+        f.seek(utt.start)
+        integer = _INTEGER.get(f.subtype)
+        samples, rate = f.read(utt.num_samples, dtype=integer or "float32"), f.samplerate
+        subtype = f.subtype if integer else "FLOAT"
+    out = io.BytesIO()
+    sf.write(out, samples, rate, format="FLAC" if integer else "WAV", subtype=subtype)
+    return f"{utt.key}.{'flac' if integer else 'wav'}", out.getvalue()
+
+
+def pack(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, shard_mb: float = SHARD_MB,
+         progress: bool = False) -> dict:
+    """``hubertkit pack TSV_DIR SPLIT --dest DIR``: the split's audio (files, spans or
+    members) in ``DIR/{split}-000000.tar``, ... of about ``shard_mb`` MB each, and
+    ``DIR/{split}.tsv`` naming each member by byte offset. Each archive appears whole
+    (temp + rename), the manifest last. Returns utterances, archives and bytes."""
+    if not shard_mb > 0:
+        raise HubertkitError(f"--shard-mb must be a positive number of megabytes, got {shard_mb}")
+    manifest = read_manifest(manifest_path(tsv_dir, split))
+    dest = Path(dest).resolve()
+    if dest == Path(manifest.root).resolve() or dest == Path(tsv_dir).resolve():
+        raise HubertkitError(f"--dest {dest} would overwrite the manifest or audio it packs; give another folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    lines, archives, total = [], 0, 0
+    tar = shard = None
+    try:
+        for utt in progress_bar(manifest.utterances, unit="utt", desc=f"pack {split}", disable=not progress):
+            if tar is None:
+                shard = AtomicFile(dest / f"{split}-{archives:06d}.tar")
+                tar = tarfile.open(shard.tmp, "w", format=tarfile.PAX_FORMAT)
+                entries = []
+            name, data = _member(utt)
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644  # no clock in the bytes: packing is reproducible
+            tar.addfile(info, io.BytesIO(data))
+            entries.append((name, utt.num_samples))
+            total += len(data)
+            if tar.offset >= shard_mb * 1e6:
+                lines += _close(tar, shard, entries)
+                archives, tar = archives + 1, None
+        if tar is not None:
+            lines += _close(tar, shard, entries)
+            archives += 1
+    except OSError as e:
+        if shard is not None:
+            shard.discard()
+        raise disk_error(shard.path if shard else dest, e) from None
+    with atomic_open(dest / f"{split}.tsv") as f:
+        f.write("\n".join([str(dest), *lines]) + "\n")
+    return {"utterances": len(lines), "archives": archives, "bytes": total, "manifest": str(dest / f"{split}.tsv")}
+
+
+def _close(tar: tarfile.TarFile, shard: AtomicFile, entries: list[tuple[str, int]]) -> list[str]:
+    """Finish an archive; its manifest lines, with each member's data offset as the tar
+    module reads it back."""
+    tar.close()
+    with tarfile.open(shard.tmp) as written:
+        members = written.getmembers()
+    shard.commit()
+    return [f"{name}\t{samples}\t{shard.path.name}:{m.offset_data}:{m.size}"
+            for (name, samples), m in zip(entries, members)]
