@@ -209,9 +209,11 @@ def reference_tree(rev: str) -> Path:
 CHAPTER_S = 600  # a Libri-Light-like recording: 10 minutes
 
 
-def make_chapters(out: Path) -> list[Path]:
+def make_chapters(out: Path, seektable: bool = False) -> list[Path]:
     """Four real 10-minute recordings: demo-corpus utterances with 0.3-0.9 s pauses between
-    them; each with a voice-activity .json (Libri-Light's format) from the energy detector."""
+    them; each with a voice-activity .json (Libri-Light's format) from the energy detector.
+    ``seektable``: re-encoded by the ``flac`` tool, which adds a seek table (a point every
+    10 s) as it does by default; libsndfile writes none, so a seek searches the file."""
     from hubertkit.data.segment import _energy_vad
 
     out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +229,8 @@ def make_chapters(out: Path) -> list[Path]:
                 total += len(wav) + len(parts[-1])
                 pos += 1
             sf.write(path, np.concatenate(parts)[: CHAPTER_S * RATE], RATE, subtype="PCM_16")
+            if seektable:
+                subprocess.run(["flac", "-s", "-f", "-o", str(path), str(path)], check=True)
             vad = [[a / RATE, b / RATE] for a, b in _energy_vad(path)]
             path.with_suffix(".json").write_text(json.dumps({"voice_activity": vad}))
         made.append(path)
@@ -270,13 +274,15 @@ def drop_caches() -> bool:
         return False
 
 
-def audio_layouts(work: Path, hours: float, read_utterances: int, workers: int = 2) -> None:
+def audio_layouts(work: Path, hours: float, read_utterances: int, repeats: int = 3, workers: int = 2,
+                  seektable: bool = False) -> None:
     from hubertkit.data.manifest import read_manifest
     from hubertkit.data.pack import pack
     from hubertkit.data.segment import _energy_vad, segment
 
     print(header(f"Audio at Libri-Light scale: {hours:,.0f} h of long recordings as spans, files and archives"))
-    chapters = make_chapters(work / "chapters")
+    print(f"\nThe recordings' FLAC {'has a seek table (re-encoded by the flac tool, as it writes by default)' if seektable else 'has no seek table (libsndfile)'}.")
+    chapters = make_chapters(work / "chapters", seektable)
     t = time.perf_counter()
     for c in chapters:
         _energy_vad(c)
@@ -303,6 +309,21 @@ def audio_layouts(work: Path, hours: float, read_utterances: int, workers: int =
     print(f"- `hubertkit segment` with Libri-Light's .json files: {count:,} recordings ({hours:,.0f} h) in "
           f"{seg_s:.1f} s ({count / seg_s:,.0f} recordings/s); {len(spans):,} spans of {mean_span:.1f} s on average, "
           f"{r['train']['hours']:,.0f} h of speech; manifest {tsv.stat().st_size / 1e6:.1f} MB")
+    # memory of the manifest itself: the spans against the same number of whole-file lines
+    plain = work / "plain.tsv"
+    plain.write_text("\n".join([str(corpus), *(f"{u.name.replace('@', '_')}.flac\t{u.num_samples}"
+                                               for u in spans.utterances)]) + "\n")
+    cost = {}
+    for what, path in (("whole files", plain), ("spans", tsv)):
+        out = subprocess.run([sys.executable, "-c", "import json, sys; sys.path.insert(0, sys.argv[2]); "
+                              "from bench_scale import memory; from hubertkit.data.manifest import read_manifest; "
+                              "a = memory()['anon_mb']; m = read_manifest(sys.argv[1]); "
+                              "print(json.dumps(memory()['anon_mb'] - a))", str(path), str(Path(__file__).parent)],
+                             capture_output=True, text=True, check=True, cwd=ROOT)
+        cost[what] = float(out.stdout.strip().splitlines()[-1])
+    print(f"- the manifest of {len(spans):,} utterances in a process's own memory: {cost['whole files']:.1f} MB as "
+          f"whole files, {cost['spans']:.1f} MB as spans (the third field is read from the mapped text when an "
+          "utterance is loaded)")
     # the layouts, on the same utterances: the first ``read_utterances`` spans
     n = min(read_utterances, len(spans))
     layouts = work / "layouts"
@@ -325,20 +346,31 @@ def audio_layouts(work: Path, hours: float, read_utterances: int, workers: int =
     pack_s = time.perf_counter() - t
     print(f"- `hubertkit pack` of {n:,} utterance files: {packed['archives']} archive(s), "
           f"{packed['bytes'] / 1e6:,.0f} MB in {pack_s:.1f} s")
-    print(f"\n| layout ({n:,} utterances, {workers} workers) | cache | utterances/s | audio s/s | ratio to files | "
-          "manifest MB | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|")
-    results = {}
-    for cache in ("cold", "warm"):
-        for layout in ("files", "spans", "archives"):
-            if cache == "cold" and not drop_caches():
-                continue
-            out = subprocess.run([sys.executable, __file__, "--read", str(layouts / layout / "train.tsv"),
-                                  "--workers", str(workers)], capture_output=True, text=True, check=True, cwd=ROOT)
-            res = results[cache, layout] = json.loads(out.stdout.strip().splitlines()[-1])
-            ratio = res["utt_per_s"] / results[cache, "files"]["utt_per_s"]
-            print(f"| {layout} | {cache} | {res['utt_per_s']:,.0f} | {res['audio_s_per_s']:,.0f} | {ratio:.2f} | "
-                  f"{res['manifest_mb']:.1f} | {res['peak_rss_mb']:.0f} |")
-    if ("cold", "files") not in results:
+    print(f"\n{repeats} rounds; in each, every layout is read once with a cold page cache (dropped before each "
+          f"read, where the machine allows) and once warm, in turn. Median over rounds (min-max); the ratio to "
+          f"files is taken within each round.\n")
+    print(f"| layout ({n:,} utterances, {workers} workers) | cache | utterances/s | audio s/s | ratio to files | "
+          "own memory of the reading process, MB |\n|---|---|---:|---:|---:|---:|")
+    runs: dict = {}
+    for _ in range(repeats):
+        for cache in ("cold", "warm"):
+            for layout in ("files", "spans", "archives"):
+                if cache == "cold" and not drop_caches():
+                    continue
+                out = subprocess.run([sys.executable, __file__, "--read", str(layouts / layout / "train.tsv"),
+                                      "--workers", str(workers)], capture_output=True, text=True, check=True, cwd=ROOT)
+                runs.setdefault((cache, layout), []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    def spread(values) -> str:
+        return f"{np.median(values):,.2f} ({min(values):,.2f}-{max(values):,.2f})"
+
+    for (cache, layout), res in runs.items():
+        speed = [r["utt_per_s"] for r in res]
+        ratio = [r["utt_per_s"] / f["utt_per_s"] for r, f in zip(res, runs[cache, "files"])]
+        print(f"| {layout} | {cache} | {np.median(speed):,.0f} ({min(speed):,.0f}-{max(speed):,.0f}) | "
+              f"{np.median([r['audio_s_per_s'] for r in res]):,.0f} | {spread(ratio)} | "
+              f"{np.median([r['anon_mb'] for r in res]):.0f} |")
+    if ("cold", "files") not in runs:
         print("\n(the page cache could not be dropped here: warm cache only)")
     audio_bytes = packed["bytes"] / (n * mean_span)  # bytes per second of audio, FLAC
     per_archive_s = 1024e6 / audio_bytes
@@ -367,6 +399,8 @@ def main():
     parser.add_argument("--audio", type=float, default=None, metavar="HOURS",
                         help="measure audio layouts (files, spans, archives) on this many hours instead")
     parser.add_argument("--read-utterances", type=int, default=3000, help="utterances each layout reads")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of reading each layout")
+    parser.add_argument("--seektable", action="store_true", help="recordings re-encoded by the flac tool (needs it)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--barrier", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--read", type=Path, help=argparse.SUPPRESS)
@@ -377,7 +411,7 @@ def main():
     if args.read:
         return print(json.dumps(read_layout(args.read, args.workers)))
     if args.audio:
-        return audio_layouts(args.work, args.audio, args.read_utterances)
+        return audio_layouts(args.work, args.audio, args.read_utterances, args.repeats, seektable=args.seektable)
 
     recordings = make_recordings(args.work / "recordings")
     ours = ROOT
