@@ -265,14 +265,15 @@ def make_manifest(
     if left_out:
         log.warning("left out %d of %d file(s): %s", sum(map(len, left_out.values())), len(files),
                     ", ".join(f"{len(v)} {k}" for k, v in left_out.items()))
-    counts = {}
-    for split, rows in splits.items():
-        if split == "valid" and valid_percent <= 0:
-            continue
-        with atomic_open(Path(dest) / f"{split}.tsv") as f:
-            f.write("\n".join([str(root), *rows]) + "\n")
-        counts[split] = len(rows)
-    return counts
+    return {split: write_manifest(manifest_path(dest, split), root, rows) for split, rows in splits.items()
+            if split == "train" or valid_percent > 0}
+
+
+def write_manifest(path: str | os.PathLike, root: str | os.PathLike, lines: list[str]) -> int:
+    """A manifest, written atomically: the root, then a line per utterance; returns how many."""
+    with atomic_open(path) as f:
+        f.write("\n".join([str(root), *lines]) + "\n")
+    return len(lines)
 
 
 def _inspect(path: Path) -> tuple[int, str | None]:

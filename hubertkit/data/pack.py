@@ -11,9 +11,9 @@ from pathlib import Path
 import soundfile as sf
 
 from hubertkit.data.archive import member_bytes
-from hubertkit.data.manifest import Utterance, manifest_path, read_manifest
+from hubertkit.data.manifest import Utterance, manifest_path, read_manifest, write_manifest
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import AtomicFile, atomic_open, disk_error
+from hubertkit.fileio import AtomicFile, disk_error
 from hubertkit.progress import progress_bar
 
 SHARD_MB = 1024  # archive size: 60k h of FLAC in about 3,500 files
@@ -81,9 +81,8 @@ def pack(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, shard_
         if shard is not None:
             shard.discard()
         raise disk_error(shard.path if shard else dest, e) from None
-    with atomic_open(dest / f"{split}.tsv") as f:
-        f.write("\n".join([str(dest), *lines]) + "\n")
-    return {"utterances": len(lines), "archives": archives, "bytes": total, "manifest": str(dest / f"{split}.tsv")}
+    out = manifest_path(dest, split)
+    return {"utterances": write_manifest(out, dest, lines), "archives": archives, "bytes": total, "manifest": str(out)}
 
 
 def _close(tar: tarfile.TarFile, shard: AtomicFile, entries: list[tuple[str, int]]) -> list[str]:

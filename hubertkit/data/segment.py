@@ -29,7 +29,8 @@ import soundfile as sf
 
 from hubertkit.data.audio import SAMPLE_RATE
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import atomic_open, write_text
+from hubertkit.data.manifest import manifest_path, write_manifest
+from hubertkit.fileio import write_text
 from hubertkit.parallel import ordered_map
 from hubertkit.progress import progress_bar
 
@@ -170,12 +171,7 @@ def segment(audio_dir: str | os.PathLike, dest: str | os.PathLike, ext: str = "f
         rel = os.path.relpath(path, root)
         rows[split] += [f"{rel}\t{n}\t{start}" for start, n in spans]
         samples[split] += sum(n for _, n in spans)
-    out = {}
-    for split, lines in rows.items():
-        if split == "valid" and valid_percent <= 0:
-            continue
-        with atomic_open(Path(dest) / f"{split}.tsv") as f:
-            f.write("\n".join([str(root), *lines]) + "\n")
-        out[split] = {"spans": len(lines), "hours": samples[split] / SAMPLE_RATE / 3600}
-    out["recordings"] = len(files)
-    return out
+    out = {split: {"spans": write_manifest(manifest_path(dest, split), root, lines),
+                   "hours": samples[split] / SAMPLE_RATE / 3600}
+           for split, lines in rows.items() if split == "train" or valid_percent > 0}
+    return {**out, "recordings": len(files)}
