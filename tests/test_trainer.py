@@ -428,3 +428,34 @@ def test_a_relaunch_with_restore_file_resumes_and_never_overwrites_later_work(la
     with pytest.raises(HubertkitError, match=r"checkpoint_last.pt \(update 2\) is another run's.*move .* away"):
         train("demo", overrides(labelled, tmp_path / "c", **restore), progress=False)
     assert (tmp_path / "c" / "checkpoint_last.pt").read_bytes() == before
+
+
+def test_the_optimizer_steps_all_parameters_at_once_with_the_same_result(labelled, tmp_path, monkeypatch):
+    """AdamW's foreach form on the CPU (fused on CUDA): one call over every parameter, and
+    the same weights as the parameter-by-parameter loop, bit for bit, here."""
+    from hubertkit.config import load_config
+    from hubertkit.train.trainer import Trainer
+
+    trainer = Trainer(load_config("demo", overrides(labelled, tmp_path / "a", **{"optimization.max_update": 3})), progress=False)
+    assert trainer.optimizer.defaults["foreach"] is True and not trainer.optimizer.defaults["fused"]
+    trainer.run()
+    adamw = torch.optim.AdamW
+
+    def one_by_one(*args, **kwargs):
+        return adamw(*args, **{**kwargs, "foreach": False, "fused": None})
+
+    monkeypatch.setattr(torch.optim, "AdamW", one_by_one)
+    train("demo", overrides(labelled, tmp_path / "b", **{"optimization.max_update": 3}), progress=False)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_batches_reach_the_device_once_tensors_and_lists_of_them():
+    from hubertkit.train.trainer import to_device
+
+    batch = {"source": torch.zeros(2, 3), "target_list": [torch.zeros(2), torch.ones(2)], "padding_mask": None,
+             "samples": 6, "ids": ["a", "b"]}
+    assert to_device(batch, torch.device("cpu")) is batch
+    moved = to_device(batch, torch.device("meta"))  # a device that is not the CPU, on any machine
+    assert moved["source"].is_meta and all(t.is_meta for t in moved["target_list"])
+    assert moved["padding_mask"] is None and moved["samples"] == 6 and moved["ids"] == ["a", "b"]

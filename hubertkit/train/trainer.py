@@ -143,9 +143,11 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, find_unused_parameters=cfg.distributed_training.find_unused_parameters
             )
+        fused = self.dist.device.type == "cuda" and not self.fsdp  # one kernel for all parameters
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.optimization.lr[0], betas=cfg.optimizer.betas,
             eps=cfg.optimizer.adam_eps, weight_decay=cfg.optimizer.weight_decay,
+            fused=fused or None, foreach=None if fused else True,
         )
         self.dtype = _precision(cfg, self.dist.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
@@ -356,7 +358,7 @@ class Trainer:
         dev = self.dist.device
         net = self.ddp if (self.ddp is not None and train) else self.model
         with torch.autocast(dev.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
-            return self.task.loss(net, batch, dev, generator, train, self.num_updates)
+            return self.task.loss(net, to_device(batch, dev), dev, generator, train, self.num_updates)
 
     def train_step(self, batches: list[dict]) -> dict:
         self.model.train()
@@ -530,6 +532,7 @@ class Trainer:
                     torch.utils.data.Subset(BatchDataset(self.train_data, batches, cfg.common.seed, self.epoch),
                                             mine[self.batch_in_epoch :]),
                     batch_size=None, num_workers=cfg.dataset.num_workers,
+                    pin_memory=self.dist.device.type == "cuda",  # then the tasks' copies need not wait
                     persistent_workers=False, prefetch_factor=4 if cfg.dataset.num_workers else None,
                     # its own generator: drawing worker seeds from torch's global RNG would
                     # shift the dropout stream of a resumed run
@@ -571,6 +574,20 @@ class Trainer:
         self.check_replicas()
         return {"num_updates": self.num_updates, "epoch": self.epoch, "save_dir": str(self.save_dir),
                 "nonfinite_updates": self.nonfinite_total, "seconds": time.time() - start}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors (and lists of them) on ``device``, copied without waiting (the
+    loader pins them on CUDA); on the CPU the batch as it is."""
+    if device.type == "cpu":
+        return batch
+
+    def move(v):
+        if torch.is_tensor(v):
+            return v.to(device, non_blocking=True)
+        return [move(x) for x in v] if isinstance(v, list) and v and torch.is_tensor(v[0]) else v
+
+    return {k: move(v) for k, v in batch.items()}
 
 
 def add_stats(into: Stats, stats: Stats) -> None:
