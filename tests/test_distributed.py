@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from test_trainer import overrides
@@ -28,13 +29,14 @@ def test_two_processes_match_one_with_doubled_batch(labelled, tmp_path):
         torch.testing.assert_close(ddp["model"][k], v, atol=2e-5, rtol=1e-4, msg=k)
 
 
-def torchrun(args, command="train", timeout=120):
+def torchrun(args, command="train", timeout=120, program=("-m", "hubertkit"), launcher=(), env=None):
     """``torchrun --nproc-per-node 2 -m hubertkit COMMAND``; a hung job fails the test and
     leaves no process behind (the whole process group is killed)."""
     p = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "hubertkit", command, "--config-name", "demo", *args, "-q"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *launcher,
+         *program, command, "--config-name", "demo", *args, "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     try:
         _, err = p.communicate(timeout=timeout)
@@ -106,3 +108,21 @@ def test_fine_tuning_with_a_one_batch_valid_split_ends(labelled, demo_dir, tmp_p
     valid = [json.loads(line) for line in (tmp_path / "ft" / "train_log.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "valid"]
     assert [r["update"] for r in valid] == [1, 2] and all("wer" in r for r in valid), valid
+
+
+def test_a_killed_rank_restarts_and_resumes_to_the_same_weights(labelled, tmp_path):
+    """kill -9 of one rank after the save at update 4: torchrun --max-restarts 1 starts
+    both again, they resume from checkpoint_last.pt, and the final weights equal an
+    uninterrupted run's bit for bit, dropout included (each process's random stream is
+    saved and restored)."""
+    helper = Path(__file__).parent / "helpers" / "die_once.py"
+    args = overrides(labelled, tmp_path / "killed", **{"dataset.max_tokens": 120000, "checkpoint.save_interval_updates": 2})
+    err = torchrun(args, program=(str(helper),), launcher=("--max-restarts", "1"),
+                   env={"HUBERTKIT_DIE_AT": "4", "HUBERTKIT_DIE_MARKER": str(tmp_path / "marker")}, timeout=240)
+    assert (tmp_path / "marker").read_text() == "killed at update 4\n"
+    assert "started from" in err and "at update 4" in err, err[-2000:]
+    torchrun(overrides(labelled, tmp_path / "once", **{"dataset.max_tokens": 120000, "checkpoint.save_interval_updates": 2}))
+    killed = torch.load(tmp_path / "killed" / "checkpoint_last.pt", weights_only=True)
+    once = torch.load(tmp_path / "once" / "checkpoint_last.pt", weights_only=True)
+    assert killed["trainer"]["num_updates"] == once["trainer"]["num_updates"] == 8
+    assert all(torch.equal(killed["model"][k], v) for k, v in once["model"].items())

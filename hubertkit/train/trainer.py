@@ -92,7 +92,12 @@ def init_distributed(cfg: TrainConfig) -> Distributed:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if not torch.distributed.is_initialized():
-            torch.distributed.init_process_group(backend=backend)
+            # torchrun keeps its store across restarts (--max-restarts): without a prefix per
+            # attempt, a restarted process could read a dead peer's address and never connect
+            store, rank, size = next(torch.distributed.rendezvous("env://"))
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            torch.distributed.init_process_group(backend=backend, store=torch.distributed.PrefixStore(
+                f"hubertkit/attempt{attempt}", store), rank=rank, world_size=size)
         return Distributed(torch.distributed.get_rank(), world, device)
     configured = cfg.distributed_training.distributed_world_size
     if configured > 1:
@@ -182,7 +187,18 @@ class Trainer:
 
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
 
-    def state(self) -> dict:
+    def _random_states(self) -> list[dict]:
+        """Every process's random state (dropout and layerdrop draw from it), gathered so that
+        each process of a resumed run continues its own stream (a collective call)."""
+        mine = {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.dist.device) if self.dist.device.type == "cuda" else None}
+        if self.dist.world == 1:
+            return [mine]
+        every: list = [None] * self.dist.world
+        torch.distributed.all_gather_object(every, mine)
+        return every
+
+    def state(self, random_states: list[dict] | None = None) -> dict:
         model_state, optimizer_state = self._full_states()
         model_cfg = self.task.encoder(self.model).cfg.to_dict()
         return {
@@ -199,6 +215,7 @@ class Trainer:
                 # dropout and layerdrop draw from torch's RNG; crops and masks are seeded per batch
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "random_states": random_states or self._random_states(),  # one per process
             },
         }
 
@@ -290,6 +307,11 @@ class Trainer:
             torch.set_rng_state(t["torch_rng"])
             if t["cuda_rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(t["cuda_rng"])
+            own = t.get("random_states") or []  # each process's own stream (checkpoints since 2026-12-07)
+            if len(own) == self.dist.world:
+                torch.set_rng_state(own[self.dist.rank]["torch"])
+                if own[self.dist.rank]["cuda"] is not None and self.dist.device.type == "cuda":
+                    torch.cuda.set_rng_state(own[self.dist.rank]["cuda"], self.dist.device)
         if fresh:
             log.info("%s: the %s start fresh (the checkpoint's differ from the configured model's)", path, ", ".join(fresh))
         reset = [name for name, flag in (("optimizer", reset_optimizer), ("lr scheduler", reset_lr_scheduler),
@@ -317,7 +339,8 @@ class Trainer:
     def save(self, valid_loss: float | None = None) -> None:
         if self.cfg.checkpoint.no_save:
             return
-        state = self.state() if (self.dist.main or self.fsdp) else None  # FSDP gathers on every process
+        random_states = self._random_states()  # every process's, gathered
+        state = self.state(random_states) if (self.dist.main or self.fsdp) else None  # FSDP gathers on every process
         if not self.dist.main:
             return
         ck = self.cfg.checkpoint
