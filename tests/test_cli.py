@@ -19,6 +19,13 @@ def test_the_recipes_commands_are_there():
             "pack"} <= set(COMMANDS)
 
 
+def hubertkit(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "hubertkit", *map(str, args)], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"exit {r.returncode}\n{r.stderr}")
+    return r
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:

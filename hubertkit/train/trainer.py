@@ -198,7 +198,8 @@ class Trainer:
         torch.distributed.all_gather_object(every, mine)
         return every
 
-    def state(self, random_states: list[dict] | None = None) -> dict:
+    def state(self, random_states: list[dict]) -> dict:
+        """The checkpoint's contents; ``random_states``: every process's (``_random_states``)."""
         model_state, optimizer_state = self._full_states()
         model_cfg = self.task.encoder(self.model).cfg.to_dict()
         return {
@@ -215,7 +216,7 @@ class Trainer:
                 # dropout and layerdrop draw from torch's RNG; crops and masks are seeded per batch
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "random_states": random_states or self._random_states(),  # one per process
+                "random_states": random_states,  # one per process
             },
         }
 
