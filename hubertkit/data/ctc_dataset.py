@@ -9,7 +9,6 @@ are always padded.)
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ import torch
 from hubertkit.data.audio import read_audio, standardize
 from hubertkit.data.dataset import select_by_length
 from hubertkit.data.dictionary import NUM_SPECIAL, PAD_INDEX
-from hubertkit.data.labels import read_dict
+from hubertkit.data.labels import dict_path, label_path, read_dict
 from hubertkit.data.manifest import read_manifest
 from hubertkit.errors import HubertkitError
 
@@ -31,8 +30,8 @@ class TranscribedDataset(torch.utils.data.Dataset):
                  normalize: bool = False):
         self.manifest = read_manifest(manifest)
         self.split, self.sample_rate, self.normalize = split, sample_rate, normalize
-        self.symbols = read_dict(Path(label_dir) / f"dict.{label}.txt")
-        path = Path(label_dir) / f"{split}.{label}"
+        self.symbols = read_dict(dict_path(label_dir, label))
+        path = label_path(label_dir, split, label)
         if not path.is_file():
             raise HubertkitError(f"transcript file {path} does not exist (run prepare-text)")
         lines = path.read_text().splitlines()

@@ -14,7 +14,7 @@ import torch
 from hubertkit.data.audio import read_audio, standardize
 from hubertkit.data.dictionary import NUM_SPECIAL, PAD_INDEX
 from hubertkit.data.label_store import open_store
-from hubertkit.data.labels import made_at_rate, read_dict, read_sidecar
+from hubertkit.data.labels import dict_path, label_path, made_at_rate, read_dict, read_sidecar
 from hubertkit.data.manifest import Utterance, read_manifest
 from hubertkit.data.shards import UtteranceShards, read_utterances
 from hubertkit.data.speakers import read_speakers
@@ -55,7 +55,7 @@ def select_by_length(manifest, keep: np.ndarray, min_keep_size: int | None, max_
 
 
 def load_label_sets(label_dir: str | os.PathLike, names: list[str], rate: float) -> list[LabelSet]:
-    return [LabelSet(n, rate, read_dict(Path(label_dir) / f"dict.{n}.txt")) for n in names]
+    return [LabelSet(n, rate, read_dict(dict_path(label_dir, n))) for n in names]
 
 
 class FrameLabels:
@@ -123,7 +123,7 @@ class HubertDataset(torch.utils.data.Dataset):
         self.label_sets = label_sets
         self.max_sample_size = max_sample_size or 2**62
         self.pad_audio, self.random_crop, self.normalize = pad_audio, random_crop, normalize
-        self.labels = [FrameLabels(Path(label_dir) / f"{split}.{ls.name}", ls, self.manifest) for ls in label_sets]
+        self.labels = [FrameLabels(label_path(label_dir, split, ls.name), ls, self.manifest) for ls in label_sets]
         timed = [(f"{split}.{ls.name} labels", lab.store.lengths, ls.rate) for lab, ls in zip(self.labels, label_sets)]
         self.pitch, self.speakers = None, None
         if feat_dir is not None:
@@ -258,7 +258,7 @@ class HubertDataset(torch.utils.data.Dataset):
 def check_same_kmeans(label_dir: str | os.PathLike, splits: list[str], names: list[str]) -> None:
     """Valid labels must come from the train k-means (their sidecars record it)."""
     for name in names:
-        made_by = {s: (read_sidecar(Path(label_dir) / f"{s}.{name}") or {}).get("kmeans") for s in splits}
+        made_by = {s: (read_sidecar(label_path(label_dir, s, name)) or {}).get("kmeans") for s in splits}
         known = {s: k for s, k in made_by.items() if k}
         if len(set(known.values())) > 1:
             detail = ", ".join(f"{s}.{name} by k-means {k}" for s, k in known.items())

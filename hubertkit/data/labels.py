@@ -74,7 +74,7 @@ def merge_labels(lab_dir: str | os.PathLike, split: str, nshard: int, label: str
     known = {i["kmeans"] for i in infos if i}
     if len(known) > 1:
         raise HubertkitError(f"label shards of {split} in {lab_dir} come from different k-means models: {sorted(known)}")
-    out = lab_dir / f"{split}.{label}"
+    out = label_path(lab_dir, split, label)
     utterances = 0
     with atomic_open(out, "wb") as f:
         for p, shard_info in zip(shards, infos):
@@ -95,6 +95,16 @@ def merge_labels(lab_dir: str | os.PathLike, split: str, nshard: int, label: str
     else:  # an older sidecar would vouch for labels it never saw
         sidecar_path(out).unlink(missing_ok=True)
     return {"path": str(out), **info}
+
+
+def label_path(label_dir: str | os.PathLike, split: str, label: str = "km") -> Path:
+    """A split's merged label file, ``{split}.{label}`` (fairseq's name), in ``label_dir``."""
+    return Path(label_dir) / f"{split}.{label}"
+
+
+def dict_path(label_dir: str | os.PathLike, label: str = "km") -> Path:
+    """A label set's fairseq dictionary, ``dict.{label}.txt``, in ``label_dir``."""
+    return Path(label_dir) / f"dict.{label}.txt"
 
 
 MAX_CLUSTERS = 1 << 20  # make-dict writes a line per id: a stray huge label would exhaust memory
@@ -134,7 +144,7 @@ def make_dict(lab_dir: str | os.PathLike, label: str = "km", n_clusters: int | N
                                  f"and ids above {MAX_CLUSTERS - 1} are not k-means labels; check the label files")
     if counts and (min(counts) < 0 or max(counts) >= n_clusters):
         raise HubertkitError(f"labels in {lab_dir} range over {min(counts)}..{max(counts)}, outside 0..{n_clusters - 1}")
-    out = lab_dir / f"dict.{label}.txt"
+    out = dict_path(lab_dir, label)
     write_text(out, "".join(f"{i} {counts.get(i, 0)}\n" for i in range(n_clusters)))
     return {"path": str(out), "n_clusters": n_clusters, "files": [p.name for p in files], "unused": n_clusters - len(counts)}
 

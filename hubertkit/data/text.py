@@ -18,6 +18,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from hubertkit.data.labels import dict_path, label_path
 from hubertkit.data.manifest import lookup_by_path, manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import read_utf8, write_text
@@ -96,11 +97,11 @@ def prepare_text(tsv_dir, splits: list[str], out_dir=None, texts: str | os.PathL
                 raw = lookup_by_path(_librispeech_texts(Path(utt.path), cache), Path(rel).name, "transcript", str(utt.path))
             words.append(normalize_text(raw))
         texts_per_split.append(words)
-        write_text(out / f"{split}.wrd", "".join(f"{w}\n" for w in words))
-        write_text(out / f"{split}.ltr", "".join(f"{letters(w)}\n" for w in words))
+        write_text(label_path(out, split, "wrd"), "".join(f"{w}\n" for w in words))
+        write_text(label_path(out, split, "ltr"), "".join(f"{letters(w)}\n" for w in words))
         written[split] = len(words)
     first = letter_counts(texts_per_split[0])
     known = {c for c, _ in first}
     rest = [(c, n) for c, n in letter_counts([w for words in texts_per_split[1:] for w in words]) if c not in known]
-    write_text(out / "dict.ltr.txt", "".join(f"{c} {n}\n" for c, n in first + rest))
+    write_text(dict_path(out, "ltr"), "".join(f"{c} {n}\n" for c, n in first + rest))
     return written

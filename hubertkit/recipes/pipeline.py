@@ -30,7 +30,7 @@ from hubertkit.config import load_config
 from hubertkit.config.model import parse_conv_layers
 from hubertkit.config.pipeline import IterationConfig, PipelineConfig, UnitAsrConfig
 from hubertkit.data.audio import SAMPLE_RATE
-from hubertkit.data.labels import make_dict, merge_labels
+from hubertkit.data.labels import label_path, make_dict, merge_labels
 from hubertkit.data.manifest import make_manifest, manifest_path, read_manifest
 from hubertkit.data.speakers import write_speakers
 from hubertkit.errors import HubertkitError
@@ -223,7 +223,7 @@ def _unit_asr_overrides(u: UnitAsrConfig, it: IterationConfig) -> list[str]:
 def _unit_asr_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, progress: bool) -> str:
     u, d = cfg.unit_asr, Path(cfg.out) / "unit_asr" / it.name
     for split in SPLITS:
-        save_units(units_from_labels(tsv / f"{split}.tsv", Path(cfg.out) / it.name / "labels" / f"{split}.km"),
+        save_units(units_from_labels(manifest_path(tsv, split), label_path(Path(cfg.out) / it.name / "labels", split)),
                    d / f"{split}.jsonl")
     result = train_unit_asr(d / "train.jsonl", u.texts, d / "valid.jsonl", u.train_config, _unit_asr_overrides(u, it),
                             u.train_config_dir, d / "checkpoints", progress=progress)
@@ -252,7 +252,7 @@ def _layer_pnmi(ckpt: Path, layer: int, k: int, tsv: Path, work: Path, cfg: Pipe
     """Valid PNMI of k-means (fitted on train) on one layer of a model, at 50 Hz."""
 
     labels = layer_labels(ckpt, layer, k, tsv, work, nshard=cfg.nshard, jobs=cfg.jobs, seed=cfg.seed, progress=progress)
-    return label_quality(labels / "valid.km", cfg.alignments, 50, tsv / "valid.tsv").pnmi
+    return label_quality(label_path(labels, "valid"), cfg.alignments, 50, manifest_path(tsv, "valid")).pnmi
 
 
 def _layer_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, ckpt: Path, d: Path, progress: bool) -> str:
@@ -300,7 +300,8 @@ def _labels_stage(cfg: PipelineConfig, feats: Path, km: Path, lab: Path, progres
 def _quality_stage(cfg: PipelineConfig, tsv: Path, it: IterationConfig, lab: Path, d: Path) -> str:
     if not cfg.alignments:
         return "no alignments given"
-    q = {s: label_quality(lab / f"{s}.km", cfg.alignments, it.label_rate, tsv / f"{s}.tsv").as_dict() for s in SPLITS}
+    q = {s: label_quality(label_path(lab, s), cfg.alignments, it.label_rate, manifest_path(tsv, s)).as_dict()
+         for s in SPLITS}
     write_text(d / "quality.json", json.dumps(q, indent=1) + "\n")
     return f"valid PNMI {q['valid']['pnmi']:.4f}"
 

@@ -17,7 +17,8 @@ import yaml
 
 from hubertkit.cluster.quality import joint_counts, paired_frames, shuffled_quality
 from hubertkit.data.audio import SAMPLE_RATE
-from hubertkit.data.manifest import read_manifest
+from hubertkit.data.labels import label_path
+from hubertkit.data.manifest import manifest_path, read_manifest
 from hubertkit.fileio import write_text
 from hubertkit.plots import pyplot, save_figure, training_curves
 from hubertkit.recipes.probe import plot_probes, read_probes
@@ -76,7 +77,7 @@ def _environment() -> str:
 def _corpus_lines(tsv_dir: Path) -> list[str]:
     rows = ["| split | utterances | speakers | hours |", "|---|---:|---:|---:|"]
     for split in ("train", "valid"):
-        path = tsv_dir / f"{split}.tsv"
+        path = manifest_path(tsv_dir, split)
         if path.is_file():
             m = read_manifest(path)
             speakers = Counter(Path(u.path).parent.name for u in m.utterances)
@@ -147,7 +148,7 @@ def write_report(cfg) -> Path:
         q = json.loads(qfile.read_text()) if qfile.is_file() else None
         if q:  # scored against cfg.alignments, so they exist
             qualities[it.name] = q
-            pairs = paired_frames(d / "labels" / "valid.km", cfg.alignments, tsv / "valid.tsv", it.label_rate)
+            pairs = paired_frames(label_path(d / "labels", "valid"), cfg.alignments, manifest_path(tsv, "valid"), it.label_rate)
             chance[it.name] = shuffled_quality(*pairs).as_dict()
         log_path = d / "checkpoints" / "train_log.jsonl"
         records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
