@@ -128,3 +128,12 @@ def file_utterance(path):
     from hubertkit.data.manifest import Utterance
 
     return Utterance(str(path), sf.info(path).frames, 1)
+
+
+def test_a_failed_pack_leaves_no_archive_behind(labelled, tmp_path):
+    lines = (labelled / "tsv" / "train.tsv").read_text().splitlines()
+    (tmp_path / "tsv").mkdir()
+    (tmp_path / "tsv" / "train.tsv").write_text("\n".join([*lines[:4], "missing.flac\t16000", *lines[4:]]) + "\n")
+    with pytest.raises(HubertkitError, match="train.tsv:5: audio file .*missing.flac does not exist"):
+        pack(tmp_path / "tsv", "train", tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())

@@ -23,18 +23,20 @@ SHARD_MB = 1024  # archive size: 60k h of FLAC in about 3,500 files
 _INTEGER = {"PCM_S8": "int16", "PCM_16": "int16", "PCM_24": "int32"}
 
 
-def _member(utt: Utterance) -> tuple[str, bytes]:
+def _member(utt: Utterance, where: str) -> tuple[str, bytes]:
     """What ``pack`` stores for an utterance: a whole file (or another archive's member)
     as its bytes, unchanged; a span as FLAC of the same samples (WAV for float audio)."""
     if utt.member is not None:
         return utt.name, bytes(member_bytes(utt.path, *utt.member))
+    if not os.path.isfile(utt.path):
+        raise HubertkitError(f"{where}:{utt.line}: audio file {utt.path} does not exist")
     if utt.start is None:
         with open(utt.path, "rb") as f:
             return utt.name, f.read()
     with sf.SoundFile(utt.path) as f:
         if utt.start + utt.num_samples > f.frames:
-            raise HubertkitError(f"the span {utt.start}..{utt.start + utt.num_samples} is past the end of {utt.path} "
-                                 f"({f.frames} samples)")
+            raise HubertkitError(f"{where}:{utt.line}: the span {utt.start}..{utt.start + utt.num_samples} is past "
+                                 f"the end of {utt.path} ({f.frames} samples)")
         f.seek(utt.start)
         integer = _INTEGER.get(f.subtype)
         samples, rate = f.read(utt.num_samples, dtype=integer or "float32"), f.samplerate
@@ -65,7 +67,7 @@ def pack(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, shard_
                 shard = AtomicFile(dest / f"{split}-{archives:06d}.tar")
                 tar = tarfile.open(shard.tmp, "w", format=tarfile.PAX_FORMAT)
                 entries = []
-            name, data = _member(utt)
+            name, data = _member(utt, str(manifest.path))
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644  # no clock in the bytes: packing is reproducible
             tar.addfile(info, io.BytesIO(data))
@@ -77,10 +79,12 @@ def pack(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, shard_
         if tar is not None:
             lines += _close(tar, shard, entries)
             archives += 1
-    except OSError as e:
+    except BaseException as e:  # nothing half-written stays: the open archive goes
         if shard is not None:
             shard.discard()
-        raise disk_error(shard.path if shard else dest, e) from None
+        if isinstance(e, OSError):
+            raise disk_error(shard.path if shard else dest, e) from None
+        raise
     out = manifest_path(dest, split)
     return {"utterances": write_manifest(out, dest, lines), "archives": archives, "bytes": total, "manifest": str(out)}
 
