@@ -411,7 +411,7 @@ def test_the_first_update_of_a_warm_up_moves_no_weight(labelled, tmp_path):
     assert not all(torch.equal(weights(tmp_path / "ck")[k], v) for k, v in start.items())
 
 
-def test_a_relaunch_with_restore_file_resumes_and_never_overwrites_later_work(labelled, tmp_path):
+def test_a_relaunch_with_restore_file_resumes_and_never_overwrites_later_work(labelled, tmp_path, monkeypatch):
     """fairseq reloads restore_file on every launch, so a requeued job would start again from
     it and overwrite checkpoint_last.pt: hubertkit resumes from checkpoint_last.pt, and
     refuses a save_dir whose checkpoint_last.pt another run wrote."""
@@ -420,6 +420,14 @@ def test_a_relaunch_with_restore_file_resumes_and_never_overwrites_later_work(la
     train("demo", overrides(labelled, tmp_path / "b", **restore, **{"optimization.max_update": 6}), progress=False)
     assert train("demo", overrides(labelled, tmp_path / "b", **restore), progress=False)["num_updates"] == 8  # relaunch
     assert [r["update"] for r in log_records(tmp_path / "b")] == [5, 6, 7, 8]
+    from hubertkit.config import load_config
+    from hubertkit.train.trainer import Trainer
+
+    reads, load = [], torch.load  # the relaunch reads checkpoint_last.pt once, to check it and to resume
+    monkeypatch.setattr(torch, "load", lambda f, *a, **kw: reads.append(str(f)) or load(f, *a, **kw))
+    Trainer(load_config("demo", overrides(labelled, tmp_path / "b", **restore)), progress=False).lock.release()
+    monkeypatch.undo()
+    assert reads.count(str(tmp_path / "b" / "checkpoint_last.pt")) == 1
     train("demo", overrides(labelled, tmp_path / "once", **restore), progress=False)
     relaunched, once = weights(tmp_path / "b"), weights(tmp_path / "once")
     assert all(torch.equal(relaunched[k], v) for k, v in once.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -29,14 +30,21 @@ SAMPLE_RATE = 16000
 LENGTH_TOLERANCE = 160
 
 
-def _read_span(utt: Utterance, where: str) -> tuple[np.ndarray, int]:
-    """Samples ``start .. start + num_samples`` of the file, refused past its end."""
+@contextlib.contextmanager
+def open_span(utt: Utterance, where: str = ""):
+    """The span's file, open and at its first sample; a span past the end is refused."""
     with sf.SoundFile(utt.path) as f:
         end = utt.start + utt.num_samples
         if end > f.frames:
             raise HubertkitError(f"{where}the span {utt.start}..{end} is past the end of {utt.path} "
                                  f"({f.frames} samples)")
         f.seek(utt.start)
+        yield f
+
+
+def _read_span(utt: Utterance, where: str) -> tuple[np.ndarray, int]:
+    """Samples ``start .. start + num_samples`` of the file."""
+    with open_span(utt, where) as f:
         return f.read(utt.num_samples, dtype="float32", always_2d=True), f.samplerate
 
 

@@ -114,24 +114,25 @@ def open_store(label_path: str | os.PathLike, progress: bool = False) -> LabelSt
     if not source.is_file():
         raise HubertkitError(f"label file {source} does not exist")
     base = store_base(source)
-    meta = _read_meta(source, base)
-    if meta is not None:
-        try:
-            return LabelStore(source, base, meta)
-        except DamagedStore:
-            pass  # rebuilt below, under the lock
+    store = _intact_store(source, base)
+    if store is not None:
+        return store
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise disk_error(base.parent, e) from None
-    with FileLock(base.parent / f".{base.name}.store.lock"):
-        meta = _read_meta(source, base)
-        if meta is not None:  # another process may have rebuilt it while this one waited
-            try:
-                return LabelStore(source, base, meta)
-            except DamagedStore:
-                pass
-        return LabelStore(source, base, _build(source, base, progress))
+    with FileLock(base.parent / f".{base.name}.store.lock"):  # another process may have built it meanwhile
+        return _intact_store(source, base) or LabelStore(source, base, _build(source, base, progress))
+
+
+def _intact_store(source: Path, base: Path) -> LabelStore | None:
+    """The store if it was built from ``source`` as it is now and its files are whole;
+    None when it must be built (again)."""
+    meta = _read_meta(source, base)
+    try:
+        return LabelStore(source, base, meta) if meta is not None else None
+    except DamagedStore:
+        return None
 
 
 class _Counter:

@@ -11,6 +11,7 @@ from pathlib import Path
 import soundfile as sf
 
 from hubertkit.data.archive import member_bytes
+from hubertkit.data.audio import open_span
 from hubertkit.data.manifest import Utterance, manifest_path, read_manifest, write_manifest
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import AtomicFile, disk_error
@@ -33,11 +34,7 @@ def _member(utt: Utterance, where: str) -> tuple[str, bytes]:
     if utt.start is None:
         with open(utt.path, "rb") as f:
             return utt.name, f.read()
-    with sf.SoundFile(utt.path) as f:
-        if utt.start + utt.num_samples > f.frames:
-            raise HubertkitError(f"{where}:{utt.line}: the span {utt.start}..{utt.start + utt.num_samples} is past "
-                                 f"the end of {utt.path} ({f.frames} samples)")
-        f.seek(utt.start)
+    with open_span(utt, f"{where}:{utt.line}: ") as f:
         integer = _INTEGER.get(f.subtype)
         samples, rate = f.read(utt.num_samples, dtype=integer or "float32"), f.samplerate
         subtype = f.subtype if integer else "FLOAT"

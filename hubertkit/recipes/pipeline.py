@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +26,6 @@ import numpy as np
 from hubertkit.cluster.kmeans import dump_labels, learn_kmeans
 from hubertkit.cluster.quality import label_quality
 from hubertkit.config import load_config
-from hubertkit.config.model import parse_conv_layers
 from hubertkit.config.pipeline import IterationConfig, PipelineConfig, UnitAsrConfig
 from hubertkit.data.audio import SAMPLE_RATE
 from hubertkit.data.labels import label_path, make_dict, merge_labels
@@ -327,7 +325,7 @@ def _check_training_configs(cfg: PipelineConfig, tsv: Path) -> None:
         if isinstance(it.layer, int) and it.layer > model.encoder_layers:
             raise HubertkitError(f"iteration {it.name}: layer {it.layer}, but {previous.name}'s model has "
                                  f"{model.encoder_layers} layers")
-        rate = SAMPLE_RATE / math.prod(stride for _, _, stride in parse_conv_layers(model.conv_feature_layers))
+        rate = SAMPLE_RATE / model.downsample
         if float(it.label_rate) != rate:
             raise HubertkitError(f"iteration {it.name}: label_rate {it.label_rate}, but labels from a layer of "
                                  f"{previous.name}'s model come at its frame rate, {rate:g} Hz: set label_rate: {rate:g}")

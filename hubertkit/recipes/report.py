@@ -148,7 +148,8 @@ def write_report(cfg) -> Path:
         q = json.loads(qfile.read_text()) if qfile.is_file() else None
         if q:  # scored against cfg.alignments, so they exist
             qualities[it.name] = q
-            pairs = paired_frames(label_path(d / "labels", "valid"), cfg.alignments, manifest_path(tsv, "valid"), it.label_rate)
+            pairs = paired_frames(label_path(d / "labels", "valid"), cfg.alignments, manifest_path(tsv, "valid"),
+                                  it.label_rate)
             chance[it.name] = shuffled_quality(*pairs).as_dict()
         log_path = d / "checkpoints" / "train_log.jsonl"
         records = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []

@@ -238,25 +238,29 @@ class Trainer:
             path = Path(ck.restore_file)
             if not path.exists():  # fairseq would train from scratch, silently
                 raise HubertkitError(f"checkpoint.restore_file={path} does not exist")
-            if not self._relaunched_after(path):
+            relaunch = self._relaunched_after(path)
+            if relaunch is None:
                 return self._restore(path, **resets)
+            return self._restore(self.save_dir / LAST, read=relaunch)  # an exact resume: no resets
         path = self.save_dir / LAST
         if path.is_file():
-            return self._restore(path, **({} if ck.restore_file != LAST else resets))
+            return self._restore(path, **resets)
         if ck.finetune_from_model:
             if not Path(ck.finetune_from_model).exists():
                 raise HubertkitError(f"checkpoint.finetune_from_model={ck.finetune_from_model} does not exist")
             self._restore(Path(ck.finetune_from_model), True, True, True, True)
 
-    def _relaunched_after(self, restore: Path) -> bool:
-        """Whether this launch is a relaunch (a requeued or restarted job) of a run that
-        started from ``restore`` and has saved since: fairseq reloads ``restore_file`` on
-        every launch and overwrites the later ``checkpoint_last.pt``; hubertkit resumes from
-        it instead, or refuses where ``checkpoint_last.pt`` belongs to another run."""
+    def _relaunched_after(self, restore: Path) -> tuple | None:
+        """When this launch is a relaunch (a requeued or restarted job) of a run that
+        started from ``restore`` and has saved since, ``checkpoint_last.pt`` as read
+        (``read_path``), to resume from: fairseq reloads ``restore_file`` on every launch
+        and overwrites the later ``checkpoint_last.pt``. None on a first launch; refused
+        where ``checkpoint_last.pt`` belongs to another run."""
         last = self.save_dir / LAST
         if not last.is_file() or last.resolve() == restore.resolve():
-            return False
-        _, found = read_path(last)
+            return None
+        read = read_path(last)
+        _, found = read
         state = found.state if found is not None and found.training else {}
         made_from = state.get("cfg", {}).get("train", {}).get("checkpoint", {}).get("restore_file")
         done = state.get("trainer", {}).get("num_updates", "?")
@@ -267,15 +271,16 @@ class Trainer:
                 f"from {restore}")
         log.info("%s holds update %s of this run, started from checkpoint.restore_file=%s: resuming from it "
                  "(fairseq would reload the restore file and overwrite the later updates)", last, done, restore)
-        return True
+        return read
 
     def _restore(self, path: Path, reset_optimizer: bool = False, reset_lr_scheduler: bool = False,
-                 reset_dataloader: bool = False, reset_meters: bool = False) -> None:
-        """Load ``path``: the weights always (the encoder must match; label-set and
-        disentangling heads of another shape start fresh), the rest unless reset. A
-        checkpoint of another program, or one whose heads changed, has no optimizer
-        state for this model, so it needs ``reset_optimizer`` and ``reset_dataloader``."""
-        contents, ck = read_path(path)
+                 reset_dataloader: bool = False, reset_meters: bool = False, read: tuple | None = None) -> None:
+        """Load ``path`` (``read``: it as ``read_path`` gave it, when already read): the
+        weights always (the encoder must match; label-set and disentangling heads of
+        another shape start fresh), the rest unless reset. A checkpoint of another
+        program, or one whose heads changed, has no optimizer state for this model, so it
+        needs ``reset_optimizer`` and ``reset_dataloader``."""
+        contents, ck = read or read_path(path)
         ours = ck is not None and ck.training and ck.kind == self.task.checkpoint_kind
         state = ck.state if ours else None
         same_run = path.resolve() == (self.save_dir / LAST).resolve()
