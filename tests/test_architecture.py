@@ -4,6 +4,7 @@ modules are imported at the top of a module (the CLI and the package root except
 they load a command's library only when it runs)."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,22 @@ def test_the_checks_catch_what_they_look_for(bad, expected, monkeypatch):
     check = test_every_module_has_a_layer_and_imports_nothing_above_it if expected == "up" else test_no_import_circles
     with pytest.raises(AssertionError):
         check()
+
+
+def test_the_architecture_doc_names_only_what_exists():
+    """docs/architecture.md's file paths exist, and each class, constant and function it
+    names in backquotes is defined in the package (a rename cannot leave the doc behind)."""
+    root = PACKAGE.parent
+    doc = (root / "docs" / "architecture.md").read_text()
+    source = "\n".join(p.read_text() for p in PACKAGE.rglob("*.py"))
+    named = set()
+    for token in re.findall(r"`([^`\n]+)`", doc):
+        head = token.split("(")[0]
+        if re.fullmatch(r"[\w/]+(\.py|/)", head):  # a path, from the repository, the package or a folder in it
+            assert any((base / head).exists() for base in (root, PACKAGE, *PACKAGE.rglob("*/"))), f"{token}: no such path"
+        elif "(" in token or re.fullmatch(r"[A-Z][A-Za-z]+|[A-Z][A-Z_]+[A-Z]", token):
+            named.add(head.rsplit(".", 1)[-1].rsplit("/", 1)[-1])
+    missing = [n for n in sorted(named) if n.startswith("@")
+               and not re.search(rf"^def {n[1:]}\b", source, re.M)
+               or not n.startswith("@") and not re.search(rf"^\s*(class |def ){n}\b|^\s*{n}\s*[:=]", source, re.M)]
+    assert len(named) > 15 and not missing, missing

@@ -69,11 +69,11 @@ def test_epoch_intervals_save_and_validate_at_the_ends_of_epochs(labelled, tmp_p
     """fairseq's checkpoint.save_interval and dataset.validate_interval count epochs: every
     epoch's end saves checkpoint_last.pt (save_interval 1), every 2nd validates; no update
     interval is set, so nothing else happens before the last update."""
-    from hubertkit.train.trainer import Trainer
+    from hubertkit.train.checkpoint import Checkpointer
 
     saved = []
-    real_save = Trainer.save
-    monkeypatch.setattr(Trainer, "save", lambda self, *a: (saved.append(self.num_updates), real_save(self, *a)))
+    real_save = Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save", lambda self, at, *a: (saved.append(at.num_updates), real_save(self, at, *a)))
     ck = tmp_path / "ck"
     train("demo", overrides(labelled, ck, **{"optimization.max_update": 20, "lr_scheduler.total_num_update": 20,
                                              "checkpoint.save_interval_updates": 0, "checkpoint.save_interval": 1,
@@ -238,7 +238,7 @@ def test_a_failed_checkpoint_write_keeps_the_resume_point(labelled, tmp_path, mo
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(HubertkitError, match=r"cannot write checkpoint .*checkpoint_1_4.pt: .*file write failed") as e:
         train("demo", overrides(labelled, tmp_path / "ck"), progress=False)
-    assert "nothing was written" in str(e.value) and "resume from " + str(tmp_path / "ck" / "checkpoint_last.pt") in str(e.value)
+    assert "nothing was written" in str(e.value) and "a re-run resumes from " + str(tmp_path / "ck" / "checkpoint_last.pt") in str(e.value)
     assert torch.load(tmp_path / "ck" / "checkpoint_last.pt", weights_only=True)["trainer"]["num_updates"] == 4
     assert not list((tmp_path / "ck").glob(".*.tmp"))
     monkeypatch.setattr(torch, "save", real_save)
@@ -299,12 +299,12 @@ def test_continued_pretraining_from_a_fairseq_checkpoint_with_a_new_k(labelled, 
                                                      "checkpoint.finetune_from_model": tmp_path / "released.pt"})
     trainer = Trainer(load_config("demo", args), progress=False)
     state = trainer.model.state_dict()
-    assert trainer.num_updates == 0 and trainer.epoch == 1
+    assert trainer.at.num_updates == 0 and trainer.at.epoch == 1
     assert state["label_embs_concat"].shape[0] == 14 != source["label_embs_concat"].shape[0]
     for k, v in source.items():
         if not k.startswith(("label_embs_concat", "final_proj")):
             assert torch.equal(state[k], v), k
-    trainer.lock.release()
+    trainer.close()
     assert train("demo", args, progress=False)["num_updates"] == 3
     assert [r["update"] for r in log_records(tmp_path / "cont")] == [1, 2, 3]
     resumed = overrides(labelled, tmp_path / "cont", **{"task.label_dir": lab, "optimization.max_update": 5,
@@ -323,7 +323,7 @@ def test_a_warm_start_reads_its_checkpoint_once(labelled, tmp_path, monkeypatch)
     reads, load = [], torch.load
     monkeypatch.setattr(torch, "load", lambda f, *a, **kw: reads.append(str(f)) or load(f, *a, **kw))
     args = overrides(labelled, tmp_path / "cont", **{"checkpoint.finetune_from_model": tmp_path / "released.pt"})
-    Trainer(load_config("demo", args), progress=False).lock.release()
+    Trainer(load_config("demo", args), progress=False).close()
     assert reads.count(str(tmp_path / "released.pt")) == 1
 
 
@@ -338,17 +338,17 @@ def test_restore_file_and_the_reset_flags_do_what_fairseqs_do(labelled, tmp_path
     from hubertkit.config import load_config
     from hubertkit.train.trainer import Trainer
 
-    for flags, check in (({"checkpoint.reset_dataloader": True}, lambda t: t.epoch == 1 and t.batch_in_epoch == 0
-                          and t.num_updates == 4),
-                         ({"checkpoint.reset_meters": True}, lambda t: t.best == float("inf") and t.samples_seen == 0
-                          and t.num_updates == 4),
-                         ({}, lambda t: t.best == a["trainer"]["best"] and t.samples_seen == a["trainer"]["samples_seen"]
-                          and t.batch_in_epoch == a["trainer"]["batch_in_epoch"])):
+    for flags, check in (({"checkpoint.reset_dataloader": True}, lambda at: at.epoch == 1 and at.batch_in_epoch == 0
+                          and at.num_updates == 4),
+                         ({"checkpoint.reset_meters": True}, lambda at: at.best == float("inf") and at.samples_seen == 0
+                          and at.num_updates == 4),
+                         ({}, lambda at: at.best == a["trainer"]["best"] and at.samples_seen == a["trainer"]["samples_seen"]
+                          and at.batch_in_epoch == a["trainer"]["batch_in_epoch"])):
         t = Trainer(load_config("demo", overrides(labelled, tmp_path / f"d{len(flags)}{list(flags)}", **restore, **flags)),
                     progress=False)
-        assert check(t), flags
+        assert check(t.at), flags
         assert torch.equal(t.model.state_dict()["label_embs_concat"], a["model"]["label_embs_concat"])
-        t.lock.release()
+        t.close()
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -425,7 +425,7 @@ def test_a_relaunch_with_restore_file_resumes_and_never_overwrites_later_work(la
 
     reads, load = [], torch.load  # the relaunch reads checkpoint_last.pt once, to check it and to resume
     monkeypatch.setattr(torch, "load", lambda f, *a, **kw: reads.append(str(f)) or load(f, *a, **kw))
-    Trainer(load_config("demo", overrides(labelled, tmp_path / "b", **restore)), progress=False).lock.release()
+    Trainer(load_config("demo", overrides(labelled, tmp_path / "b", **restore)), progress=False).close()
     monkeypatch.undo()
     assert reads.count(str(tmp_path / "b" / "checkpoint_last.pt")) == 1
     train("demo", overrides(labelled, tmp_path / "once", **restore), progress=False)

@@ -1,9 +1,22 @@
 """fairseq's learning-rate schedules: ``polynomial_decay`` (pretraining) and ``tri_stage``
-(fine-tuning)."""
+(fine-tuning), chosen by ``lr_scheduler._name``."""
 
 from __future__ import annotations
 
 import math
+
+from hubertkit.config import TrainConfig
+
+
+def learning_rate(cfg: TrainConfig, num_updates: int) -> float:
+    """The configured schedule's rate for the update after ``num_updates`` completed ones."""
+    s, peak = cfg.lr_scheduler, cfg.optimization.lr[0]
+    if s._name == "tri_stage":
+        steps = [s.warmup_steps, s.hold_steps, s.decay_steps]
+        if s.phase_ratio:  # fractions of max_update, as fairseq
+            steps = [int(r * cfg.optimization.max_update) for r in s.phase_ratio]
+        return tri_stage(num_updates, peak, *steps, s.init_lr_scale, s.final_lr_scale)
+    return polynomial_decay(num_updates, peak, s.warmup_updates, int(s.total_num_update), s.end_learning_rate, s.power)
 
 
 def polynomial_decay(num_updates: int, lr: float, warmup: int, total: int, end_lr: float = 0.0, power: float = 1.0) -> float:

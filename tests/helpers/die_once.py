@@ -8,19 +8,19 @@ import sys
 from pathlib import Path
 
 from hubertkit.cli import main
-from hubertkit.train.trainer import Trainer
+from hubertkit.train.checkpoint import Checkpointer
 
-save = Trainer.save
+save = Checkpointer.save
 
 
-def save_then_die(self, *args, **kwargs):
-    save(self, *args, **kwargs)
+def save_then_die(self, at, *args, **kwargs):
+    save(self, at, *args, **kwargs)
     marker = Path(os.environ["HUBERTKIT_DIE_MARKER"])
-    if self.dist.rank == 1 and self.num_updates == int(os.environ["HUBERTKIT_DIE_AT"]) and not marker.exists():
-        marker.write_text(f"killed at update {self.num_updates}\n")
+    if self.dist.rank == 1 and at.num_updates == int(os.environ["HUBERTKIT_DIE_AT"]) and not marker.exists():
+        marker.write_text(f"killed at update {at.num_updates}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-Trainer.save = save_then_die
+Checkpointer.save = save_then_die
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

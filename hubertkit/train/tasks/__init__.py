@@ -1,9 +1,9 @@
 """The training objectives, by ``model._name``: a new one is a module with a
-:class:`~hubertkit.train.tasks.base.Task` and a line in ``TASKS`` (docs/architecture.md)."""
+:class:`~hubertkit.train.tasks.base.Task` and one ``register_task`` call (docs/architecture.md)."""
 
 from __future__ import annotations
 
-from hubertkit.config.train import TrainConfig
+from hubertkit.config.train import TrainConfig, register_model
 from hubertkit.data.manifest import manifest_path
 from hubertkit.errors import HubertkitError
 from hubertkit.train.tasks.base import Task
@@ -17,6 +17,14 @@ TASKS: dict[str, type[Task]] = {
     "unit_bart": UnitAsrTask,
     "unit_ctc": UnitAsrTask,
 }
+
+
+def register_task(name: str, task: type[Task], model_config: type, criteria: tuple[str, ...] = ("hubert",),
+                  task_name: str = "hubert_pretraining") -> None:
+    """A new training objective: ``model._name=name`` trains ``task``, with the keys of
+    ``model_config`` in the ``model`` section, with these ``criterion._name``s and ``task._name``."""
+    register_model(name, model_config, criteria, task_name)
+    TASKS[name] = task
 
 
 def make_task(cfg: TrainConfig, splits: list[str], trust_pickle: bool = False) -> Task:

@@ -1,5 +1,6 @@
-"""What the trainer trains, as a protocol: a task builds the datasets and the model, and
-turns a batch into a loss, the sample size gradients are divided by, and statistics.
+"""What the trainer trains: a task builds the datasets and the model, and turns a batch
+(already on the device) into a loss, the sample size gradients are divided by, and
+statistics.
 Everything else (updates, precision, distribution, checkpoints, resume, logging) is the
 trainer's, the same for every task.
 
@@ -11,8 +12,6 @@ mean (accuracies, error rates, mean losses).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
-
 import jiwer
 import torch
 from torch import nn
@@ -38,30 +37,45 @@ class Ratio:
 Stats = dict[str, "float | Ratio"]
 
 
-class Task(Protocol):
+class Task:
+    """The base of every task: the methods without a body are each task's own."""
+
     datasets: list  # one per split asked for: train first
     checkpoint_kind: str  # what its checkpoints hold (model/checkpoint.py's KINDS)
 
-    def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False): ...
+    def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False):
+        raise NotImplementedError
 
-    def build_model(self) -> nn.Module: ...
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
 
     def encoder(self, model: nn.Module) -> nn.Module:
-        """The part whose parameters are frozen while ``freeze_finetune_updates`` last."""
+        """The HuBERT encoder inside ``model`` (its config is checkpointed; its layers are
+        sharded one by one under FSDP)."""
+        raise NotImplementedError
 
-    def loss(self, net: nn.Module, batch: dict, device: torch.device, generator: torch.Generator,
-             train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
+    def loss(self, net: nn.Module, batch: dict, generator: torch.Generator, train: bool,
+             num_updates: int) -> tuple[torch.Tensor, int, Stats]:
         """The summed loss of ``batch``, its sample size, and ``loss`` / ``sample_size``
         among the statistics; masks and dropout draw from ``generator``; ``num_updates``
         (updates completed) drives what changes over training (freezing, warm-ups)."""
+        raise NotImplementedError
 
     def checkpoint_fields(self, model: nn.Module) -> dict:
         """What a checkpoint needs besides the weights to rebuild the model."""
+        return {}
 
     def check_start(self, state: dict, fresh: list[str], path) -> None:
         """Refuse a checkpoint of this task (``state``) whose output rows this run would
         read as other symbols (a reordered dictionary); ``fresh``: the head groups that
         start anew instead of taking the checkpoint's weights."""
+
+    def progress_fields(self, summary: dict) -> dict[str, str]:
+        """What the progress bar shows of an update's statistics, beside loss and lr."""
+        return {}
+
+    def after_validation(self, valid: dict, num_updates: int) -> None:
+        """A look at each validation's statistics (e.g. to warn of a collapse)."""
 
 
 def first_difference(ours: list[str], theirs: list[str]) -> str:

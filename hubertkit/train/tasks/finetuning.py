@@ -17,10 +17,10 @@ from hubertkit.errors import HubertkitError
 from hubertkit.model.ctc import HubertCTC, frame_lengths
 from hubertkit.model.decode import greedy_ids
 from hubertkit.model.io import load_model
-from hubertkit.train.tasks.base import Stats, add_errors, first_difference, unwrap
+from hubertkit.train.tasks.base import Stats, Task, add_errors, first_difference, unwrap
 
 
-class FinetuningTask:
+class FinetuningTask(Task):
     checkpoint_kind = "ctc"
 
     def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False):
@@ -50,13 +50,12 @@ class FinetuningTask:
     def encoder(model: nn.Module) -> nn.Module:
         return model.hubert
 
-    def loss(self, net, batch: dict, device, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
-        pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
-        log_probs, frame_pad = net(batch["source"].to(device), pad, mask=train and self.cfg.model.apply_mask, generator=generator,
+    def loss(self, net, batch: dict, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
+        log_probs, frame_pad = net(batch["source"], batch["padding_mask"], mask=train and self.cfg.model.apply_mask, generator=generator,
                                   num_updates=num_updates)
         b = log_probs.shape[0]
         input_lengths = frame_lengths(log_probs, frame_pad)
-        target, target_lengths = batch["target"].to(device), batch["target_lengths"].to(device)
+        target, target_lengths = batch["target"], batch["target_lengths"]
         loss = F.ctc_loss(log_probs.transpose(0, 1), target, input_lengths, target_lengths, blank=0, reduction="sum",
                           zero_infinity=self.cfg.criterion.zero_infinity)
         ntokens = int(target_lengths.sum())

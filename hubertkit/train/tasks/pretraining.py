@@ -3,6 +3,8 @@ the disentangling heads when configured; the loss is fairseq's ``hubert_criterio
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,10 +15,13 @@ from hubertkit.data.dataset import HubertDataset, check_same_kmeans, load_label_
 from hubertkit.data.manifest import manifest_path
 from hubertkit.errors import HubertkitError
 from hubertkit.model.disentangle import build_hubert
-from hubertkit.train.tasks.base import Ratio, Stats, first_difference
+from hubertkit.train.tasks.base import Ratio, Stats, Task, first_difference
+
+log = logging.getLogger(__name__)
+COLLAPSE_SHARE = 0.05  # below this share of within-utterance variance at validation, warn
 
 
-class PretrainingTask:
+class PretrainingTask(Task):
     checkpoint_kind = "hubert"
 
     def __init__(self, cfg: TrainConfig, splits: list[str], trust_pickle: bool = False):
@@ -55,15 +60,26 @@ class PretrainingTask:
     def encoder(model: nn.Module) -> nn.Module:
         return model
 
-    def loss(self, net, batch: dict, device, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
-        pad = batch["padding_mask"].to(device) if batch["padding_mask"] is not None else None
-        out = net(batch["source"].to(device), [t.to(device) for t in batch["target_list"]], padding_mask=pad, generator=generator,
+    def loss(self, net, batch: dict, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
+        out = net(batch["source"], batch["target_list"], padding_mask=batch["padding_mask"], generator=generator,
                   num_updates=num_updates)
-        extras = {k: batch[k].to(device) for k in ("speaker", "pitch") if k in batch}
+        extras = {k: batch[k] for k in ("speaker", "pitch") if k in batch}
         loss, sample_size, stats = hubert_loss(out, self.cfg.criterion, **extras)
         if not train:  # a collapse alarm
             stats["mean_within_var"] = Ratio(*within_utterance_variance(out["x"], out["padding_mask"]))
         return loss, sample_size, stats
+
+    @staticmethod
+    def progress_fields(summary: dict) -> dict[str, str]:
+        return {"acc_m": f"{summary['acc_m_0']:.3f}"} if "acc_m_0" in summary else {}
+
+    @staticmethod
+    def after_validation(valid: dict, num_updates: int) -> None:
+        """Warn when the top layer's frames stop differing within utterances."""
+        if valid.get("mean_within_var", 1.0) < COLLAPSE_SHARE:
+            log.warning("update %d: only %.1f%% of the top layer's variance is within utterances: the representation "
+                        "is collapsing (lower optimization.lr or lengthen the warm-up)", num_updates,
+                        100 * valid["mean_within_var"])
 
     def check_start(self, state: dict, fresh: list[str], path) -> None:
         """A label set's rows taken from the checkpoint must mean the same labels here."""

@@ -14,10 +14,10 @@ from hubertkit.data.unit_dataset import UnitTextDataset
 from hubertkit.data.unit_vocab import PAD
 from hubertkit.errors import HubertkitError
 from hubertkit.model.unit_asr import UnitAsrArch, build_unit_asr
-from hubertkit.train.tasks.base import Stats, add_errors, unwrap
+from hubertkit.train.tasks.base import Stats, Task, add_errors, unwrap
 
 
-class UnitAsrTask:
+class UnitAsrTask(Task):
     """Units to letters (``unit-asr train``): BART with cross-entropy, or the CTC baseline."""
 
     checkpoint_kind = "unit_asr"
@@ -47,9 +47,9 @@ class UnitAsrTask:
     def encoder(model: nn.Module) -> nn.Module:
         return model
 
-    def loss(self, net, batch: dict, device, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
-        source, pad = batch["source"].to(device), batch["padding_mask"].to(device)
-        target, target_lengths = batch["target"].to(device), batch["target_lengths"].to(device)
+    def loss(self, net, batch: dict, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
+        source, pad = batch["source"], batch["padding_mask"]
+        target, target_lengths = batch["target"], batch["target_lengths"]
         model = unwrap(net)
         if model.cfg.arch == "bart":
             logits = net(source, pad, target)
@@ -70,10 +70,6 @@ class UnitAsrTask:
             for ref, hyp in zip(target.tolist(), model.decode(source, pad, beam=1)):
                 add_errors(log, vocab.letters_of(ref), vocab.letters_of(hyp))
         return loss, sample_size, log
-
-    @staticmethod
-    def checkpoint_fields(model: nn.Module) -> dict:
-        return {}
 
     @staticmethod
     def check_start(state: dict, fresh: list[str], path) -> None:
