@@ -157,3 +157,19 @@ def test_a_damaged_resume_point_is_refused_before_training(labelled, tmp_path, c
     err = cli(capsys, "train", "--config-name", "demo", f"task.data={labelled / 'tsv'}",
               f"task.label_dir={labelled / 'labels'}", f"checkpoint.save_dir={tmp_path / 'ck'}")
     assert "checkpoint_last.pt cannot be read as a checkpoint" in err
+
+
+def test_normalize_is_the_models_and_older_files_keep_theirs(tmp_path):
+    """The model's config records whether it reads standardised waveforms; a file written
+    before that (``cfg.task.normalize`` only) loads with the task's value."""
+    model = HubertModel(preset("tiny", num_classes=[24], normalize=True)).eval()
+    save_model(model, tmp_path / "m.pt")
+    assert load_model(tmp_path / "m.pt").cfg.normalize
+    wav = torch.randn(1600) * 3 + 1
+    assert torch.allclose(model.prepare(wav), (wav - wav.mean()) / wav.std(unbiased=False), atol=1e-4)
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    del state["cfg"]["model"]["normalize"]  # as hubertkit wrote it before the model recorded it
+    for task_normalize in (True, False):
+        state["cfg"]["task"]["normalize"] = task_normalize
+        torch.save(state, tmp_path / "old.pt")
+        assert load_model(tmp_path / "old.pt").cfg.normalize is task_normalize

@@ -467,3 +467,12 @@ def test_batches_reach_the_device_once_tensors_and_lists_of_them():
     moved = to_device(batch, torch.device("meta"))  # a device that is not the CPU, on any machine
     assert moved["source"].is_meta and all(t.is_meta for t in moved["target_list"])
     assert moved["padding_mask"] is None and moved["samples"] == 6 and moved["ids"] == ["a", "b"]
+
+
+def test_the_model_reads_waveforms_as_the_task_does(labelled, tmp_path):
+    """model.normalize follows task.normalize into the checkpoint; set alone it is refused."""
+    with pytest.raises(HubertkitError, match="model.normalize=true but task.normalize=false"):
+        train("demo", overrides(labelled, tmp_path / "a", **{"model.normalize": True}), progress=False)
+    train("demo", overrides(labelled, tmp_path / "b", **{"task.normalize": True, "optimization.max_update": 1}),
+          progress=False)
+    assert load_model(tmp_path / "b" / "checkpoint_last.pt").cfg.normalize

@@ -287,9 +287,11 @@ def load_config(config_name: str, overrides: list[str] = (), config_dir: str | o
 
 def preset(name: str, **overrides) -> HubertConfig:
     """A published architecture (``base``, ``large``, ``xlarge``) or ``tiny`` (the demo's),
-    read from the model section of its config, with ``overrides``."""
+    read from the model section of its config (``normalize`` from its task's, as training
+    sets it), with ``overrides``."""
     if name not in PRESETS:
         raise HubertkitError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
-    model = dict(_read_yaml(config_path(PRESETS[name])).get("model", {}))
-    model = {k: v for k, v in model.items() if k != "_name" and v != "???"}
+    tree = _read_yaml(config_path(PRESETS[name]))
+    model = {k: v for k, v in tree.get("model", {}).items() if k != "_name" and v != "???"}
+    model["normalize"] = bool(tree.get("task", {}).get("normalize", False))
     return HubertConfig(**{**model, **overrides}).validate()

@@ -86,6 +86,12 @@ class HubertConfig:
     grl_warmup_updates: int = key(0, "updates over which the reversal ramps up from 0")
     pitch_layer: int = key(0, "layer that feeds the pitch output (0: none)")
 
+    # how the network reads waveforms
+    normalize: bool = key(False, "each waveform is standardised (zero mean, unit variance) before the network reads "
+                          "it; training sets it from task.normalize",
+                          departs="fairseq keeps it in task.normalize only; the model records it so that every reader "
+                          "feeds the model as it was trained")
+
     @property
     def conv_layers(self) -> list[tuple[int, int, int]]:
         return parse_conv_layers(self.conv_feature_layers)

@@ -41,7 +41,6 @@ KINDS = {  # the fields each kind adds to cfg and model, with their types
 TRAINING = {"optimizer": dict, "scaler": dict, "trainer": dict}
 TRAINER = {"num_updates": int, "epoch": int, "batch_in_epoch": int, "best": (int, float), "torch_rng": torch.Tensor,
            "cuda_rng": list}
-UNREAD = object()  # a ``state`` argument not read yet (None is read_state's answer for a pickled fairseq file)
 WHAT = {"hubert": "a pretrained HuBERT", "ctc": "a fine-tuned (CTC) model", "unit_asr": "a unit-ASR model"}
 
 
@@ -63,17 +62,13 @@ class Checkpoint:
 
     @property
     def hubert_config(self) -> HubertConfig:
-        """The network ``cfg.model`` describes (``hubert`` and ``ctc`` kinds)."""
+        """The network ``cfg.model`` describes (``hubert`` and ``ctc`` kinds); files written
+        before the model recorded ``normalize`` have it in ``cfg.task`` only."""
+        task = self.state["cfg"].get("task") or self.state["cfg"].get("train", {}).get("task", {})
         try:
-            return HubertConfig.from_dict(self.model_cfg)
+            return HubertConfig.from_dict({"normalize": bool(task.get("normalize", False)), **self.model_cfg})
         except HubertkitError as e:
             raise HubertkitError(f"{self.path}: its cfg.model does not describe a model: {e}") from None
-
-    @property
-    def normalize(self) -> bool:
-        """Whether the model reads waveforms normalised to zero mean and unit variance."""
-        task = self.state["cfg"].get("task") or self.state["cfg"].get("train", {}).get("task", {})
-        return bool(task.get("normalize", False))
 
 
 def write_checkpoint(path: str | os.PathLike, kind: str, state: dict) -> None:
@@ -111,21 +106,34 @@ def _looks_like_torch(path: Path) -> bool:
     return zipfile.is_zipfile(path) or head[:1] == b"\x80"
 
 
-def read_path(path: str | os.PathLike) -> tuple[Any, Checkpoint | None]:
-    """What a command that takes any model reads, read once: the file's contents as
-    ``read_state`` gives them (``UNREAD`` for a folder, a transformers model) and, when
-    they are hubertkit's, the checked checkpoint."""
-    if not Path(path).is_file():
-        return UNREAD, None
-    state = read_state(path)
-    return state, read_checkpoint(path, state)
+@dataclass(frozen=True)
+class Loaded:
+    """A model's path as read once, for the readers that try one format after another: the
+    file's ``contents`` (``read_state``'s answer: None for a pickled fairseq file) and,
+    when they are hubertkit's, the checked ``checkpoint``; a folder (a transformers model)
+    is left unread (``folder``)."""
+
+    path: Path
+    folder: bool = False
+    contents: Any = None
+    checkpoint: Checkpoint | None = None
 
 
-def read_checkpoint(path: str | os.PathLike, state=UNREAD) -> Checkpoint | None:
-    """The hubertkit checkpoint at ``path``, checked; None when the file is another
-    program's (fairseq, torchaudio, s3prl). ``state``: the contents, when already read."""
+def read_path(path: str | os.PathLike) -> Loaded:
     path = Path(path)
-    state = read_state(path) if state is UNREAD else state
+    if path.is_dir():
+        return Loaded(path, folder=True)
+    contents = read_state(path)
+    return Loaded(path, contents=contents, checkpoint=_checked(path, contents))
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint | None:
+    """The hubertkit checkpoint at ``path``, checked; None when the file is another
+    program's (fairseq, torchaudio, s3prl)."""
+    return _checked(Path(path), read_state(path))
+
+
+def _checked(path: Path, state) -> Checkpoint | None:
     if isinstance(state, dict) and "format" not in state and state.get("kind") in KINDS:
         raise HubertkitError(f"{path} is a hubertkit checkpoint without its format field: the file is damaged or edited")
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY_CTC_FORMAT):
@@ -197,10 +205,10 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def require(path: str | os.PathLike, kinds: tuple[str, ...], use: str, state=UNREAD) -> Checkpoint:
+def require(path: str | os.PathLike, kinds: tuple[str, ...], use: str) -> Checkpoint:
     """The hubertkit checkpoint at ``path``, which must hold one of ``kinds``; ``use``
     says what the command does with it, for the refusal."""
-    ck = read_checkpoint(path, state)
+    ck = read_checkpoint(path)
     if ck is None:
         raise HubertkitError(f"{path} is not a hubertkit checkpoint; {use} needs {' or '.join(WHAT[k] for k in kinds)}")
     if ck.kind not in kinds:

@@ -66,6 +66,7 @@ def to_fairseq(model: HubertModel, task: dict | None = None, dictionaries: list[
     state = model.state_dict()
     cfg = model.cfg.without_heads().to_dict()  # the disentangling heads have no fairseq counterpart
     num_classes = cfg.pop("num_classes")
+    normalize = cfg.pop("normalize")  # fairseq's task key
     if dictionaries is None:
         dictionaries = [[str(i) for i in range(n - NUM_SPECIAL)] for n in num_classes]
     sizes = [len(d) + NUM_SPECIAL for d in dictionaries]
@@ -73,7 +74,7 @@ def to_fairseq(model: HubertModel, task: dict | None = None, dictionaries: list[
         raise HubertkitError(f"dictionaries of {sizes} classes do not fit the model's {list(num_classes)}")
     model_cfg = {"_name": "hubert", **cfg}
     task = {"_name": "hubert_pretraining", "data": ".", "labels": ["km"] * len(dictionaries), "label_rate": model.cfg.label_rate,
-            "sample_rate": SAMPLE_RATE, "normalize": model.normalize_waveform, "fine_tuning": False, **(task or {})}
+            "sample_rate": SAMPLE_RATE, "normalize": normalize, "fine_tuning": False, **(task or {})}
     return {
         "args": None,
         "cfg": {"_name": None, "model": model_cfg, "task": task},
@@ -133,16 +134,15 @@ def from_fairseq(ckpt: dict) -> HubertModel:
     task_rate = _resolved(task_cfg.get("label_rate"), cfg_src)
     if "label_rate" not in model_cfg and task_rate is not None:
         model_cfg["label_rate"] = task_rate
-    cfg = HubertConfig.from_dict({**model_cfg, "num_classes": num_classes})
+    cfg = HubertConfig.from_dict({**model_cfg, "num_classes": num_classes,
+                                  "normalize": bool(task_cfg.get("normalize", False))})
     model = HubertModel(cfg)
     names = fairseq_names(cfg)
     missing = [theirs for _, theirs in names if theirs not in state]
     if missing:
         raise HubertkitError(f"fairseq checkpoint lacks {len(missing)} parameter(s), e.g. {missing[:3]}")
     check_no_extra_layers(state, cfg, "", "the fairseq checkpoint")
-    load_weights(model, {ours: state[theirs] for ours, theirs in names}, "the fairseq checkpoint")
-    model.normalize_waveform = bool(task_cfg.get("normalize", False))
-    return model
+    return load_weights(model, {ours: state[theirs] for ours, theirs in names}, "the fairseq checkpoint")
 
 
 class _Stub:
@@ -387,7 +387,7 @@ def export_hf(model: HubertModel, out: str | os.PathLike, prefix: str = "", extr
     write_text(out / "config.json", json.dumps(hf_config(model.cfg.without_heads()), indent=2) + "\n")
     write_text(out / "preprocessor_config.json", json.dumps({
         "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1, "sampling_rate": SAMPLE_RATE,
-        "padding_value": 0.0, "do_normalize": model.normalize_waveform,
+        "padding_value": 0.0, "do_normalize": model.cfg.normalize,
         "return_attention_mask": model.cfg.extractor_mode == "layer_norm",
     }, indent=2) + "\n")
     return out
@@ -474,6 +474,7 @@ def import_hf(folder: str | os.PathLike, num_classes: list[int] | None = None, l
         "conv_pos_groups": c["num_conv_pos_embedding_groups"],
         "num_classes": num_classes or ours.get("num_classes") or [504],
         "label_rate": ours.get("label_rate", label_rate),
+        "normalize": _hf_normalize(folder),
     })
     model = HubertModel(cfg)
     state = _hf_weights(folder)
@@ -491,6 +492,10 @@ def import_hf(folder: str | os.PathLike, num_classes: list[int] | None = None, l
     if (folder / HEAD_FILE).is_file():
         weights.update(torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True))
     model.load_state_dict(weights, strict=False)
-    pre = folder / "preprocessor_config.json"
-    model.normalize_waveform = bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False
     return model
+
+
+def _hf_normalize(folder: Path) -> bool:
+    """transformers keeps fairseq's task.normalize in the feature extractor's config."""
+    pre = folder / "preprocessor_config.json"
+    return bool(json.loads(pre.read_text()).get("do_normalize", False)) if pre.is_file() else False

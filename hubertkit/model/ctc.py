@@ -44,11 +44,9 @@ class HubertCTC(nn.Module):
         self.freeze_finetune_updates = 0  # the encoder is frozen for the first this many updates
 
     def load_encoder(self, pretrained: HubertModel) -> None:
-        """Take the pretrained model's encoder weights (not its pretraining head) and its
-        waveform normalisation."""
+        """Take the pretrained model's encoder weights (not its pretraining head)."""
         own = self.hubert.state_dict()
         self.hubert.load_state_dict({k: v for k, v in pretrained.state_dict().items() if k in own})
-        self.hubert.normalize_waveform = pretrained.normalize_waveform
 
     @property
     def vocab(self) -> list[str]:
@@ -57,7 +55,7 @@ class HubertCTC(nn.Module):
     def forward(self, wav: torch.Tensor, padding_mask: torch.Tensor | None = None, mask: bool = False,
                 generator: torch.Generator | None = None, num_updates: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-probabilities ``[batch, frames, classes]`` (float32) and the frame padding mask.
-        Waveforms come normalised already where ``hubert.normalize_waveform`` says so (the
+        Waveforms come normalised already where ``hubert.cfg.normalize`` says so (the
         dataset and ``transcribe`` do it per utterance, as in pretraining)."""
         h = self.hubert
         h.check_input(wav)
@@ -81,7 +79,7 @@ def frame_lengths(log_probs: torch.Tensor, padding_mask: torch.Tensor | None) ->
 
 def save_ctc(model: HubertCTC, path: str | os.PathLike) -> None:
     """A ``ctc`` checkpoint (``checkpoint.py``)."""
-    cfg = {"model": model.hubert.cfg.to_dict(), "task": {"normalize": model.hubert.normalize_waveform}}
+    cfg = {"model": model.hubert.cfg.to_dict(), "task": {"normalize": model.hubert.cfg.normalize}}  # cfg.task: for older readers
     write_checkpoint(path, "ctc", {"cfg": cfg, "symbols": model.symbols, "final_dropout": model.final_dropout.p,
                                    "model": model.state_dict()})
 
@@ -94,7 +92,6 @@ def load_ctc(path: str | os.PathLike) -> HubertCTC:
         return import_hf_ctc(path).eval()
     ck = require(path, ("ctc",), "transcribing")
     model = load_weights(HubertCTC(ck.hubert_config, ck.state["symbols"], ck.state["final_dropout"]), ck.state["model"], str(path))
-    model.hubert.normalize_waveform = ck.normalize
     return model.eval()
 
 

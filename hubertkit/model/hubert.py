@@ -203,9 +203,6 @@ class HubertModel(nn.Module):
         if (cfg.speaker_layer or cfg.pitch_layer) and not self.HEADS:
             raise HubertkitError("model.speaker_layer / model.pitch_layer configure the disentangling variant: build it "
                                  "with hubertkit.model.build_hubert(cfg) (DisentangledHubert)")
-        # fairseq's task.normalize: the waveforms it was trained on were standardised, so
-        # every reader must do the same (``prepare``). Loaders set it from the checkpoint.
-        self.normalize_waveform = False
 
     def remove_pretraining_modules(self) -> None:
         """Drop what only pretraining uses (fairseq's method of the same name): a
@@ -216,7 +213,7 @@ class HubertModel(nn.Module):
     def prepare(self, wav: torch.Tensor) -> torch.Tensor:
         """One utterance's waveform (any shape holding one utterance, at ``SAMPLE_RATE``)
         as this model reads it: standardised if it was trained so, else as it is."""
-        return standardize(wav) if self.normalize_waveform else wav
+        return standardize(wav) if self.cfg.normalize else wav
 
     # -- the pieces --------------------------------------------------------------------
 

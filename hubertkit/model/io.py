@@ -16,14 +16,12 @@ import torch
 from hubertkit.data.manifest import manifest_path, read_manifest
 from hubertkit.errors import HubertkitError
 from hubertkit.model.checkpoint import (
-    UNREAD,
     WHAT,
     Checkpoint,
+    Loaded,
     check_weights,
     load_weights,
-    read_checkpoint,
     read_path,
-    read_state,
     write_checkpoint,
 )
 from hubertkit.model.convert import (
@@ -44,7 +42,7 @@ log = logging.getLogger(__name__)
 def save_model(model: HubertModel, path: str | os.PathLike, **extra) -> None:
     """A ``hubert`` checkpoint (``model/checkpoint.py``): the config, the weights and how
     waveforms are read; loadable with ``torch.load(weights_only=True)``."""
-    cfg = {"model": model.cfg.to_dict(), "task": {"normalize": model.normalize_waveform}}
+    cfg = {"model": model.cfg.to_dict(), "task": {"normalize": model.cfg.normalize}}  # cfg.task: for older readers
     write_checkpoint(path, "hubert", {"cfg": cfg, "model": model.state_dict(), **extra})
 
 
@@ -52,21 +50,18 @@ def model_from_checkpoint(ck: Checkpoint) -> HubertModel:
     if ck.kind != "hubert":
         raise HubertkitError(f"{ck.path} holds {WHAT[ck.kind]}, not a pretrained HuBERT"
                              + (": use it with transcribe or export" if ck.kind == "ctc" else ""))
-    model = load_weights(build_hubert(ck.hubert_config), ck.state["model"], str(ck.path))
-    model.normalize_waveform = ck.normalize
-    return model
+    return load_weights(build_hubert(ck.hubert_config), ck.state["model"], str(ck.path))
 
 
-def load_model(path: str | os.PathLike, trust_pickle: bool = False, state=UNREAD) -> HubertModel:
+def load_model(source: str | os.PathLike | Loaded, trust_pickle: bool = False) -> HubertModel:
     """A model in eval mode from a hubertkit, fairseq or s3prl checkpoint or a transformers
-    folder (``state``: the file's contents as ``read_state`` gave them, when already read)."""
-    path = Path(path)
-    if path.is_dir():
+    folder (``source``: its path, or what ``read_path`` read from it)."""
+    loaded = source if isinstance(source, Loaded) else read_path(source)
+    path, state = loaded.path, loaded.contents
+    if loaded.folder:
         return _finite(import_hf(path), path).eval()
-    state = read_state(path) if state is UNREAD else state
-    ck = read_checkpoint(path, state)
-    if ck is not None:
-        return model_from_checkpoint(ck).eval()
+    if loaded.checkpoint is not None:
+        return model_from_checkpoint(loaded.checkpoint).eval()
     if isinstance(state, dict) and is_torchaudio(state):
         raise HubertkitError(f"{path} is a torchaudio state dict, which records no architecture: start training from it "
                              "(checkpoint.finetune_from_model) with a config of the same architecture")
@@ -79,15 +74,14 @@ HEAD_GROUPS = {"label set": ("label_embs_concat", "final_proj."), "mask embeddin
                "speaker adversary": ("speaker_adversary.",), "pitch output": ("pitch_head.",)}
 
 
-def starting_weights(path: str | os.PathLike, trust_pickle: bool = False, state=UNREAD) -> dict[str, torch.Tensor]:
+def starting_weights(source: str | os.PathLike | Loaded, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The weights of any HuBERT checkpoint hubertkit reads (its own, fairseq's, a
     transformers folder, torchaudio's, s3prl's), under hubertkit's names: to start from
-    (``state``: the file's contents as ``read_state`` gave them, when already read)."""
-    path = Path(path)
-    state = read_state(path) if path.is_file() and state is UNREAD else state
-    if isinstance(state, dict) and is_torchaudio(state):
-        return check_weights(torchaudio_to_ours(state), path)
-    return load_model(path, trust_pickle, state).state_dict()
+    (``source``: its path, or what ``read_path`` read from it)."""
+    loaded = source if isinstance(source, Loaded) else read_path(source)
+    if isinstance(loaded.contents, dict) and is_torchaudio(loaded.contents):
+        return check_weights(torchaudio_to_ours(loaded.contents), loaded.path)
+    return load_model(loaded, trust_pickle).state_dict()
 
 
 def warm_start(target: dict, source: dict, where: str) -> tuple[dict, list[str]]:
@@ -126,7 +120,8 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
 
     if fmt not in ("hf", "fairseq"):
         raise HubertkitError(f"unknown --format {fmt!r}; choose 'hf' or 'fairseq'")
-    state, ck = read_path(ckpt)
+    loaded = read_path(ckpt)
+    ck = loaded.checkpoint
     if ck is not None and ck.kind == "unit_asr":
         raise HubertkitError(f"{ckpt} holds a unit-ASR model; export converts HuBERT and fine-tuned (CTC) models")
     if ck is not None and ck.kind == "ctc":  # fine-tuned, or fine-tuning
@@ -134,11 +129,11 @@ def export(ckpt: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf", tru
             raise HubertkitError("a fine-tuned (CTC) model exports to --format hf (transformers' HubertForCTC) only")
         export_hf_ctc(load_ctc(ckpt), out)
         return f"wrote {out}/ (load with transformers.HubertForCTC.from_pretrained({str(out)!r}))"
-    model = load_model(ckpt, trust_pickle, state)
+    model = load_model(loaded, trust_pickle)
     if fmt == "hf":
         export_hf(model, out)
         return f"wrote {out}/ (load with transformers.HubertModel.from_pretrained({str(out)!r}))"
-    save_fairseq_checkpoint(model, out, **_training_record(state))
+    save_fairseq_checkpoint(model, out, **_training_record(loaded.contents))
     return f"wrote {out} (fairseq checkpoint: checkpoint_utils.load_model_ensemble_and_task loads it)"
 
 

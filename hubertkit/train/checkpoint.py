@@ -17,7 +17,7 @@ from torch import nn
 from hubertkit.config import TrainConfig
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import FolderLock
-from hubertkit.model.checkpoint import read_path, write_checkpoint
+from hubertkit.model.checkpoint import Loaded, read_path, write_checkpoint
 from hubertkit.model.io import starting_weights, warm_start
 from hubertkit.train.distributed import Distributed
 
@@ -141,17 +141,17 @@ class Checkpointer:
             return self._restore(Path(ck.finetune_from_model), True, True, True, True)
         return Position()
 
-    def _relaunched_after(self, restore: Path) -> tuple | None:
+    def _relaunched_after(self, restore: Path) -> Loaded | None:
         """When this launch is a relaunch (a requeued or restarted job) of a run that
-        started from ``restore`` and has saved since, ``checkpoint_last.pt`` as read
-        (``read_path``), to resume from: fairseq reloads ``restore_file`` on every launch
+        started from ``restore`` and has saved since, ``checkpoint_last.pt`` as read, to
+        resume from: fairseq reloads ``restore_file`` on every launch
         and overwrites the later ``checkpoint_last.pt``. None on a first launch; refused
         where ``checkpoint_last.pt`` belongs to another run."""
         last = self.save_dir / LAST
         if not last.is_file() or last.resolve() == restore.resolve():
             return None
         read = read_path(last)
-        _, found = read
+        found = read.checkpoint
         state = found.state if found is not None and found.training else {}
         made_from = state.get("cfg", {}).get("train", {}).get("checkpoint", {}).get("restore_file")
         done = state.get("trainer", {}).get("num_updates", "?")
@@ -165,22 +165,24 @@ class Checkpointer:
         return read
 
     def _restore(self, path: Path, reset_optimizer: bool = False, reset_lr_scheduler: bool = False,
-                 reset_dataloader: bool = False, reset_meters: bool = False, read: tuple | None = None) -> Position:
+                 reset_dataloader: bool = False, reset_meters: bool = False, read: Loaded | None = None) -> Position:
         """Load ``path`` (``read``: it as ``read_path`` gave it, when already read): the
         weights always (the encoder must match; label-set and disentangling heads of
         another shape start fresh), the rest unless reset. A checkpoint of another
         program, or one whose heads changed, has no optimizer state for this model, so it
         needs ``reset_optimizer`` and ``reset_dataloader``."""
-        contents, ck = read or read_path(path)
+        loaded = read or read_path(path)
+        ck = loaded.checkpoint
         ours = ck is not None and ck.training and ck.kind == self.task.checkpoint_kind
         state = ck.state if ours else None
         same_run = path.resolve() == (self.save_dir / LAST).resolve()
         if same_run and not ours:
             raise HubertkitError(f"{path} is not a training checkpoint of this task ({self.task.checkpoint_kind}); "
                                  "use another checkpoint.save_dir")
-        if same_run and state["cfg"]["model"] != self.task.encoder(self.model).cfg.to_dict():
+        ours_cfg = self.task.encoder(self.model).cfg.to_dict()  # a key the file lacks (older files) is taken as ours
+        if same_run and {**ours_cfg, **state["cfg"]["model"]} != ours_cfg:
             raise HubertkitError(f"{path} was trained with another model config; use another checkpoint.save_dir")
-        source = state["model"] if ours else starting_weights(path, self.trust_pickle, contents)
+        source = state["model"] if ours else starting_weights(loaded, self.trust_pickle)
         weights, fresh = warm_start(self._full_model_state(), source, str(path))
         if ours:
             self.task.check_start(state, fresh, path)

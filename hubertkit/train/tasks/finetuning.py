@@ -35,14 +35,13 @@ class FinetuningTask(Task):
     def build_model(self) -> nn.Module:
         m = self.cfg.model
         pretrained = load_model(m.w2v_path, self.trust_pickle)
-        if pretrained.normalize_waveform != self.cfg.task.normalize:
-            raise HubertkitError(f"{m.w2v_path} was pretrained with task.normalize={pretrained.normalize_waveform}; "
-                                 f"fine-tune with the same (task.normalize={pretrained.normalize_waveform})")
-        arch = dataclasses.replace(pretrained.cfg, **m.encoder_changes())
+        if pretrained.cfg.normalize != self.cfg.task.normalize:
+            raise HubertkitError(f"{m.w2v_path} was pretrained with task.normalize={pretrained.cfg.normalize}; "
+                                 f"fine-tune with the same (task.normalize={pretrained.cfg.normalize})")
+        arch = dataclasses.replace(pretrained.cfg, **m.encoder_changes())  # its normalize too, random init or not
         model = HubertCTC(arch, self.datasets[0].symbols, m.final_dropout)
         if not m.no_pretrained_weights:
             model.load_encoder(pretrained)
-        model.hubert.normalize_waveform = pretrained.normalize_waveform  # random init too: the data is the same
         model.freeze_finetune_updates = m.freeze_finetune_updates
         return model
 

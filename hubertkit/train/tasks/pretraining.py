@@ -34,6 +34,9 @@ class PretrainingTask(Task):
         if task.single_target and len(task.labels) > 1:
             raise HubertkitError(f"task.single_target=true with {len(task.labels)} label sets is not supported: "
                                  "hubertkit predicts every label set")
+        if cfg.model.normalize and not task.normalize:
+            raise HubertkitError("model.normalize=true but task.normalize=false: the task reads the waveforms; set "
+                                 "task.normalize=true (model.normalize follows it)")
         if (cfg.model.speaker_layer or cfg.model.pitch_layer) and not task.feat_dir:
             raise HubertkitError("model.speaker_layer / model.pitch_layer need task.feat_dir (dump-pitch and speakers output)")
         self.cfg = cfg
@@ -51,10 +54,9 @@ class PretrainingTask(Task):
     def build_model(self) -> nn.Module:
         num_speakers = len(self.datasets[0].speaker_names) if self.cfg.task.feat_dir else 0
         arch = HubertConfig.from_dict({**self.cfg.model.to_dict(), "num_speakers": num_speakers,
-                                       "num_classes": [ls.num_classes for ls in self.label_sets]})
-        model = build_hubert(arch)
-        model.normalize_waveform = self.cfg.task.normalize
-        return model
+                                       "num_classes": [ls.num_classes for ls in self.label_sets],
+                                       "normalize": self.cfg.task.normalize})
+        return build_hubert(arch)
 
     @staticmethod
     def encoder(model: nn.Module) -> nn.Module:
