@@ -59,16 +59,19 @@ FEAT_DIR, KM_PATH, LAB_DIR = arg("feat_dir", metavar="FEAT_DIR"), arg("km_path",
 NSHARD, RANK = arg("nshard", metavar="NSHARD", type=int), arg("rank", metavar="RANK", type=_rank, help=RANK_HELP)
 TRUST_PICKLE = arg("--trust-pickle", action="store_true", help="allow fairseq checkpoints that pickle config objects")
 class _HelpConfig(argparse.Action):
-    """``--help-config``: print every training config key and exit, as ``--help`` does."""
+    """``--help-config``: print every config key and exit, as ``--help`` does; ``describe``
+    names the function that lists them (imported only then)."""
 
-    def __init__(self, option_strings, dest, **kwargs):
+    def __init__(self, option_strings, dest, describe="hubertkit.config.load:describe_config", **kwargs):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
                          help="list every config key with its default and rules, and exit")
+        self.describe = describe
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from hubertkit.config.load import describe_config
+        import importlib
 
-        print(describe_config())
+        module, name = self.describe.split(":")
+        print(getattr(importlib.import_module(module), name)())
         parser.exit()
 
 
@@ -526,7 +529,8 @@ def _cmd_finetune(a):
          arg("config", metavar="CONFIG", help="pipeline YAML (see configs/pipeline_demo.yaml)"),
          arg("--until", default=None, help="stop after this stage (e.g. iter1.kmeans) or iteration (e.g. iter1)"),
          arg("--jobs", type=int, default=None, help="threads for dumps and labelling (default: the config's)"),
-         arg("--out", default=None, help="output directory (default: the config's)"))
+         arg("--out", default=None, help="output directory (default: the config's)"),
+         arg("--help-config", action=_HelpConfig, describe="hubertkit.config.pipeline:describe_pipeline"))
 def _cmd_pipeline(a):
     from hubertkit.config.pipeline import load_pipeline
     from hubertkit.recipes.pipeline import run_pipeline

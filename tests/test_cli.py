@@ -1,5 +1,6 @@
 """The command line as a user types it: fairseq's positional arguments, exit codes, messages."""
 
+import re
 import subprocess
 import sys
 
@@ -135,3 +136,49 @@ def test_older_weak_spots_exit_2_naming_what_to_change(labelled, tmp_path, capsy
         assert e.value.code == 2 and message in err and "Traceback" not in err, (args, err)
     main(["export-kmeans", str(tmp_path / "meta.pt"), str(tmp_path / "km.bin")])  # non-numeric metadata: a traceback before
     assert (tmp_path / "km.bin").is_file()
+
+
+def _library_defaults(handler) -> dict:
+    """The defaults of the hubertkit functions (and classes) a command's handler imports,
+    by parameter name."""
+    import ast
+    import importlib
+    import inspect
+    import textwrap
+
+    found = {}
+    tree = ast.parse(textwrap.dedent(inspect.getsource(handler)))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module.startswith("hubertkit"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                target = getattr(module, alias.name)
+                if not callable(target):
+                    continue
+                try:
+                    params = inspect.signature(target).parameters.values()
+                except (TypeError, ValueError):
+                    continue
+                found.update({p.name: p.default for p in params if p.default is not inspect.Parameter.empty})
+    return found
+
+
+@pytest.mark.parametrize("command", sorted(DECLARED))
+def test_a_commands_defaults_are_its_librarys(command):
+    """An option named as a parameter of the library function the command calls has that
+    parameter's default, and a help text that states a default states that one."""
+    help_text, arguments, handler = DECLARED[command]
+    library = _library_defaults(handler)
+    wrong = []
+    for names, kwargs in arguments:
+        dest = kwargs.get("dest") or names[-1].lstrip("-").replace("-", "_")
+        default = kwargs.get("default")
+        if default is not None and dest in library and library[dest] is not None and library[dest] != default:
+            wrong.append(f"{names[-1]}: {default!r} here, {library[dest]!r} in the library")
+        stated = re.search(r"\(default: ([^);]*)", kwargs.get("help", ""))
+        if stated and isinstance(default, (int, float, str)) and not isinstance(default, bool):
+            said = stated.group(1)
+            if not (said == str(default) or re.fullmatch(r"[\d.e+-]+", said) and float(said) == default
+                    or said.startswith(("all ", "the "))):  # a machine's value ("all cores"), said in words
+                wrong.append(f"{names[-1]}: help says {said!r}, the default is {default!r}")
+    assert not wrong, wrong

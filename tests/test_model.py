@@ -201,3 +201,14 @@ def test_bf16_autocast_forward_and_backward():
     assert torch.isfinite(loss)
     (loss / n).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_an_unpadded_batch_attends_without_a_mask():
+    """A batch with no padded row is run with ``attn_mask=None`` (what lets SDPA take its
+    fused kernels): the same output as with a mask that lets every frame attend."""
+    model = tiny().eval()
+    wav = torch.randn(2, 16000)
+    with torch.no_grad():
+        free = model.extract_features(wav, padding_mask=None, layer=3)[0]
+        masked = model.extract_features(wav, padding_mask=torch.zeros(2, 16000, dtype=torch.bool), layer=3)[0]
+    torch.testing.assert_close(free, masked, rtol=1e-5, atol=1e-5)

@@ -315,3 +315,23 @@ def test_a_refusal_inside_a_stage_names_the_stage(tmp_path):
     with pytest.raises(HubertkitError, match=r"^stage iter2\.layer: no ABX triplet$"):
         Stages(tmp_path, 1, None, lambda s: None).run("iter2.layer", {}, refuse)
     assert not (tmp_path / "stages" / "iter2.layer.json").exists()
+
+
+def test_every_pipeline_key_has_its_help_and_rules_on_its_field(capsys):
+    """The pipeline config's keys are declared as the training config's are: ``key(...)``
+    with a help line, and ``hubertkit pipeline --help-config`` lists them all."""
+    import dataclasses
+
+    from hubertkit.cli import main
+    from hubertkit.config.pipeline import SECTIONS
+
+    with pytest.raises(SystemExit) as e:
+        main(["pipeline", "--help-config"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for group, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{group}.{f.name} has no help"
+            assert f"{group + '.' if group else ''}{f.name} = " in out
+    with pytest.raises(HubertkitError, match=r"iterations\[1\].n_clusters must be >= 1, got 0"):
+        parse_pipeline({"corpus": "c", "iterations": [{"features": "mfcc", "n_clusters": 0}]})

@@ -476,3 +476,39 @@ def test_the_model_reads_waveforms_as_the_task_does(labelled, tmp_path):
     train("demo", overrides(labelled, tmp_path / "b", **{"task.normalize": True, "optimization.max_update": 1}),
           progress=False)
     assert load_model(tmp_path / "b" / "checkpoint_last.pt").cfg.normalize
+
+
+def test_a_compiled_run_trains_as_the_eager_one_and_compiles_once(labelled, tmp_path, monkeypatch):
+    """common.compile compiles the feature extractor and the Transformer for any length:
+    the second epoch (other crop lengths) compiles nothing new; losses and weights follow
+    the eager run's (aot_eager runs the same ATen kernels, so only the order of a few
+    float32 reductions may differ), and the checkpoint's names are the eager model's."""
+    from torch._dynamo.utils import counters
+
+    from hubertkit.train.checkpoint import Checkpointer
+
+    graphs, real_save = [], Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save", lambda self, at, *a: (graphs.append(counters["stats"]["unique_graphs"]),
+                                                                    real_save(self, at, *a)))
+    epochs = {"optimization.max_epoch": 2, "optimization.max_update": 100, "lr_scheduler.total_num_update": 100,
+              "checkpoint.save_interval_updates": 0, "checkpoint.save_interval": 1,
+              "dataset.disable_validation": True}  # eval mode would add its own graphs at the last update
+    torch._dynamo.reset()
+    counters.clear()
+    train("demo", overrides(labelled, tmp_path / "c", **epochs, **{"common.compile": "aot_eager"}), progress=False)
+    assert len(graphs) == 2 and 0 < graphs[0] == graphs[1], graphs  # epoch 2 compiled nothing new
+    train("demo", overrides(labelled, tmp_path / "e", **epochs), progress=False)
+    compiled, eager = log_records(tmp_path / "c"), log_records(tmp_path / "e")
+    assert [r["update"] for r in compiled] == [r["update"] for r in eager]
+    for c, e in zip(compiled, eager):
+        assert c["loss"] == pytest.approx(e["loss"], rel=1e-4), (c, e)
+    ours, reference = weights(tmp_path / "c"), weights(tmp_path / "e")
+    assert list(ours) == list(reference)  # no _orig_mod. anywhere
+    for k in ours:
+        torch.testing.assert_close(ours[k], reference[k], rtol=1e-3, atol=1e-5)
+    assert load_model(tmp_path / "c" / "checkpoint_last.pt").cfg.encoder_layers == 2  # an eager model loads it
+
+
+def test_compile_is_for_hubert_encoders(labelled, tmp_path):
+    with pytest.raises(HubertkitError, match="common.compile='tvm' is out of range: it must be null, 'inductor'"):
+        train("demo", overrides(labelled, tmp_path / "a", **{"common.compile": "tvm"}), progress=False)

@@ -72,14 +72,14 @@ def describe(sections: dict[str, list[type]]) -> str:
     for group, classes in sections.items():
         for cls in classes:
             names = [f for f in dataclasses.fields(cls) if f.name == "_name"]
-            title = f"{group}._name={default_of(names[0])}" if names else group
+            title = f"{group}._name={default_of(names[0])}" if names else group or "top level"
             lines.append(f"{title}:")
             for f in dataclasses.fields(cls):
                 if f.name == "_name":
                     continue
                 note = "; ".join(text.format(f.metadata[k][1] if k == "check" else f.metadata[k])
                                  for k, text in RULES.items() if k in f.metadata)
-                lines.append(f"  {group}.{f.name} = {default_of(f)!r}")
+                lines.append(f"  {group + '.' if group else ''}{f.name} = {default_of(f)!r}")
                 text = f.metadata.get("help", "") + (f" ({note})" if note else "")
                 lines.append(textwrap.fill(text, 100, initial_indent=" " * 6, subsequent_indent=" " * 6))
             lines.append("")

@@ -25,6 +25,11 @@ class CommonConfig:
     fp16: bool = key(False, "mixed precision on a GPU: bfloat16 where the GPU supports it, else float16 with a dynamic "
                             "loss scale")
     bf16: bool = key(False, "bfloat16 mixed precision on a GPU")
+    compile: str | None = key(None, "torch.compile the feature extractor and the Transformer in place, for any "
+                              "length, with this backend: 'inductor' (fused kernels, for GPUs), 'aot_eager' (the "
+                              "plumbing without code generation); null: eager. A hubertkit key; checkpoints are the "
+                              "same either way", check=(lambda v: v in (None, "inductor", "aot_eager", "eager"),
+                                                        "null, 'inductor', 'aot_eager' or 'eager'"))
     log_interval: int = key(100, "updates between log lines", check=AT_LEAST_1)
     log_format: str | None = key(None, "'json': one JSON line per log interval on stdout; anything else: a progress bar")
     tensorboard_logdir: str | None = key(None, "also log to TensorBoard in this folder (needs tensorboard)")

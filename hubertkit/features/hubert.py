@@ -12,11 +12,13 @@ from hubertkit.errors import HubertkitError
 from hubertkit.features.dump import DumpSummary, dump_features
 from hubertkit.model.io import load_model
 
+MAX_CHUNK = 1_600_000  # samples encoded at once (fairseq's dump_hubert_feature.py default)
+
 
 class HubertLayerFeatures:
     """``(waveform) -> [frames, dim]`` of layer ``layer`` (1-based) of a checkpoint."""
 
-    def __init__(self, ckpt: str | os.PathLike, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False,
+    def __init__(self, ckpt: str | os.PathLike, layer: int, max_chunk: int = MAX_CHUNK, trust_pickle: bool = False,
                  device: str | None = None):
         self.model = load_model(ckpt, trust_pickle)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -38,7 +40,7 @@ class HubertLayerFeatures:
         return feats[0].float().cpu().numpy()
 
 
-def dump_hubert(tsv_dir, split, ckpt, layer: int, nshard: int, rank, feat_dir, max_chunk: int = 1600000,
+def dump_hubert(tsv_dir, split, ckpt, layer: int, nshard: int, rank, feat_dir, max_chunk: int = MAX_CHUNK,
                 jobs: int = 1, trust_pickle: bool = False, progress: bool = True) -> DumpSummary:
     """``dump-hubert TSV_DIR SPLIT CKPT LAYER NSHARD RANK FEAT_DIR``: same shard format as MFCC."""
     reader = HubertLayerFeatures(ckpt, layer, max_chunk, trust_pickle)

@@ -31,29 +31,49 @@ from hubertkit.model.hubert import HubertModel
 # fairseq
 
 
-def fairseq_names(cfg: HubertConfig) -> list[tuple[str, str]]:
-    pairs = []
+# a Transformer layer's modules: (ours = fairseq's, transformers')
+_LAYER_MODULES = [("self_attn.q_proj", "attention.q_proj"), ("self_attn.k_proj", "attention.k_proj"),
+                  ("self_attn.v_proj", "attention.v_proj"), ("self_attn.out_proj", "attention.out_proj"),
+                  ("self_attn_layer_norm", "layer_norm"), ("fc1", "feed_forward.intermediate_dense"),
+                  ("fc2", "feed_forward.output_dense"), ("final_layer_norm", "final_layer_norm")]
+
+
+def weight_names(cfg: HubertConfig) -> list[tuple[str, str | None, str | None]]:
+    """Every weight of the network as (ours, fairseq's, transformers') name; None where
+    that layout has no such weight (transformers has no pretraining head)."""
+    rows = []
     for i in range(len(cfg.conv_layers)):
-        ours, theirs = f"feature_extractor.conv_layers.{i}", f"feature_extractor.conv_layers.{i}"
-        pairs.append((f"{ours}.conv.weight", f"{theirs}.0.weight"))
+        ours, hf = f"feature_extractor.conv_layers.{i}", f"feature_extractor.conv_layers.{i}"
+        rows.append((f"{ours}.conv.weight", f"{ours}.0.weight", f"{hf}.conv.weight"))
         if cfg.conv_bias:
-            pairs.append((f"{ours}.conv.bias", f"{theirs}.0.bias"))
-        if cfg.extractor_mode == "layer_norm":
-            pairs += [(f"{ours}.norm.{p}", f"{theirs}.2.1.{p}") for p in ("weight", "bias")]
-        elif i == 0:
-            pairs += [(f"{ours}.norm.{p}", f"{theirs}.2.{p}") for p in ("weight", "bias")]
-    pairs += [("encoder.pos_conv.weight_g", "encoder.pos_conv.0.weight_g"),
-              ("encoder.pos_conv.weight_v", "encoder.pos_conv.0.weight_v"),
-              ("encoder.pos_conv.bias", "encoder.pos_conv.0.bias")]
-    same = ["layer_norm.weight", "layer_norm.bias", "mask_emb", "encoder.layer_norm.weight", "encoder.layer_norm.bias",
-            "final_proj.weight", "final_proj.bias", "label_embs_concat"]
-    if cfg.conv_layers[-1][0] != cfg.encoder_embed_dim:
-        same += ["post_extract_proj.weight", "post_extract_proj.bias"]
+            rows.append((f"{ours}.conv.bias", f"{ours}.0.bias", f"{hf}.conv.bias"))
+        if cfg.extractor_mode == "layer_norm" or i == 0:  # a LayerNorm per layer, or the first layer's GroupNorm
+            norm = f"{ours}.2.1" if cfg.extractor_mode == "layer_norm" else f"{ours}.2"
+            rows += [(f"{ours}.norm.{w}", f"{norm}.{w}", f"{hf}.layer_norm.{w}") for w in ("weight", "bias")]
+    rows += [(f"layer_norm.{w}", f"layer_norm.{w}", f"feature_projection.layer_norm.{w}") for w in ("weight", "bias")]
+    if cfg.conv_layers[-1][0] != cfg.encoder_embed_dim:  # transformers always has it (hf_config refuses otherwise)
+        rows += [(f"post_extract_proj.{w}", f"post_extract_proj.{w}", f"feature_projection.projection.{w}")
+                 for w in ("weight", "bias")]
+    rows += [("mask_emb", "mask_emb", "masked_spec_embed"),
+             ("encoder.pos_conv.weight_g", "encoder.pos_conv.0.weight_g", "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
+             ("encoder.pos_conv.weight_v", "encoder.pos_conv.0.weight_v", "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
+             ("encoder.pos_conv.bias", "encoder.pos_conv.0.bias", "encoder.pos_conv_embed.conv.bias"),
+             *[(f"encoder.layer_norm.{w}", f"encoder.layer_norm.{w}", f"encoder.layer_norm.{w}") for w in ("weight", "bias")]]
     for i in range(cfg.encoder_layers):
-        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
-                  "self_attn_layer_norm", "fc1", "fc2", "final_layer_norm"):
-            same += [f"encoder.layers.{i}.{m}.weight", f"encoder.layers.{i}.{m}.bias"]
-    return pairs + [(n, n) for n in same]
+        for ours, hf in _LAYER_MODULES:
+            rows += [(f"encoder.layers.{i}.{ours}.{w}", f"encoder.layers.{i}.{ours}.{w}", f"encoder.layers.{i}.{hf}.{w}")
+                     for w in ("weight", "bias")]
+    rows += [("final_proj.weight", "final_proj.weight", None), ("final_proj.bias", "final_proj.bias", None),
+             ("label_embs_concat", "label_embs_concat", None)]
+    return rows
+
+
+def fairseq_names(cfg: HubertConfig) -> list[tuple[str, str]]:
+    return [(ours, theirs) for ours, theirs, _ in weight_names(cfg)]
+
+
+def hf_names(cfg: HubertConfig, prefix: str = "") -> list[tuple[str, str]]:
+    return [(ours, prefix + theirs) for ours, _, theirs in weight_names(cfg) if theirs is not None]
 
 
 def to_fairseq(model: HubertModel, task: dict | None = None, dictionaries: list[list[str]] | None = None,
@@ -298,38 +318,6 @@ def torchaudio_to_ours(state: dict) -> dict:
 
 HEAD_FILE = "hubertkit_head.pt"
 HEAD_KEYS = ("final_proj.weight", "final_proj.bias", "label_embs_concat")
-
-
-def hf_names(cfg: HubertConfig, prefix: str = "") -> list[tuple[str, str]]:
-    pairs = []
-    for i in range(len(cfg.conv_layers)):
-        ours, theirs = f"feature_extractor.conv_layers.{i}", f"{prefix}feature_extractor.conv_layers.{i}"
-        pairs.append((f"{ours}.conv.weight", f"{theirs}.conv.weight"))
-        if cfg.conv_bias:
-            pairs.append((f"{ours}.conv.bias", f"{theirs}.conv.bias"))
-        if cfg.extractor_mode == "layer_norm" or i == 0:
-            pairs += [(f"{ours}.norm.{p}", f"{theirs}.layer_norm.{p}") for p in ("weight", "bias")]
-    p = prefix
-    pairs += [
-        ("layer_norm.weight", f"{p}feature_projection.layer_norm.weight"),
-        ("layer_norm.bias", f"{p}feature_projection.layer_norm.bias"),
-        ("post_extract_proj.weight", f"{p}feature_projection.projection.weight"),
-        ("post_extract_proj.bias", f"{p}feature_projection.projection.bias"),
-        ("mask_emb", f"{p}masked_spec_embed"),
-        ("encoder.pos_conv.weight_g", f"{p}encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
-        ("encoder.pos_conv.weight_v", f"{p}encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
-        ("encoder.pos_conv.bias", f"{p}encoder.pos_conv_embed.conv.bias"),
-        ("encoder.layer_norm.weight", f"{p}encoder.layer_norm.weight"),
-        ("encoder.layer_norm.bias", f"{p}encoder.layer_norm.bias"),
-    ]
-    renames = {"self_attn.q_proj": "attention.q_proj", "self_attn.k_proj": "attention.k_proj",
-               "self_attn.v_proj": "attention.v_proj", "self_attn.out_proj": "attention.out_proj",
-               "self_attn_layer_norm": "layer_norm", "fc1": "feed_forward.intermediate_dense",
-               "fc2": "feed_forward.output_dense", "final_layer_norm": "final_layer_norm"}
-    for i in range(cfg.encoder_layers):
-        for ours, theirs in renames.items():
-            pairs += [(f"encoder.layers.{i}.{ours}.{w}", f"{p}encoder.layers.{i}.{theirs}.{w}") for w in ("weight", "bias")]
-    return pairs
 
 
 def hf_config(cfg: HubertConfig) -> dict:

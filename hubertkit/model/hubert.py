@@ -204,6 +204,14 @@ class HubertModel(nn.Module):
             raise HubertkitError("model.speaker_layer / model.pitch_layer configure the disentangling variant: build it "
                                  "with hubertkit.model.build_hubert(cfg) (DisentangledHubert)")
 
+    def compile_parts(self, backend: str) -> None:
+        """``torch.compile`` the convolutional feature extractor and the Transformer in
+        place, for any batch size and length (one graph each, no recompile per length);
+        their weights keep their names, so checkpoints are the same as an eager model's.
+        Masking, label selection and the loss stay eager: they depend on the data."""
+        self.feature_extractor.compile(backend=backend, dynamic=True)
+        self.encoder.compile(backend=backend, dynamic=True)
+
     def remove_pretraining_modules(self) -> None:
         """Drop what only pretraining uses (fairseq's method of the same name): a
         fine-tuned encoder has no label embeddings or projection to them."""

@@ -15,12 +15,12 @@ from hubertkit.data.manifest import read_manifest
 from hubertkit.data.unit_vocab import dedup
 from hubertkit.errors import HubertkitError
 from hubertkit.features.dump import resolve_ranks
-from hubertkit.features.hubert import HubertLayerFeatures
+from hubertkit.features.hubert import MAX_CHUNK, HubertLayerFeatures
 from hubertkit.fileio import atomic_open
 from hubertkit.progress import progress_bar
 
 
-def unit_labeller(ckpt, km_path, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False):
+def unit_labeller(ckpt, km_path, layer: int, max_chunk: int = MAX_CHUNK, trust_pickle: bool = False):
     """``(waveform) -> list of unit ids``: layer ``layer`` of ``ckpt`` quantised by ``km_path``."""
     km = load_kmeans(km_path, trust_pickle)
     reader = HubertLayerFeatures(ckpt, layer, max_chunk, trust_pickle)
@@ -29,7 +29,7 @@ def unit_labeller(ckpt, km_path, layer: int, max_chunk: int = 1600000, trust_pic
     return lambda wav: km.predict(reader(wav)).tolist()
 
 
-def units(ckpt, km_path, tsv, layer: int, max_chunk: int = 1600000, trust_pickle: bool = False,
+def units(ckpt, km_path, tsv, layer: int, max_chunk: int = MAX_CHUNK, trust_pickle: bool = False,
           progress: bool = False, nshard: int = 1, rank: int = 0) -> Iterator[dict]:
     """For each utterance of shard ``rank`` of ``nshard`` of the manifest ``tsv`` (fairseq's
     contiguous shards, as the dumps): ``{"utt", "units", "dedup", "durations"}``."""
@@ -73,7 +73,7 @@ def shard_file(out: str | os.PathLike, rank: int, nshard: int) -> Path:
 
 
 def write_units(ckpt, km_path, tsv, layer: int, out: str | None = None, dedup_only: bool = False,
-                nshard: int = 1, rank: int | str = 0, max_chunk: int = 1600000, trust_pickle: bool = False) -> str:
+                nshard: int = 1, rank: int | str = 0, max_chunk: int = MAX_CHUNK, trust_pickle: bool = False) -> str:
     """``hubertkit units``: JSONL to ``out`` (atomically; one file per shard) or stdout."""
 
     ranks = resolve_ranks(rank, nshard)

@@ -16,6 +16,7 @@ from hubertkit.data.text import normalize_text, read_texts
 from hubertkit.data.unit_dataset import read_units
 from hubertkit.data.unit_vocab import PAD, dedup
 from hubertkit.errors import HubertkitError
+from hubertkit.features.hubert import MAX_CHUNK
 from hubertkit.model.unit_asr import UnitBart, load_unit_asr, save_unit_bart
 from hubertkit.progress import progress_bar
 from hubertkit.recipes.discrete_units import unit_labeller
@@ -67,7 +68,7 @@ def _unit_inputs(units_path, audio, hubert, km, layer, max_chunk, trust_pickle, 
 @torch.inference_mode()
 def transcribe_units(model_path: str | os.PathLike, units: str | os.PathLike | None = None, audio: list[str] | None = None,
                      hubert: str | None = None, km: str | None = None, layer: int | None = None, beam: int | None = None,
-                     batch_size: int = 16, references: str | os.PathLike | None = None, max_chunk: int = 1600000,
+                     batch_size: int = 16, references: str | os.PathLike | None = None, max_chunk: int = MAX_CHUNK,
                      trust_pickle: bool = False, progress: bool = True) -> list[Transcript]:
     """Text for each utterance of a units file, or of audio files (audio → units → text)."""
     model = load_unit_asr(model_path)

@@ -24,6 +24,7 @@ from hubertkit.config import TrainConfig, config_dir_default, load_config
 from hubertkit.data.batching import Batches, batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
+from hubertkit.model.hubert import HubertModel
 from hubertkit.progress import progress_bar
 from hubertkit.train.checkpoint import Checkpointer
 from hubertkit.train.distributed import init_distributed, shard_or_replicate
@@ -85,6 +86,12 @@ class Trainer:
         self.valid_data = self.task.datasets[1] if self.has_valid else None
         torch.manual_seed(cfg.common.seed)
         self.model = self.task.build_model().to(self.dist.device)
+        if cfg.common.compile:
+            encoder = self.task.encoder(self.model)
+            if not isinstance(encoder, HubertModel):
+                raise HubertkitError(f"common.compile={cfg.common.compile} compiles a HuBERT encoder; "
+                                     f"model._name={cfg.model._name} has none")
+            encoder.compile_parts(cfg.common.compile)
         self.fsdp = self.dist.world > 1 and cfg.distributed_training.ddp_backend == "fully_sharded"
         self.ddp = shard_or_replicate(self.model, self.task.encoder(self.model).encoder.layers, self.dist, self.fsdp,
                                       cfg.distributed_training.find_unused_parameters)
