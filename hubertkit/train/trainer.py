@@ -93,8 +93,8 @@ class Trainer:
                                      f"model._name={cfg.model._name} has none")
             encoder.compile_parts(cfg.common.compile)
         self.fsdp = self.dist.world > 1 and cfg.distributed_training.ddp_backend == "fully_sharded"
-        self.ddp = shard_or_replicate(self.model, self.task.encoder(self.model).encoder.layers, self.dist, self.fsdp,
-                                      cfg.distributed_training.find_unused_parameters)
+        layers = self.task.encoder(self.model).encoder.layers if self.fsdp else []  # FSDP's units
+        self.ddp = shard_or_replicate(self.model, layers, self.dist, self.fsdp, cfg.distributed_training.find_unused_parameters)
         self.optimizer = _optimizer(cfg, self.model, self.dist.device, self.fsdp)
         self.dtype = _precision(cfg, self.dist.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
