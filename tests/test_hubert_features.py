@@ -69,9 +69,9 @@ def test_a_chunk_shorter_than_the_receptive_field_is_refused(prepared, tiny_ckpt
     assert not (tmp_path / "f").exists()
 
 
-@pytest.mark.parametrize("name", ["real_iter1.pt", "real_iter2.pt"])
+@pytest.mark.parametrize("name", ["real_iter1.pt", "real_iter2.pt", "so40_iter1_s0.pt"])
 def test_the_real_speech_checkpoints_in_the_repository_load(demo_dir, name):
-    """experiments/checkpoints/real_iter{1,2}.pt: plain hubertkit checkpoints (version 1 and
+    """experiments/checkpoints/*.pt: plain hubertkit checkpoints (versions 1 and
     2 of the format), under 10 MB, layer 1 extractable."""
     from pathlib import Path
 
