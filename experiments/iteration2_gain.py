@@ -12,7 +12,8 @@ From an iteration-1 checkpoint (``iteration_gain.py``'s, or ``real_iter1.pt``):
 3. iteration 2 is trained on them twice, at the same budget and seed: ``scratch``
    (random initialisation, as the paper does) and ``warm`` (``checkpoint.finetune_from_model``
    = the iteration-1 model: its encoder, new label embeddings when K differs);
-4. every layer of both is scored like step 1.
+4. every layer of both is scored like step 1, at the end and every ``--every`` updates
+   (the convergence curve, in ``curve``).
 
 Every step is skipped when its result is already in ``OUT/results.json`` (an interrupted
 run resumes; training resumes from its last checkpoint).
@@ -49,6 +50,8 @@ def main():
     parser.add_argument("--k", type=int, default=100, help="clusters of the iteration-2 labels")
     parser.add_argument("--measure-k", type=int, default=100, help="clusters at which layers are scored")
     parser.add_argument("--updates", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=None,
+                        help="also score the checkpoints saved every N updates (default: only the last)")
     parser.add_argument("--score-train", type=int, default=400,
                         help="fit the scoring k-means on this many train utterances, spread evenly")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {ARMS}")
@@ -89,14 +92,20 @@ def main():
         ck = args.out / arm / "checkpoints"
         overrides = [f"task.data={args.manifest.resolve()}", f"task.label_dir={labels.resolve()}",
                      f"checkpoint.save_dir={ck.resolve()}", "model.label_rate=50", f"common.seed={args.seed}",
-                     *model_overrides(args.updates, args.updates)]
+                     *model_overrides(args.updates, args.every or args.updates)]
         if arm == "warm":
             overrides.append(f"checkpoint.finetune_from_model={args.iter1.resolve()}")
         updates = train("demo", overrides)["num_updates"]
         results["minutes"][f"train_{arm}"] = (time.time() - start) / 60
         start = time.time()
-        results["layers"][arm] = layer_pnmi(ck / "checkpoint_last.pt", layers, tsv, args.out / "score" / arm,
-                                            [args.measure_k], args.alignments)[str(args.measure_k)]
+        curve = results.setdefault("curve", {}).setdefault(arm, {})
+        for step in range(args.every or args.updates, updates, args.every or args.updates):
+            if str(step) not in curve:
+                curve[str(step)] = layer_pnmi(next(ck.glob(f"checkpoint_*_{step}.pt")), layers, tsv,
+                                              args.out / "score" / arm, [args.measure_k], args.alignments)[str(args.measure_k)]
+                save()
+        results["layers"][arm] = curve[str(updates)] = layer_pnmi(
+            ck / "checkpoint_last.pt", layers, tsv, args.out / "score" / arm, [args.measure_k], args.alignments)[str(args.measure_k)]
         results["minutes"][f"score_{arm}"] = (time.time() - start) / 60
         results.setdefault("trained_updates", {})[arm] = updates
         save()
