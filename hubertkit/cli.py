@@ -133,6 +133,20 @@ def _cmd_pack(a):
     return f"{r['utterances']} utterances in {r['archives']} archive(s), {r['bytes'] / 1e9:.2f} GB; manifest {r['manifest']}"
 
 
+@command("cut", "a split's spans or archive members as files of their own, with a plain fairseq manifest "
+            "(for fairseq, or any tool that reads one file per utterance)",
+         TSV_DIR,
+         SPLIT,
+         arg("--dest", required=True, help="folder of the files and their {split}.tsv (a re-run keeps the files there)"),
+         arg("--jobs", type=int, default=1, help="threads reading and writing in parallel (default: 1)"))
+def _cmd_cut(a):
+    from hubertkit.data.cut import cut
+
+    r = cut(a.tsv_dir, a.split, a.dest, jobs=a.jobs, progress=not a.quiet)
+    return (f"{r['utterances']} utterances, {r['written']} file(s) written ({r['bytes'] / 1e9:.2f} GB), "
+            f"{r['utterances'] - r['written']} kept from before; manifest {r['manifest']}")
+
+
 @command("dump-mfcc", "MFCC+Δ+ΔΔ features (39-dim, 100 Hz) of a manifest shard",
          TSV_DIR,
          SPLIT,

@@ -94,7 +94,7 @@ def test_damaged_archives_are_refused_with_archive_and_offset(packed, tmp_path):
 
 
 def test_pack_refuses_to_overwrite_its_input(labelled, tmp_path):
-    with pytest.raises(HubertkitError, match="would overwrite the manifest or audio it packs"):
+    with pytest.raises(HubertkitError, match="would overwrite the manifest or audio it reads"):
         pack(labelled / "tsv", "train", labelled / "tsv")
     with pytest.raises(HubertkitError, match="--shard-mb must be a positive number"):
         pack(labelled / "tsv", "train", tmp_path, shard_mb=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 
@@ -11,7 +12,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from hubertkit.data.archive import read_member
+from hubertkit.data.archive import member_bytes, read_member
 from hubertkit.data.manifest import Utterance
 from hubertkit.errors import HubertkitError
 
@@ -85,3 +86,35 @@ def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") 
             "(truncated or replaced file? re-run `hubertkit manifest`)"
         )
     return wav
+
+
+# a span's samples are copied in the integer type of their file, so that writing it out changes none
+_INTEGER = {"PCM_S8": "int16", "PCM_16": "int16", "PCM_24": "int32"}
+
+
+def standalone_name(utt: Utterance) -> str:
+    """The name of the utterance as a file of its own (``pack``'s member, ``cut``'s file):
+    its manifest name; for a span, its key with ``.flac`` (``.wav`` for float audio)."""
+    if utt.start is None:
+        return utt.name
+    return f"{utt.key}.{'flac' if sf.info(utt.path).subtype in _INTEGER else 'wav'}"
+
+
+def standalone_bytes(utt: Utterance, where: str) -> bytes:
+    """The utterance as a file of its own: a whole file's (or archive member's) bytes,
+    unchanged; a span as FLAC of the same integer samples (WAV for float audio), so that
+    reading it back gives the same waveform."""
+    if utt.member is not None:
+        return bytes(member_bytes(utt.path, *utt.member))
+    if not os.path.isfile(utt.path):
+        raise HubertkitError(f"{where}:{utt.line}: audio file {utt.path} does not exist")
+    if utt.start is None:
+        with open(utt.path, "rb") as f:
+            return f.read()
+    with open_span(utt, f"{where}:{utt.line}: ") as f:
+        integer = _INTEGER.get(f.subtype)
+        samples, rate = f.read(utt.num_samples, dtype=integer or "float32"), f.samplerate
+        subtype = f.subtype if integer else "FLOAT"
+    out = io.BytesIO()
+    sf.write(out, samples, rate, format="FLAC" if integer else "WAV", subtype=subtype)
+    return out.getvalue()

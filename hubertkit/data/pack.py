@@ -8,39 +8,13 @@ import os
 import tarfile
 from pathlib import Path
 
-import soundfile as sf
-
-from hubertkit.data.archive import member_bytes
-from hubertkit.data.audio import open_span
-from hubertkit.data.manifest import Utterance, manifest_path, read_manifest, write_manifest
+from hubertkit.data.audio import standalone_bytes, standalone_name
+from hubertkit.data.manifest import Manifest, manifest_path, read_manifest, write_manifest
 from hubertkit.errors import HubertkitError
 from hubertkit.fileio import AtomicFile, disk_error
 from hubertkit.progress import progress_bar
 
 SHARD_MB = 1024  # archive size: 60k h of FLAC in about 3,500 files
-
-
-# a span's samples are copied in the integer type of their file, so that packing changes none
-_INTEGER = {"PCM_S8": "int16", "PCM_16": "int16", "PCM_24": "int32"}
-
-
-def _member(utt: Utterance, where: str) -> tuple[str, bytes]:
-    """What ``pack`` stores for an utterance: a whole file (or another archive's member)
-    as its bytes, unchanged; a span as FLAC of the same samples (WAV for float audio)."""
-    if utt.member is not None:
-        return utt.name, bytes(member_bytes(utt.path, *utt.member))
-    if not os.path.isfile(utt.path):
-        raise HubertkitError(f"{where}:{utt.line}: audio file {utt.path} does not exist")
-    if utt.start is None:
-        with open(utt.path, "rb") as f:
-            return utt.name, f.read()
-    with open_span(utt, f"{where}:{utt.line}: ") as f:
-        integer = _INTEGER.get(f.subtype)
-        samples, rate = f.read(utt.num_samples, dtype=integer or "float32"), f.samplerate
-        subtype = f.subtype if integer else "FLOAT"
-    out = io.BytesIO()
-    sf.write(out, samples, rate, format="FLAC" if integer else "WAV", subtype=subtype)
-    return f"{utt.key}.{'flac' if integer else 'wav'}", out.getvalue()
 
 
 def pack(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, shard_mb: float = SHARD_MB,
@@ -52,10 +26,7 @@ def pack(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, shard_
     if not shard_mb > 0:
         raise HubertkitError(f"--shard-mb must be a positive number of megabytes, got {shard_mb}")
     manifest = read_manifest(manifest_path(tsv_dir, split))
-    dest = Path(dest).resolve()
-    if dest == Path(manifest.root).resolve() or dest == Path(tsv_dir).resolve():
-        raise HubertkitError(f"--dest {dest} would overwrite the manifest or audio it packs; give another folder")
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = output_folder(dest, manifest, tsv_dir)
     lines, archives, total = [], 0, 0
     tar = shard = None
     try:
@@ -64,7 +35,7 @@ def pack(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, shard_
                 shard = AtomicFile(dest / f"{split}-{archives:06d}.tar")
                 tar = tarfile.open(shard.tmp, "w", format=tarfile.PAX_FORMAT)
                 entries = []
-            name, data = _member(utt, str(manifest.path))
+            name, data = standalone_name(utt), standalone_bytes(utt, str(manifest.path))
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644  # no clock in the bytes: packing is reproducible
             tar.addfile(info, io.BytesIO(data))
@@ -84,6 +55,16 @@ def pack(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, shard_
         raise
     out = manifest_path(dest, split)
     return {"utterances": write_manifest(out, dest, lines), "archives": archives, "bytes": total, "manifest": str(out)}
+
+
+def output_folder(dest: str | os.PathLike, manifest: Manifest, tsv_dir: str | os.PathLike) -> Path:
+    """``dest``, created; refused when it is the manifest's folder or its audio root, whose
+    files the output would overwrite."""
+    dest = Path(dest).resolve()
+    if dest == Path(manifest.root).resolve() or dest == Path(tsv_dir).resolve():
+        raise HubertkitError(f"--dest {dest} would overwrite the manifest or audio it reads; give another folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    return dest
 
 
 def _close(tar: tarfile.TarFile, shard: AtomicFile, entries: list[tuple[str, int]]) -> list[str]:

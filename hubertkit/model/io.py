@@ -155,8 +155,8 @@ def _training_record(state) -> dict:
     fields = {k: task[k] for k in ("data", "label_dir", "labels") if task.get(k) is not None}
     split = train_cfg.get("dataset", {}).get("train_subset", "train")
     if "data" in fields and _hubertkit_only(manifest_path(fields["data"], split)):
-        log.warning("%s lists spans or archive members, which fairseq cannot read: the export leaves task.data out",
-                    manifest_path(fields["data"], split))
+        log.warning("%s lists spans or archive members, which fairseq cannot read: the export leaves task.data out "
+                    "(`hubertkit cut` writes them out as files, with a manifest fairseq reads)", manifest_path(fields["data"], split))
         del fields["data"]
     return {"dictionaries": state["dictionaries"], "num_updates": state.get("trainer", {}).get("num_updates", 0),
             **({"task": fields} if fields else {})}
