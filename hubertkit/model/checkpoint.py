@@ -119,7 +119,10 @@ class Loaded:
     checkpoint: Checkpoint | None = None
 
 
-def read_path(path: str | os.PathLike) -> Loaded:
+def read_path(path: str | os.PathLike | Loaded) -> Loaded:
+    """``path`` read once (a ``Loaded`` is returned as it is, so readers can take either)."""
+    if isinstance(path, Loaded):
+        return path
     path = Path(path)
     if path.is_dir():
         return Loaded(path, folder=True)

@@ -56,7 +56,7 @@ def model_from_checkpoint(ck: Checkpoint) -> HubertModel:
 def load_model(source: str | os.PathLike | Loaded, trust_pickle: bool = False) -> HubertModel:
     """A model in eval mode from a hubertkit, fairseq or s3prl checkpoint or a transformers
     folder (``source``: its path, or what ``read_path`` read from it)."""
-    loaded = source if isinstance(source, Loaded) else read_path(source)
+    loaded = read_path(source)
     path, state = loaded.path, loaded.contents
     if loaded.folder:
         return _finite(import_hf(path), path).eval()
@@ -78,7 +78,7 @@ def starting_weights(source: str | os.PathLike | Loaded, trust_pickle: bool = Fa
     """The weights of any HuBERT checkpoint hubertkit reads (its own, fairseq's, a
     transformers folder, torchaudio's, s3prl's), under hubertkit's names: to start from
     (``source``: its path, or what ``read_path`` read from it)."""
-    loaded = source if isinstance(source, Loaded) else read_path(source)
+    loaded = read_path(source)
     if isinstance(loaded.contents, dict) and is_torchaudio(loaded.contents):
         return check_weights(torchaudio_to_ours(loaded.contents), loaded.path)
     return load_model(loaded, trust_pickle).state_dict()

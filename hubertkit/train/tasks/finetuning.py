@@ -12,6 +12,7 @@ from torch import nn
 from hubertkit.config.train import TrainConfig
 from hubertkit.data.ctc_dataset import TranscribedDataset
 from hubertkit.data.dictionary import SPECIALS
+from hubertkit.data.labels import dict_path
 from hubertkit.data.manifest import manifest_path
 from hubertkit.errors import HubertkitError
 from hubertkit.model.ctc import HubertCTC, frame_lengths
@@ -73,8 +74,8 @@ class FinetuningTask(Task):
         (``prepare-text`` on more text orders letters by count) would swap letters."""
         here = self.datasets[0].symbols
         if state["symbols"] != here:
-            dict_path = f"{self.cfg.task.label_dir or self.cfg.task.data}/dict.{self.cfg.task.labels[0]}.txt"
-            raise HubertkitError(f"{path} was fine-tuned with other letters than {dict_path} ("
+            letters = dict_path(self.cfg.task.label_dir or self.cfg.task.data, self.cfg.task.labels[0])
+            raise HubertkitError(f"{path} was fine-tuned with other letters than {letters} ("
                                  f"{first_difference(here, state['symbols'])}): its output rows would be read as other "
                                  "letters. Use the dictionary it was trained with, or another checkpoint.save_dir")
 

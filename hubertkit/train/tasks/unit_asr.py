@@ -70,7 +70,3 @@ class UnitAsrTask(Task):
             for ref, hyp in zip(target.tolist(), model.decode(source, pad, beam=1)):
                 add_errors(log, vocab.letters_of(ref), vocab.letters_of(hyp))
         return loss, sample_size, log
-
-    @staticmethod
-    def check_start(state: dict, fresh: list[str], path) -> None:
-        """The letters are in the model's config, which a resume compares whole."""
