@@ -1,6 +1,7 @@
 """The fairseq-style training command on the small demo corpus: runs, resumes exactly,
 survives SIGKILL, handles non-finite losses and unwritable directories."""
 
+import itertools
 import json
 import os
 import signal
@@ -512,3 +513,47 @@ def test_a_compiled_run_trains_as_the_eager_one_and_compiles_once(labelled, tmp_
 def test_compile_is_for_hubert_encoders(labelled, tmp_path):
     with pytest.raises(HubertkitError, match="common.compile='tvm' is out of range: it must be null, 'inductor'"):
         train("demo", overrides(labelled, tmp_path / "a", **{"common.compile": "tvm"}), progress=False)
+
+
+def test_a_step_reads_device_values_twice_whatever_its_batches(labelled, tmp_path, monkeypatch):
+    """The tasks leave their statistics on the device and the trainer reads them in one go,
+    then the gradient norm: two reads a step by the trainer and tasks (on a GPU each is a
+    wait for the device), not one per statistic, label set or micro-batch. Counted in a
+    step of two micro-batches (update_freq 2) with two label sets."""
+    import shutil
+    import traceback
+
+    from hubertkit.config import load_config
+    from hubertkit.train.trainer import Trainer
+
+    for split in ("train", "valid"):
+        shutil.copy(labelled / "labels" / f"{split}.km", tmp_path / f"{split}.km2")
+    labels = tmp_path / "labels"
+    shutil.copytree(labelled / "labels", labels)
+    for split in ("train", "valid"):
+        shutil.copy(tmp_path / f"{split}.km2", labels / f"{split}.km2")
+    shutil.copy(labels / "dict.km.txt", labels / "dict.km2.txt")
+    cfg = load_config("demo", overrides(labelled, tmp_path / "ck", **{"task.label_dir": labels, "task.labels": "[km,km2]",
+                                                                     "optimization.update_freq": "[2]"}))
+    trainer = Trainer(cfg, progress=False)
+    batches, mine = trainer.epoch_batches(1)
+    pending = list(itertools.islice(iter(trainer._loader(batches, mine)), 2))
+    reads = []
+    names = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+    originals = {n: getattr(torch.Tensor, n) for n in names}
+
+    def counted(name, real):
+        def read(self, *args, **kwargs):
+            caller = traceback.extract_stack(limit=2)[0]
+            if f"hubertkit{os.sep}train{os.sep}" in caller.filename:
+                reads.append(f"{name} at {caller.filename}:{caller.lineno}")
+            return real(self, *args, **kwargs)
+        return read
+
+    for name, real in originals.items():
+        monkeypatch.setattr(torch.Tensor, name, counted(name, real))
+    out = trainer.train_step(pending)
+    monkeypatch.undo()
+    trainer.close()
+    assert not out["skipped"] and "loss_m_1" in out and out["acc_m_1"].count > 0
+    assert len(reads) == 2, reads

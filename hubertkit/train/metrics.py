@@ -9,6 +9,7 @@ import logging
 import math
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from hubertkit.config import TrainConfig
@@ -17,6 +18,26 @@ from hubertkit.train.distributed import Distributed
 from hubertkit.train.tasks.base import Ratio, Stats
 
 log = logging.getLogger(__name__)
+
+
+def read_stats(logs: list[Stats]) -> list[Stats]:
+    """The tasks' statistics as Python numbers. A task may leave them as tensors on the
+    device; they are read here all at once, one wait for the device a step instead of
+    one a statistic (and the same values: each is read exactly, as ``.item()`` would)."""
+    def parts(v):
+        return (v.total, v.count) if isinstance(v, Ratio) else (v,)
+
+    leaves = [x for log in logs for v in log.values() for x in parts(v) if torch.is_tensor(x)]
+    if not leaves:
+        return logs
+    values = torch.stack([x.detach().reshape(()).double() for x in leaves]).tolist()
+    read = {id(x): int(y) if not x.is_floating_point() else y for x, y in zip(leaves, values)}
+
+    def host(x):
+        return read[id(x)] if torch.is_tensor(x) else x
+
+    return [{k: Ratio(host(v.total), host(v.count)) if isinstance(v, Ratio) else host(v) for k, v in log.items()}
+            for log in logs]
 
 
 def add_stats(into: Stats, stats: Stats) -> None:

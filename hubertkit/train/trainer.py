@@ -28,7 +28,7 @@ from hubertkit.model.hubert import HubertModel
 from hubertkit.progress import progress_bar
 from hubertkit.train.checkpoint import Checkpointer
 from hubertkit.train.distributed import init_distributed, shard_or_replicate
-from hubertkit.train.metrics import MetricsLogger, add_stats, sum_over_processes, summarize
+from hubertkit.train.metrics import MetricsLogger, add_stats, read_stats, sum_over_processes, summarize
 from hubertkit.train.schedule import learning_rate
 from hubertkit.train.tasks import has_split, make_task
 from hubertkit.train.tasks.base import Stats
@@ -130,7 +130,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        stats: dict = {}
+        logs = []
         for micro, batch in enumerate(batches):
             last = micro == len(batches) - 1
             sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
@@ -140,7 +140,10 @@ class Trainer:
                 slot = self.dist.rank * len(batches) + micro  # the batch's place among all processes' batches
                 loss, n, log_out = self._forward(batch, _mask_generator(self.cfg.common.seed, self.at.num_updates, slot), True)
                 self.scaler.scale(loss).backward()
-            add_stats(stats, {**log_out, "samples": batch["samples"]})
+            logs.append({**log_out, "samples": batch["samples"]})
+        stats: Stats = {}
+        for log_out in read_stats(logs):  # the step's one wait for its statistics
+            add_stats(stats, log_out)
         stats = sum_over_processes(stats, self.dist)
         sample_size = stats["sample_size"]
         self.scaler.unscale_(self.optimizer)
@@ -152,7 +155,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
-        finite = math.isfinite(stats["loss"]) and torch.isfinite(grad_norm).item()
+        grad_norm = float(grad_norm)  # and one for the gradient's norm, which decides the update
+        finite = math.isfinite(stats["loss"]) and math.isfinite(grad_norm)
         if finite:
             self.scaler.step(self.optimizer)
             self.nonfinite_run = 0
@@ -171,7 +175,7 @@ class Trainer:
         self.at.samples_seen += int(stats["samples"])
         if finite:  # a skipped update is no update: the schedule and masks do not advance
             self.at.num_updates += 1
-        out = {**stats, "lr": lr, "grad_norm": float(grad_norm), "skipped": not finite}
+        out = {**stats, "lr": lr, "grad_norm": grad_norm, "skipped": not finite}
         if self.scaler.is_enabled():
             out["loss_scale"] = self.scaler.get_scale()
         return out
@@ -188,7 +192,7 @@ class Trainer:
         for k, b in enumerate(batches):
             batch = data.collate([data[i] for i in b], np.random.default_rng([self.cfg.common.seed, 0, k]))
             _, _, out = self._forward(batch, _mask_generator(self.cfg.common.seed, 0, k), False)
-            add_stats(stats, out)
+            add_stats(stats, read_stats([out])[0])
         return summarize(stats if self.fsdp else sum_over_processes(stats, self.dist, uneven=True))
 
     # -- the loop ---------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class FinetuningTask(Task):
                           zero_infinity=self.cfg.criterion.zero_infinity)
         ntokens = int(target_lengths.sum())
         sample_size = b if self.cfg.optimization.sentence_avg else ntokens
-        log = {"loss": loss.item(), "sample_size": sample_size, "ntokens": ntokens, "nsentences": b}
+        log = {"loss": loss.detach(), "sample_size": sample_size, "ntokens": ntokens, "nsentences": b}
         if not train:  # greedy decoding: letter and word errors, as fairseq's ctc criterion reports
             vocab = unwrap(net).vocab
             for i in range(b):

@@ -119,26 +119,26 @@ def hubert_loss(
         for i, (lg, t) in enumerate(zip(logits, targets)):
             ce = F.cross_entropy(lg, t.long(), reduction="sum")
             terms.append(ce)
-            log[f"loss_{kind}_{i}"] = ce.item()
+            log[f"loss_{kind}_{i}"] = ce.detach()
             with torch.no_grad():
-                log[f"acc_{kind}_{i}"] = Ratio(int((lg.argmax(-1) == t).sum()) if lg.numel() else 0, int(t.numel()))
+                log[f"acc_{kind}_{i}"] = Ratio((lg.argmax(-1) == t).sum() if lg.numel() else 0, t.numel())
         if weight > 0 and terms:
             loss = loss + weight * sum(terms)
             sample_size += targets[0].numel()
     if cfg.loss_weights and cfg.loss_weights[0] != 0:
         pen = cfg.loss_weights[0] * out["features_pen"].float() * sample_size
         loss = loss + pen
-        log["loss_features_pen"] = pen.item()
+        log["loss_features_pen"] = pen.detach()
     if "speaker_logits" in out:
         loss = loss + cfg.speaker_loss_weight * sample_size * _speaker_loss(out["speaker_logits"], speaker, log)
     if "pitch_pred" in out:
         loss = loss + cfg.pitch_loss_weight * sample_size * _pitch_loss(out["pitch_pred"], pitch, out["padding_mask"], log)
-    log["loss"] = loss.item()
+    log["loss"] = loss.detach()
     log["sample_size"] = sample_size
     return loss, sample_size, log
 
 
-def within_utterance_variance(x: torch.Tensor, padding_mask: torch.Tensor | None) -> tuple[float, float]:
+def within_utterance_variance(x: torch.Tensor, padding_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared deviations of ``x``'s frames ``[batch, frames, dim]`` from their
     utterance's mean, and from the batch's mean. Their ratio is the share of the
     variance that changes within utterances: near 1 in healthy models, near 0 when the
@@ -151,17 +151,17 @@ def within_utterance_variance(x: torch.Tensor, padding_mask: torch.Tensor | None
     within = (((x - utt_mean) ** 2) * w).sum()
     frames = x[valid]
     total = ((frames - frames.mean(0)) ** 2).sum()
-    return within.item(), total.item()
+    return within, total
 
 
 def _speaker_loss(logits: torch.Tensor, speaker: torch.Tensor, log: Stats) -> torch.Tensor:
     """Mean cross-entropy over utterances of speakers the classifier knows (-100: unknown)."""
     known = speaker != -100
     ce = F.cross_entropy(logits, speaker, ignore_index=-100, reduction="sum")
-    n = int(known.sum())
-    log["mean_speaker"] = Ratio(ce.item(), n)
-    log["acc_speaker"] = Ratio(int((logits.argmax(-1)[known] == speaker[known]).sum()), n)
-    return ce / max(n, 1)
+    n = known.sum()
+    log["mean_speaker"] = Ratio(ce.detach(), n)
+    log["acc_speaker"] = Ratio((logits.argmax(-1)[known] == speaker[known]).sum(), n)
+    return ce / n.clamp(min=1)
 
 
 def _pitch_loss(pred: torch.Tensor, pitch: torch.Tensor, padding_mask: torch.Tensor | None, log: Stats) -> torch.Tensor:
@@ -175,7 +175,7 @@ def _pitch_loss(pred: torch.Tensor, pitch: torch.Tensor, padding_mask: torch.Ten
     voiced = valid & (pitch[..., 1] > 0) & (pitch[..., 0] > 0)
     l1 = (pred[..., 0][voiced] - pitch[..., 0][voiced].log()).abs().sum()
     bce = F.binary_cross_entropy_with_logits(pred[..., 1][valid], pitch[..., 1][valid], reduction="sum")
-    n_voiced, n_valid = int(voiced.sum()), int(valid.sum())
-    log["mean_f0"] = Ratio(l1.item(), n_voiced)
-    log["acc_voicing"] = Ratio(int(((pred[..., 1][valid] > 0) == (pitch[..., 1][valid] > 0)).sum()), n_valid)
-    return l1 / max(n_voiced, 1) + bce / max(n_valid, 1)
+    n_voiced, n_valid = voiced.sum(), valid.sum()
+    log["mean_f0"] = Ratio(l1.detach(), n_voiced)
+    log["acc_voicing"] = Ratio(((pred[..., 1][valid] > 0) == (pitch[..., 1][valid] > 0)).sum(), n_valid)
+    return l1 / n_voiced.clamp(min=1) + bce / n_valid.clamp(min=1)

@@ -64,7 +64,7 @@ class UnitAsrTask(Task):
             ntokens = int(target_lengths.sum())
         b = source.shape[0]
         sample_size = b if self.cfg.optimization.sentence_avg else ntokens
-        log = {"loss": loss.item(), "sample_size": sample_size, "ntokens": ntokens, "nsentences": b}
+        log = {"loss": loss.detach(), "sample_size": sample_size, "ntokens": ntokens, "nsentences": b}
         if not train:  # greedy decoding (beam 1), letter and word errors
             vocab = model.cfg.vocab
             for ref, hyp in zip(target.tolist(), model.decode(source, pad, beam=1)):
