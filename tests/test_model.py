@@ -212,3 +212,28 @@ def test_an_unpadded_batch_attends_without_a_mask():
         free = model.extract_features(wav, padding_mask=None, layer=3)[0]
         masked = model.extract_features(wav, padding_mask=torch.zeros(2, 16000, dtype=torch.bool), layer=3)[0]
     torch.testing.assert_close(free, masked, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("label_rate,label_frames", [(100, 150), (100, 121), (50, 60)])
+def test_masks_drawn_from_the_batch_shapes_are_the_forwards_own(label_rate, label_frames):
+    """``batch_masks`` (what a DataLoader worker draws, from the waveforms' length, the
+    padding and the labels' length alone) equals what the forward draws itself from the
+    same seed: padded rows, features cropped to the labels, channel masks too."""
+    from hubertkit.model.masking import batch_masks
+
+    model = HubertModel(preset("tiny", num_classes=[54], label_rate=label_rate, mask_channel_prob=0.2,
+                               mask_channel_length=4)).train()
+    wav, labels = torch.randn(3, 24000), torch.randint(0, 54, (3, label_frames))
+    pad = torch.zeros(3, 24000, dtype=torch.bool)
+    pad[1, 15000:], pad[2, 9000:] = True, True
+    time, channels = batch_masks(model.cfg, wav, pad, label_frames, torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    drawn = model(wav, [labels], padding_mask=pad, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    given = model(wav, [labels], padding_mask=pad, masks=(time, channels))
+    assert time.shape == drawn["mask_indices"].shape and torch.equal(time, drawn["mask_indices"])
+    assert channels.shape == (3, model.cfg.encoder_embed_dim) and channels.any()
+    for a, b in zip(drawn["logit_m_list"] + drawn["logit_u_list"], given["logit_m_list"] + given["logit_u_list"]):
+        assert torch.equal(a, b)
+    with pytest.raises(HubertkitError, match="a mask drawn for"):
+        model(wav, [labels], padding_mask=pad, masks=(time[:, :-1], channels))

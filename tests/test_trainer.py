@@ -557,3 +557,26 @@ def test_a_step_reads_device_values_twice_whatever_its_batches(labelled, tmp_pat
     trainer.close()
     assert not out["skipped"] and "loss_m_1" in out and out["acc_m_1"].count > 0
     assert len(reads) == 2, reads
+
+
+def test_masks_drawn_by_the_loader_train_as_the_models_own(labelled, tmp_path, monkeypatch):
+    """DataLoader workers draw each batch's masks from the seed of the step that will take
+    it, off the step's path: the run trains to the same weights, bit for bit, as one whose
+    model draws them in the step, with 0 or 2 workers and two batches an update."""
+    import hubertkit.train.trainer as trainer_module
+    from hubertkit.train.tasks.pretraining import PretrainingTask
+
+    drawn = []
+    real = trainer_module.batch_masks
+    monkeypatch.setattr(trainer_module, "batch_masks", lambda *a: drawn.append(1) or real(*a))
+    extra = {"optimization.max_update": 4, "optimization.update_freq": "[2]"}
+    for workers in (0, 2):
+        train("demo", overrides(labelled, tmp_path / f"loader{workers}", **extra, **{"dataset.num_workers": workers}),
+              progress=False)
+    assert len(drawn) == 8  # the run with 0 workers drew in this process: 4 updates of 2 batches
+    monkeypatch.setattr(PretrainingTask, "loader_masks", staticmethod(lambda model: None))
+    train("demo", overrides(labelled, tmp_path / "model", **extra), progress=False)
+    assert len(drawn) == 8
+    ref = weights(tmp_path / "model")
+    for workers in (0, 2):
+        assert all(torch.equal(ref[k], v) for k, v in weights(tmp_path / f"loader{workers}").items()), workers

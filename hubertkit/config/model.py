@@ -104,6 +104,12 @@ class HubertConfig:
             out *= stride
         return out
 
+    def frames(self, samples: int) -> int:
+        """Frames the convolutional stack makes of ``samples`` samples (no padding)."""
+        for _, kernel, stride in self.conv_layers:
+            samples = (samples - kernel) // stride + 1
+        return samples
+
     @property
     def receptive_field(self) -> int:
         """Samples needed for one output frame (400 for the standard stack)."""

@@ -85,10 +85,10 @@ class DisentangledHubert(HubertModel):
                     head.apply(init_bert_params)
 
     def forward(self, wav: torch.Tensor, targets: list[torch.Tensor] | None = None, padding_mask: torch.Tensor | None = None,
-                mask: bool = True, generator: torch.Generator | None = None, num_updates: int = 0) -> dict:
+                mask: bool = True, generator: torch.Generator | None = None, num_updates: int = 0, masks=None) -> dict:
         """HuBERT's forward, plus the heads' outputs; ``num_updates`` (completed updates)
         sets the gradient-reversal warm-up."""
-        out = super().forward(wav, targets, padding_mask, mask, generator, num_updates, all_layers=True)
+        out = super().forward(wav, targets, padding_mask, mask, generator, num_updates, all_layers=True, masks=masks)
         layers = out.pop("layers")
         if self.speaker_adversary is not None:
             scale = grl_scale(num_updates, self.cfg.grl_scale, self.cfg.grl_warmup_updates)

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hubertkit.config.model import HubertConfig
-from hubertkit.data.audio import SAMPLE_RATE, standardize
+from hubertkit.data.audio import standardize
 from hubertkit.errors import HubertkitError
 from hubertkit.model.gradient import scale_gradient
-from hubertkit.model.masking import compute_mask
+from hubertkit.model.masking import draw_masks, feat2tar_ratio, frame_padding, labelled_frames
 
 
 class ConvLayer(nn.Module):
@@ -228,7 +228,7 @@ class HubertModel(nn.Module):
     @property
     def feat2tar_ratio(self) -> float:
         """Label frames per feature frame: 2 for 100 Hz labels, 1 for 50 Hz."""
-        return self.cfg.label_rate * self.cfg.downsample / SAMPLE_RATE
+        return feat2tar_ratio(self.cfg)
 
     def check_input(self, wav: torch.Tensor) -> None:
         if not isinstance(wav, torch.Tensor) or wav.dim() != 2 or not wav.is_floating_point():
@@ -254,31 +254,27 @@ class HubertModel(nn.Module):
         feats = self.feature_extractor(wav)
         return feats if mult == 1.0 else scale_gradient(feats, mult)
 
-    def frame_padding_mask(self, padding_mask: torch.Tensor, frames: int) -> torch.Tensor:
-        """A frame is padding when every sample it groups is (fairseq's rule)."""
-        extra = padding_mask.shape[1] % frames
-        if extra:
-            padding_mask = padding_mask[:, :-extra]
-        return padding_mask.view(padding_mask.shape[0], frames, -1).all(-1)
-
     def align_targets(self, frames: int, targets: list[torch.Tensor]) -> tuple[int, list[torch.Tensor]]:
         """Cut features so each has a label, and pick the label of each frame
         (every ``feat2tar_ratio``-th label, as fairseq)."""
-        label_frames = min(t.shape[1] for t in targets)
-        ratio = self.feat2tar_ratio
-        if ratio * frames > label_frames:
-            frames = int(label_frames / ratio)
-        idx = (torch.arange(frames).float() * ratio).long().to(targets[0].device)
+        frames = labelled_frames(self.cfg, frames, min(t.shape[1] for t in targets))
+        idx = (torch.arange(frames).float() * self.feat2tar_ratio).long().to(targets[0].device)
         return frames, [t[:, idx] for t in targets]
 
-    def apply_mask(self, x, padding_mask, generator=None):
-        b, t, c = x.shape
-        mask = None
-        if self.cfg.mask_prob > 0:
-            mask = compute_mask((b, t), padding_mask, self.cfg.mask_prob, self.cfg.mask_length, min_masks=2, generator=generator).to(x.device)
+    def apply_mask(self, x, padding_mask, generator=None, masks=None):
+        """``x`` with masked frames replaced by the mask embedding and masked channels
+        zeroed; ``masks``: drawn beforehand (``masking.batch_masks``, by a DataLoader
+        worker), else drawn here from ``generator``."""
+        b, t, _ = x.shape
+        if masks is None:
+            masks = draw_masks(self.cfg, b, t, padding_mask, generator)
+        elif masks[0] is not None and tuple(masks[0].shape) != (b, t):
+            raise HubertkitError(f"a mask drawn for {tuple(masks[0].shape)} frames was given for {(b, t)}")
+        mask, channels = masks
+        if mask is not None:
+            mask = mask.to(x.device)
             x = torch.where(mask[..., None], self.mask_emb.to(x.dtype), x)
-        if self.cfg.mask_channel_prob > 0:
-            channels = compute_mask((b, c), None, self.cfg.mask_channel_prob, self.cfg.mask_channel_length, generator=generator)
+        if channels is not None:
             x = x.masked_fill(channels.to(x.device)[:, None, :], 0.0)
         return x, mask
 
@@ -300,20 +296,20 @@ class HubertModel(nn.Module):
         """Conv features [B, C, T] → LayerNorm → projection: the encoder's input [B, T, D]."""
         x = self.layer_norm(feats.transpose(1, 2))
         if padding_mask is not None:
-            padding_mask = self.frame_padding_mask(padding_mask, x.shape[1])
+            padding_mask = frame_padding(padding_mask, x.shape[1])
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)
         return x, padding_mask
 
     def encode(self, feats: torch.Tensor, padding_mask: torch.Tensor | None = None, mask: bool = False,
-               generator: torch.Generator | None = None, all_layers: bool = False):
+               generator: torch.Generator | None = None, all_layers: bool = False, masks=None):
         """Conv features [B, C, T] → the encoder's output [B, T, D] (masked if asked), the
         frame padding mask, the mask, and (``all_layers``) every layer's output."""
         x, padding_mask = self._project(feats, padding_mask)
         x = self.dropout_input(x)
         mask_indices = None
         if mask:
-            x, mask_indices = self.apply_mask(x, padding_mask, generator)
+            x, mask_indices = self.apply_mask(x, padding_mask, generator, masks)
         if not all_layers:
             return self.encoder(x, padding_mask), padding_mask, mask_indices, None
         layers = self.encoder(x, padding_mask, return_all=True)
@@ -329,13 +325,15 @@ class HubertModel(nn.Module):
         generator: torch.Generator | None = None,
         num_updates: int = 0,
         all_layers: bool = False,
+        masks: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
     ) -> dict:
         """Pretraining forward. Returns per label set the logits of masked and unmasked
         frames (``logit_m_list``, ``logit_u_list``) with their targets
         (``target_m_list``, ``target_u_list``), and ``features_pen``; with ``all_layers``,
         every layer's output (``layers``) for heads that read inside the encoder.
         ``num_updates`` (completed updates) is for such heads' schedules; HuBERT's own
-        loss does not depend on it."""
+        loss does not depend on it. ``masks``: the time and channel masks, drawn
+        beforehand from the batch's shapes (``masking.batch_masks``); else drawn here."""
         self.check_input(wav)
         feats = self.conv_features(wav)
         if targets is not None:
@@ -347,7 +345,7 @@ class HubertModel(nn.Module):
                         f"labels range over {int(t.min())}..{int(t.max())} but the dictionary has {classes} classes"
                     )
         features_pen = feats.float().pow(2).mean()
-        x, padding_mask, mask_indices, layers = self.encode(feats, padding_mask, mask, generator, all_layers=all_layers)
+        x, padding_mask, mask_indices, layers = self.encode(feats, padding_mask, mask, generator, all_layers, masks)
         out = {"x": x, "padding_mask": padding_mask, "features_pen": features_pen, "mask_indices": mask_indices}
         if all_layers:
             out["layers"] = layers

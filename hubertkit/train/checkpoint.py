@@ -77,6 +77,11 @@ class Position:
     nonfinite_total: int = 0
     samples_seen: int = 0
 
+    @property
+    def steps(self) -> int:
+        """Steps taken, each an update or a skipped one: what the masks are drawn for."""
+        return self.num_updates + self.nonfinite_total
+
 
 def rerun_hint(save_dir: Path, saved: bool = True) -> str:
     """What a re-run of the same command does, given what ``save_dir`` holds."""

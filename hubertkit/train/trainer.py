@@ -5,9 +5,10 @@ One update = ``update_freq`` batches per process; gradients are summed over what
 task scores (frames, or utterances with ``sentence_avg``) and divided by its total
 (across processes), as fairseq's trainer does.
 Everything a resumed run needs (weights, optimizer, grad scaler, RNG states, epoch and
-position in the epoch's batch order) is in ``checkpoint_last.pt``; batch order, crops
-and masks derive from ``(seed, epoch, batch)`` and ``(seed, update)``, so a resumed run
-continues exactly as the uninterrupted one would have.
+position in the epoch's batch order) is in ``checkpoint_last.pt``; batch order and
+crops derive from ``(seed, epoch, batch)``, masks from ``(seed, step, slot)`` (steps
+counted with skipped ones), so a resumed run continues exactly as the uninterrupted one
+would have.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from hubertkit.config import TrainConfig, config_dir_default, load_config
 from hubertkit.data.batching import Batches, batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
+from hubertkit.config.model import HubertConfig
 from hubertkit.model.hubert import HubertModel
+from hubertkit.model.masking import batch_masks
 from hubertkit.progress import progress_bar
 from hubertkit.train.checkpoint import Checkpointer
 from hubertkit.train.distributed import init_distributed, shard_or_replicate
@@ -38,17 +41,28 @@ log = logging.getLogger(__name__)
 
 class BatchDataset(torch.utils.data.Dataset):
     """Batch ``k`` of an epoch, loaded and collated (in a DataLoader worker); its crop
-    offsets come from ``(seed, epoch, k)``."""
+    offsets come from ``(seed, epoch, k)``. With ``masks`` (a model config), the worker
+    also draws the batch's masks, with the seed of the step that takes it: step
+    ``first_step + k // per_step`` (``first_step``: the epoch's first), slot ``k % per_step``."""
 
-    def __init__(self, dataset: HubertDataset, batches: Batches, seed: int, epoch: int):
+    def __init__(self, dataset: HubertDataset, batches: Batches, seed: int, epoch: int,
+                 masks: HubertConfig | None = None, first_step: int = 0, per_step: int = 1):
         self.dataset, self.batches, self.seed, self.epoch = dataset, batches, seed, epoch
+        self.masks, self.first_step, self.per_step = masks, first_step, per_step
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, k: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, k])
-        return self.dataset.collate([self.dataset[i] for i in self.batches[k]], rng)
+        batch = self.dataset.collate([self.dataset[i] for i in self.batches[k]], rng)
+        if self.masks is not None:
+            step, slot = divmod(int(k), self.per_step)
+            generator = _mask_generator(self.seed, self.first_step + step, slot)
+            label_frames = min(t.shape[1] for t in batch["target_list"])
+            batch["mask_indices"], batch["channel_mask"] = batch_masks(self.masks, batch["source"], batch["padding_mask"],
+                                                                       label_frames, generator)
+        return batch
 
 
 def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -66,8 +80,10 @@ def _optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, s
                              fused=fused or None, foreach=None if fused else True)
 
 
-def _mask_generator(seed: int, update: int, micro: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + update * 101 + micro)
+def _mask_generator(seed: int, step: int, slot: int) -> torch.Generator:
+    """The masks' random stream of batch ``slot`` (``rank · update_freq + micro``) of
+    ``step``: steps are counted with the skipped ones, so no two batches share masks."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + step * 101 + slot)
 
 
 class Trainer:
@@ -138,7 +154,8 @@ class Trainer:
                 self.model.set_requires_gradient_sync(last)
             with sync:
                 slot = self.dist.rank * len(batches) + micro  # the batch's place among all processes' batches
-                loss, n, log_out = self._forward(batch, _mask_generator(self.cfg.common.seed, self.at.num_updates, slot), True)
+                generator = _mask_generator(self.cfg.common.seed, self.at.steps, slot)  # unless the loader drew them
+                loss, n, log_out = self._forward(batch, generator, True)
                 self.scaler.scale(loss).backward()
             logs.append({**log_out, "samples": batch["samples"]})
         stats: Stats = {}
@@ -256,10 +273,12 @@ class Trainer:
 
     def _loader(self, batches: Batches, mine: np.ndarray) -> torch.utils.data.DataLoader:
         """The rest of this process's batches of the epoch, from its position in it."""
-        cfg, epoch = self.cfg, self.at.epoch
+        cfg, epoch, freq = self.cfg, self.at.epoch, self.cfg.optimization.update_freq[0]
+        first_step = self.at.steps - self.at.batch_in_epoch // freq  # the step of the epoch's first batch
+        data = BatchDataset(self.train_data, batches, cfg.common.seed, epoch, self.task.loader_masks(self.model),
+                            first_step, freq * self.dist.world)
         return torch.utils.data.DataLoader(
-            torch.utils.data.Subset(BatchDataset(self.train_data, batches, cfg.common.seed, epoch),
-                                    mine[self.at.batch_in_epoch :]),
+            torch.utils.data.Subset(data, mine[self.at.batch_in_epoch :]),
             batch_size=None, num_workers=cfg.dataset.num_workers,
             pin_memory=self.dist.device.type == "cuda",  # then the copies to the GPU need not wait
             persistent_workers=False, prefetch_factor=4 if cfg.dataset.num_workers else None,

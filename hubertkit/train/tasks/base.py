@@ -16,6 +16,7 @@ import jiwer
 import torch
 from torch import nn
 
+from hubertkit.config.model import HubertConfig
 from hubertkit.config.train import TrainConfig
 
 
@@ -60,6 +61,12 @@ class Task:
         among the statistics; masks and dropout draw from ``generator``; ``num_updates``
         (updates completed) drives what changes over training (freezing, warm-ups)."""
         raise NotImplementedError
+
+    def loader_masks(self, model: nn.Module) -> HubertConfig | None:
+        """The model config whose masks DataLoader workers draw for the training batches
+        (``model/masking.batch_masks``, off the step's path); None: the model draws its
+        own in the step."""
+        return None
 
     def checkpoint_fields(self, model: nn.Module) -> dict:
         """What a checkpoint needs besides the weights to rebuild the model."""

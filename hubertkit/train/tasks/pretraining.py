@@ -62,9 +62,20 @@ class PretrainingTask(Task):
     def encoder(model: nn.Module) -> nn.Module:
         return model
 
+    @staticmethod
+    def loader_masks(model: nn.Module) -> HubertConfig:
+        return model.cfg
+
+    @staticmethod
+    def forward(net, batch: dict, generator, num_updates: int) -> dict:
+        """The network's output for ``batch``, with the masks the loader drew for it (a
+        training batch) or drawn from ``generator`` (validation)."""
+        masks = (batch["mask_indices"], batch["channel_mask"]) if "mask_indices" in batch else None
+        return net(batch["source"], batch["target_list"], padding_mask=batch["padding_mask"], generator=generator,
+                   num_updates=num_updates, masks=masks)
+
     def loss(self, net, batch: dict, generator, train: bool, num_updates: int) -> tuple[torch.Tensor, int, Stats]:
-        out = net(batch["source"], batch["target_list"], padding_mask=batch["padding_mask"], generator=generator,
-                  num_updates=num_updates)
+        out = self.forward(net, batch, generator, num_updates)
         extras = {k: batch[k] for k in ("speaker", "pitch") if k in batch}
         loss, sample_size, stats = hubert_loss(out, self.cfg.criterion, **extras)
         if not train:  # a collapse alarm
