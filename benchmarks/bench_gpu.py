@@ -4,6 +4,8 @@ full ``hubertkit train`` loop on audio files, in one table.
 
     python benchmarks/bench_gpu.py                       # Base, fairseq's per-GPU batch, bf16
     python benchmarks/bench_gpu.py --smoke               # tiny model, 2 steps, any device (a test)
+    python benchmarks/bench_gpu.py --model tiny --batch 2 --crop 32000 --skip compile,transformers --workers 2
+                                                         # the loop against the bare step, on a CPU
 
 A step is forward + backward + AdamW (fused on CUDA) under bf16 autocast, on fairseq's
 per-GPU batch: ``max_tokens`` 1,400,000 samples of crops of 250,000 (5 crops of 15.6 s).
@@ -182,13 +184,15 @@ def main():
     parser.add_argument("--workers", type=int, default=6, help="data loader workers of the train loop")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--skip", default="", help="comma-separated rows to leave out: compile, transformers, loop")
+    parser.add_argument("--model", choices=("base", "tiny"), default="base",
+                        help="the architecture (the train loop uses hubert_base_librispeech for base, demo for tiny)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.smoke:
         args.batch, args.crop, args.steps, args.warmup, args.workers = 2, 16000, 2, 1, 0
         skip.add("compile")
-    name = "tiny" if args.smoke else "base"
+    name = "tiny" if args.smoke else args.model
     cfg = preset(name, num_classes=[NUM_CLASSES], label_rate=50)
     if not args.smoke:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -196,8 +200,8 @@ def main():
     results = {kind: bare_steps(kind, cfg, args, device) for kind in kinds}
     if "loop" not in skip:
         with tempfile.TemporaryDirectory() as tmp:
-            config = "demo" if args.smoke else "hubert_base_librispeech"
-            results["hubertkit train loop"] = train_loop(config, [] if args.smoke else ["common.fp16=false"], args, Path(tmp))
+            config = "demo" if name == "tiny" else "hubert_base_librispeech"
+            results["hubertkit train loop"] = train_loop(config, [] if name == "tiny" else ["common.fp16=false"], args, Path(tmp))
     peak, peak_text = device_peak(device, args.peak_tflops)
     step_flops = 3 * model_flops(cfg, args.batch, args.crop, NUM_CLASSES)
     audio_s = args.batch * args.crop / 16000

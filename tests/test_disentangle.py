@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_trainer import log_records, overrides, weights
+from test_trainer import follows_eager, log_records, overrides, weights
 
 from hubertkit.config import preset
 from hubertkit.config.train import HubertCriterionConfig as CriterionConfig
@@ -144,6 +144,14 @@ def test_zero_weights_train_exactly_plain_hubert(pitched, tmp_path):
     for k, v in plain.items():
         assert torch.equal(v, heads[k]), k
     assert [r["loss"] for r in log_records(tmp_path / "plain")] == [r["loss"] for r in log_records(tmp_path / "heads")]
+
+
+def test_a_compiled_disentangled_run_follows_the_eager_one(pitched, tmp_path):
+    """common.compile with both heads weighted: the encoder compiled, the heads eager."""
+    extra = {**_disentangle(spk=1.0, f0=1.0), "task.feat_dir": pitched / "pitch", "optimization.max_update": 4}
+    train("demo", overrides(pitched, tmp_path / "c", **extra, **{"common.compile": "aot_eager"}), progress=False)
+    train("demo", overrides(pitched, tmp_path / "e", **extra), progress=False)
+    follows_eager(tmp_path / "c", tmp_path / "e")
 
 
 def test_weighted_heads_train_and_log(pitched, tmp_path):

@@ -8,6 +8,8 @@ import shutil
 import pytest
 import torch
 
+from test_trainer import follows_eager
+
 from hubertkit.config import config_dir_default, load_config, preset
 from hubertkit.data.text import prepare_text
 from hubertkit.errors import HubertkitError
@@ -43,6 +45,13 @@ def run(prepared, texts, w2v, save_dir, **extra):
             "common.log_interval": 1}
     base.update(extra)
     return finetune("demo", [f"{k}={v}" for k, v in base.items()], progress=False)
+
+
+def test_a_compiled_finetuning_follows_the_eager_one(prepared, texts, pretrained, tmp_path):
+    """common.compile in CTC fine-tuning, masks (apply_mask) and the frozen updates included."""
+    run(prepared, texts, pretrained, tmp_path / "c", **{"common.compile": "aot_eager", "model.apply_mask": True})
+    run(prepared, texts, pretrained, tmp_path / "e", **{"model.apply_mask": True})
+    follows_eager(tmp_path / "c", tmp_path / "e")
 
 
 def test_finetune_freezes_then_trains_and_reports_error_rates(prepared, texts, pretrained, tmp_path):

@@ -499,15 +499,23 @@ def test_a_compiled_run_trains_as_the_eager_one_and_compiles_once(labelled, tmp_
     train("demo", overrides(labelled, tmp_path / "c", **epochs, **{"common.compile": "aot_eager"}), progress=False)
     assert len(graphs) == 2 and 0 < graphs[0] == graphs[1], graphs  # epoch 2 compiled nothing new
     train("demo", overrides(labelled, tmp_path / "e", **epochs), progress=False)
-    compiled, eager = log_records(tmp_path / "c"), log_records(tmp_path / "e")
-    assert [r["update"] for r in compiled] == [r["update"] for r in eager]
+    follows_eager(tmp_path / "c", tmp_path / "e")
+    assert load_model(tmp_path / "c" / "checkpoint_last.pt").cfg.encoder_layers == 2  # an eager model loads it
+
+
+def follows_eager(compiled_dir, eager_dir):
+    """A compiled run's logged losses and final weights against the eager run's: the same
+    sums in another order (fused kernels), so losses within 1e-4 relative and weights,
+    after a few Adam updates (whose steps are about lr in size whatever the gradient's
+    rounding), within 1e-3; the same weight names (no ``_orig_mod.``)."""
+    compiled, eager = log_records(compiled_dir), log_records(eager_dir)
+    assert [r["update"] for r in compiled] == [r["update"] for r in eager] and compiled
     for c, e in zip(compiled, eager):
         assert c["loss"] == pytest.approx(e["loss"], rel=1e-4), (c, e)
-    ours, reference = weights(tmp_path / "c"), weights(tmp_path / "e")
-    assert list(ours) == list(reference)  # no _orig_mod. anywhere
+    ours, reference = weights(compiled_dir), weights(eager_dir)
+    assert list(ours) == list(reference)
     for k in ours:
         torch.testing.assert_close(ours[k], reference[k], rtol=1e-3, atol=1e-5)
-    assert load_model(tmp_path / "c" / "checkpoint_last.pt").cfg.encoder_layers == 2  # an eager model loads it
 
 
 def test_compile_is_for_hubert_encoders(labelled, tmp_path):
