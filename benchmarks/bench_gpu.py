@@ -7,7 +7,8 @@ full ``hubertkit train`` loop on audio files, in one table.
     python benchmarks/bench_gpu.py --model tiny --batch 2 --crop 32000 --skip compile,transformers --workers 2
                                                          # the loop against the bare step, on a CPU
 
-A step is forward + backward + AdamW (fused on CUDA) under bf16 autocast, on fairseq's
+A step is forward + backward + AdamW (fused on CUDA) under bf16 autocast (float32 on a
+CPU, where bf16 matmuls are emulated and many times slower), on fairseq's
 per-GPU batch: ``max_tokens`` 1,400,000 samples of crops of 250,000 (5 crops of 15.6 s).
 MFU = model FLOPs per step (3 x the forward's: convolutions, projections, attention and
 feed-forward matmuls, logits; counted by ``model_flops``) / step time / the GPU's dense
@@ -114,7 +115,7 @@ def bare_steps(kind: str, cfg: HubertConfig, args, device: torch.device) -> dict
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = loss_of()
         loss.backward()
         optimizer.step()
@@ -166,7 +167,7 @@ def train_loop(cfg_name: str, overrides: list[str], args, work: Path) -> dict:
            f"task.min_sample_size={args.crop}",
            "dataset.validate_interval_updates=0", "common.log_interval=1", "common.log_format=json",
            "common.tensorboard_logdir=null", "distributed_training.distributed_world_size=1",
-           f"dataset.num_workers={args.workers}", "common.bf16=true", *overrides]
+           f"dataset.num_workers={args.workers}", f"common.bf16={torch.cuda.is_available()}", *overrides]
     train(cfg_name, run, progress=False)
     log = [json.loads(line) for line in (work / "ck" / "train_log.jsonl").read_text().splitlines()]
     walls = [r["wall_s"] for r in log if r["split"] == "train"]
@@ -205,7 +206,8 @@ def main():
     peak, peak_text = device_peak(device, args.peak_tflops)
     step_flops = 3 * model_flops(cfg, args.batch, args.crop, NUM_CLASSES)
     audio_s = args.batch * args.crop / 16000
-    print(header(f"HuBERT {name} pretraining step on {device.type}, batch {args.batch} x {args.crop} samples, bf16"))
+    precision = "bf16" if device.type == "cuda" else "float32"
+    print(header(f"HuBERT {name} pretraining step on {device.type}, batch {args.batch} x {args.crop} samples, {precision}"))
     print(f"- model FLOPs per step: {step_flops / 1e12:.3f} TFLOP (3 x forward); peak: {peak_text}\n")
     print("| | step (s) | crops/s | audio s/s | peak memory (GiB) | MFU | crops/s vs transformers | vs bare eager step |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -217,7 +219,7 @@ def main():
         memory = f"{r['memory_gib']:.1f}" if r.get("memory_gib") == r.get("memory_gib") and "memory_gib" in r else "-"
         print(f"| {kind} | {r['step_s']:.3f} | {args.batch / r['step_s']:.2f} | {audio_s / r['step_s']:.1f} | {memory} "
               f"| {mfu} | {vs_hf} | {vs_bare} |")
-    if not args.smoke and "hubertkit eager" in results:
+    if not args.smoke and device.type == "cuda" and "hubertkit eager" in results:
         best = min(r["step_s"] for k, r in results.items() if k.startswith("hubertkit") and "loop" not in k)
         for label, updates in (("iteration 1", 250_000), ("iteration 2", 400_000)):
             hours = updates * 32 * best / 3600  # 32 GPUs' batches per update, on this one GPU
