@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from hubertkit.config import TrainConfig, config_dir_default, load_config
+from hubertkit.config.model import HubertConfig
 from hubertkit.data.batching import Batches, batches_by_size
 from hubertkit.data.dataset import HubertDataset
 from hubertkit.errors import HubertkitError
-from hubertkit.config.model import HubertConfig
 from hubertkit.model.hubert import HubertModel
 from hubertkit.model.masking import batch_masks
 from hubertkit.progress import progress_bar
@@ -190,7 +190,7 @@ class Trainer:
                 )
         self.scaler.update()
         self.at.samples_seen += int(stats["samples"])
-        if finite:  # a skipped update is no update: the schedule and masks do not advance
+        if finite:  # a skipped update is no update: the schedule does not advance (the step count does)
             self.at.num_updates += 1
         out = {**stats, "lr": lr, "grad_norm": grad_norm, "skipped": not finite}
         if self.scaler.is_enabled():
