@@ -1,4 +1,5 @@
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,15 +70,16 @@ def test_a_chunk_shorter_than_the_receptive_field_is_refused(prepared, tiny_ckpt
     assert not (tmp_path / "f").exists()
 
 
-@pytest.mark.parametrize("name", ["real_iter1.pt", "real_iter2.pt", "so40_iter1_s0.pt"])
-def test_the_real_speech_checkpoints_in_the_repository_load(demo_dir, name):
-    """experiments/checkpoints/*.pt: plain hubertkit checkpoints (versions 1 and
-    2 of the format), under 10 MB, layer 1 extractable."""
-    from pathlib import Path
+EXPERIMENT_CHECKPOINTS = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints"
 
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXPERIMENT_CHECKPOINTS.glob("*.pt")))
+def test_the_real_speech_checkpoints_in_the_repository_load(demo_dir, name):
+    """experiments/checkpoints/*.pt, every one: plain hubertkit checkpoints (versions 1
+    and 2 of the format), under 10 MB, layer 1 extractable."""
     from hubertkit.features.hubert import HubertLayerFeatures
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / name
+    path = EXPERIMENT_CHECKPOINTS / name
     assert path.stat().st_size < 10 * 2**20
     torch.load(path, weights_only=True)
     wav = sf.read(next(demo_dir.glob("*/*.flac")), dtype="float32")[0]
