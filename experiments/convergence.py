@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hubertkit.fileio import write_text
-from seeds_summary import per_run, spread
+from seeds_summary import per_run, spread, write_summary
 
 
 def iter1_curve(result: dict, k: str) -> dict[int, float]:
@@ -93,11 +92,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="path stem of the table (STEM.md) and the plot (STEM.png)")
     a = ap.parse_args()
     seeds = load(a.iter1, a.iter2, a.arm)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    text = table(seeds, a.arm)
-    write_text(a.out.with_suffix(".md"), text)
-    plot(seeds, a.arm, a.out)
-    print(text)
+    write_summary(a.out, table(seeds, a.arm), lambda out: plot(seeds, a.arm, out))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hubertkit.fileio import write_text
-from seeds_summary import per_run, spread
+from seeds_summary import per_run, spread, write_summary
 
 MODELS = {"iter1": "iteration 1 (MFCC targets)", "scratch": "iteration 2, from scratch",
           "warm": "iteration 2, warm-started from iteration 1"}
@@ -91,11 +90,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="path stem of the table (STEM.md) and the plot (STEM.png)")
     a = ap.parse_args()
     results = load(a.runs)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    text = table(results, a.mfcc)
-    write_text(a.out.with_suffix(".md"), text)
-    plot(results, a.mfcc, a.out)
-    print(text)
+    write_summary(a.out, table(results, a.mfcc), lambda out: plot(results, a.mfcc, out))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,14 @@ def per_run(what: str, differences) -> str:
             + (" (the same sign in every run)" if same else " (not the same sign in every run)"))
 
 
+def write_summary(out: Path, text: str, plot) -> None:
+    """The table as ``STEM.md`` and on stdout, the plot as ``STEM.png`` (``plot(out)``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out.with_suffix(".md"), text)
+    plot(out)
+    print(text)
+
+
 def summary(results: list[dict], k: str) -> dict:
     steps = sorted(results[0]["layers"], key=int)
     layers = sorted(results[0]["layers"][steps[0]][k], key=int)
