@@ -14,7 +14,9 @@ ships) are cut by ``hubertkit segment``; the same utterances are read as separat
 (what ``cut_by_vad.py`` writes), as spans of the recordings and as members of
 ``hubertkit pack``'s archives, each layout by a fresh process with 2 DataLoader workers
 in a random order, with the page cache dropped first where the machine allows (cold)
-and then again (warm); files per layout are projected to 60,000 h.
+and then again (warm); then, for a tighter ratio, in one process with a warm cache, the
+layouts taking turns on the same chunks of utterances; files per layout are projected to
+60,000 h.
 
 The sets are made without storing their hours: every manifest entry is a symbolic link
 to one of a few real recordings (demo-corpus utterances joined into 8-17 s files) and
@@ -265,6 +267,31 @@ def read_layout(tsv: Path, workers: int) -> dict:
             "audio_s_per_s": samples / RATE / seconds, "manifest_mb": built - idle, **memory()}
 
 
+def paired_ratios(layouts: Path, names: tuple[str, ...], chunk: int = 50) -> dict[str, np.ndarray]:
+    """Per-utterance reading cost of each layout against files, paired: one process, warm
+    cache, the same utterances read in chunks of ``chunk`` by every layout in turn (order
+    reversed every other chunk), so that the machine's slow spells fall on all layouts
+    alike; the ratio (files' time / the layout's) is taken per chunk."""
+    from hubertkit.data.audio import read_audio
+    from hubertkit.data.manifest import read_manifest
+
+    manifests = {name: read_manifest(layouts / name / "train.tsv") for name in ("files", *names)}
+    order = np.random.default_rng(0).permutation(len(manifests["files"]))
+    for m in manifests.values():  # warm the page cache
+        for i in order:
+            read_audio(m.utterance(int(i)))
+    seconds: dict[str, list[float]] = {name: [] for name in manifests}
+    for c, start in enumerate(range(0, len(order), chunk)):
+        turn = list(manifests) if c % 2 == 0 else list(manifests)[::-1]
+        for name in turn:
+            t = time.perf_counter()
+            for i in order[start:start + chunk]:
+                read_audio(manifests[name].utterance(int(i)))
+            seconds[name].append(time.perf_counter() - t)
+    files = np.array(seconds["files"])
+    return {name: files / np.array(seconds[name]) for name in names}
+
+
 def drop_caches() -> bool:
     try:
         subprocess.run(["sync"], check=True)
@@ -372,6 +399,13 @@ def audio_layouts(work: Path, hours: float, read_utterances: int, repeats: int =
               f"{np.median([r['anon_mb'] for r in res]):.0f} |")
     if ("cold", "files") not in runs:
         print("\n(the page cache could not be dropped here: warm cache only)")
+    paired = paired_ratios(layouts, ("spans", "archives"))
+    print(f"\nPaired, per utterance (one process, warm cache, the same {n:,} utterances read in chunks of 50 by "
+          f"every layout in turn; ratio of files' time to the layout's per chunk, median and quartiles over "
+          f"{len(paired['spans'])} chunks):\n")
+    for name, ratio in paired.items():
+        q1, q2, q3 = np.percentile(ratio, [25, 50, 75])
+        print(f"- {name}: **{q2:.3f}** ({q1:.3f}-{q3:.3f})")
     audio_bytes = packed["bytes"] / (n * mean_span)  # bytes per second of audio, FLAC
     per_archive_s = 1024e6 / audio_bytes
     total_s = 60000 * 3600

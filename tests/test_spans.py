@@ -99,3 +99,24 @@ def test_bad_spans_are_refused_with_file_and_position(spans, tmp_path):
         (tmp_path / "x.tsv").write_text(f"{long}\n{line}\n")
         with pytest.raises(HubertkitError, match=message):
             read_audio(read_manifest(tmp_path / "x.tsv").utterance(0), where=str(tmp_path / "x.tsv"))
+
+
+def test_a_span_of_a_truncated_file_is_refused_when_read_and_when_cut(tmp_path):
+    """The file's header promises more samples than its data holds: a span beyond the
+    data (the seek fails) and one that starts inside it and reads short (the data ends at
+    a frame's end, so libsndfile reports no error) are refused by
+    training's reader and by the copy that cut and pack write, never returned shorter."""
+    from hubertkit.data.audio import standalone_bytes
+
+    samples = (np.random.default_rng(0).standard_normal(48000) * 3000).astype(np.int16)
+    sf.write(tmp_path / "t.flac", samples, 16000)
+    data = (tmp_path / "t.flac").read_bytes()
+    frames = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xf8"]  # each frame's sync code
+    (tmp_path / "t.flac").write_bytes(data[:frames[4]])  # 4 whole frames: the file ends cleanly, early
+    for start, length, message in ((40000, 8000, "cannot read audio .*t.flac"),
+                                   (10000, 30000, r"the span of 30000 samples from sample 10000 of .*t.flac reads \d+ samples")):
+        (tmp_path / "x.tsv").write_text(f"{tmp_path}\nt.flac\t{length}\t{start}\n")
+        utt = read_manifest(tmp_path / "x.tsv").utterance(0)
+        for read in (lambda: read_audio(utt, where="x.tsv"), lambda: standalone_bytes(utt, "x.tsv")):
+            with pytest.raises(HubertkitError, match=f"x.tsv:2: {message}"):
+                read()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
@@ -31,22 +30,34 @@ SAMPLE_RATE = 16000
 LENGTH_TOLERANCE = 160
 
 
-@contextlib.contextmanager
-def open_span(utt: Utterance, where: str = ""):
-    """The span's file, open and at its first sample; a span past the end is refused."""
-    with sf.SoundFile(utt.path) as f:
-        end = utt.start + utt.num_samples
-        if end > f.frames:
-            raise HubertkitError(f"{where}the span {utt.start}..{end} is past the end of {utt.path} "
-                                 f"({f.frames} samples)")
-        f.seek(utt.start)
-        yield f
+# libsndfile's reader for each sample type a span is read in
+_READERS = {"float32": "sf_readf_float", "int16": "sf_readf_short", "int32": "sf_readf_int"}
 
 
-def _read_span(utt: Utterance, where: str) -> tuple[np.ndarray, int]:
-    """Samples ``start .. start + num_samples`` of the file."""
-    with open_span(utt, where) as f:
-        return f.read(utt.num_samples, dtype="float32", always_2d=True), f.samplerate
+def read_span(utt: Utterance, dtype: str, where: str) -> tuple[np.ndarray, int]:
+    """Samples ``start .. start + num_samples`` of the file (samples × channels) and its
+    rate; a span past the end or a file that reads short is refused.
+
+    The samples are read through libsndfile itself: soundfile's ``read`` seeks to where
+    it stopped after every read, which for FLAC is a second search of the file, about 4 %
+    of reading a span of 18 s (docs/benchmarks.md)."""
+    try:
+        with sf.SoundFile(utt.path) as f:
+            end = utt.start + utt.num_samples
+            if end > f.frames:
+                raise HubertkitError(f"{where}the span {utt.start}..{end} is past the end of {utt.path} "
+                                     f"({f.frames} samples)")
+            f.seek(utt.start)
+            out = np.empty((utt.num_samples, f.channels), dtype)
+            got = getattr(sf._snd, _READERS[dtype])(f._file, sf._ffi.from_buffer(out), utt.num_samples)
+            if sf._snd.sf_error(f._file):
+                raise sf.LibsndfileError(sf._snd.sf_error(f._file))
+            if got != utt.num_samples:
+                raise HubertkitError(f"{where}the span of {utt.num_samples} samples from sample {utt.start} of "
+                                     f"{utt.path} reads {got} samples (a truncated file?)")
+        return out, f.samplerate
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise HubertkitError(f"{where}cannot read audio {utt.path}: {e}") from None
 
 
 def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") -> np.ndarray:
@@ -62,7 +73,7 @@ def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") 
         elif utt.start is None:
             wav, sr = sf.read(utt.path, dtype="float32", always_2d=True)
         else:
-            wav, sr = _read_span(utt, where)
+            wav, sr = read_span(utt, "float32", where)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise HubertkitError(f"{where}cannot read audio {utt.path}: {e}") from None
     if sr != sample_rate:
@@ -77,9 +88,6 @@ def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") 
         bad = np.flatnonzero(~np.isfinite(wav))
         raise HubertkitError(f"{where}{utt.path} has {len(bad)} NaN or infinite sample(s), the first at "
                              f"{bad[0] / sample_rate:.3f} s; repair or drop the file")
-    if utt.start is not None and len(wav) != utt.num_samples:
-        raise HubertkitError(f"{where}the span of {utt.num_samples} samples from sample {utt.start} of {utt.path} "
-                             f"reads {len(wav)} samples (a truncated file?)")
     if abs(len(wav) - utt.num_samples) > LENGTH_TOLERANCE:
         raise HubertkitError(
             f"{where}{utt.path} has {len(wav)} samples but the manifest says {utt.num_samples} "
@@ -111,10 +119,9 @@ def standalone_bytes(utt: Utterance, where: str) -> bytes:
     if utt.start is None:
         with open(utt.path, "rb") as f:
             return f.read()
-    with open_span(utt, f"{where}:{utt.line}: ") as f:
-        integer = _INTEGER.get(f.subtype)
-        samples, rate = f.read(utt.num_samples, dtype=integer or "float32"), f.samplerate
-        subtype = f.subtype if integer else "FLOAT"
+    subtype = sf.info(utt.path).subtype
+    integer = _INTEGER.get(subtype)
+    samples, rate = read_span(utt, integer or "float32", f"{where}:{utt.line}: ")
     out = io.BytesIO()
-    sf.write(out, samples, rate, format="FLAC" if integer else "WAV", subtype=subtype)
+    sf.write(out, samples, rate, format="FLAC" if integer else "WAV", subtype=subtype if integer else "FLOAT")
     return out.getvalue()
