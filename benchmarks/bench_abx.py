@@ -3,7 +3,7 @@ Cython DTW compiled against this numpy), on the same features and the same items
 the same run: time, peak memory (each in its own process) and the scores.
 
     python benchmarks/bench_abx.py [--ckpt experiments/checkpoints/real_iter1.pt] [--layers 1,3]
-        [--tsv-dir DIR --split SPLIT --alignments FILE]
+        [--tsv-dir DIR --split SPLIT --alignments FILE] [--context-free]
 
 Features: layers of the checkpoint on a manifest (default: the demo corpus, 11 minutes
 of real speech, 24 speakers), items from its phone alignments. No subsampling on either
@@ -13,6 +13,7 @@ side (groups and X speakers under the limits), so the two compute the same tripl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -78,6 +79,8 @@ def main():
     parser.add_argument("--tsv-dir", type=Path, default=None, help="a manifest folder (default: the demo corpus's)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--alignments", type=Path, default=ROOT / "hubertkit/corpora/demo/alignments.jsonl")
+    parser.add_argument("--context-free", action="store_true",
+                        help="every item's neighbours replaced by one symbol: phones compared in any context")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -94,6 +97,8 @@ def main():
         make_manifest(ROOT / "hubertkit/corpora/demo", work, valid_percent=0)
     manifest = read_manifest((args.tsv_dir or work) / f"{args.split}.tsv")
     items = load_items(args.alignments)
+    if args.context_free:
+        items = dataclasses.replace(items, prev=["#"] * len(items), next=["#"] * len(items))
     write_item_file(items, work / "items.item")
     model = load_model(args.ckpt)
     every = layer_features(model, manifest, set(items.files), progress=False)
@@ -119,9 +124,10 @@ def main():
     print(header("ABX against zerospeech-libriabx"))
     corpus = "the demo corpus (192 utterances, 11 min, 24 speakers)" if args.tsv_dir is None else f"`{manifest.path}`"
     minutes = sum(len(v) for v in every[0].values()) / 50 / 60
+    kind = " with every context replaced by one (`--context-free`)" if args.context_free else ""
     print(f"- features: layers {', '.join(str(n) for n in layers)} of `{Path(args.ckpt).name}` on {corpus}, "
-          f"{len(every[0])} utterances, {minutes:.1f} min; {len(items)} items from `{args.alignments.name}`; 50 frames/s; "
-          "no subsampling\n")
+          f"{len(every[0])} utterances, {minutes:.1f} min; {len(items)} items from `{args.alignments.name}`{kind}; "
+          "50 frames/s; no subsampling\n")
     print("| layer | within, hubertkit | within, reference | across, hubertkit | across, reference |")
     print("|---|---:|---:|---:|---:|")
     worst = 0.0

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from hubertkit.cluster.abx import Items, abx_error_rates, items_from_alignments, read_item_file, write_item_file
+from hubertkit.cluster.abx import (Items, abx_error_rates, dtw_distances, items_from_alignments, read_item_file,
+                                   write_item_file)
 from hubertkit.errors import HubertkitError
 
 
@@ -223,3 +224,45 @@ def test_one_speaker_cannot_be_scored_across_speakers():
     with pytest.raises(HubertkitError, match=r"no across-speaker ABX triplet.*1 speaker\(s\).*--mode within"):
         abx_error_rates(feats, items, 100)
     assert set(abx_error_rates(feats, items, 100, modes=("within",))) == {"within"}
+
+
+def _one_dtw(x: np.ndarray, y: np.ndarray) -> float:
+    """zerospeech-libriabx's DTW, one pair at a time: cost over path length, the path
+    walked back preferring the diagonal, then left, then up."""
+    d = np.arccos(np.clip(x @ y.T, -1, 1)) / np.pi
+    n, m = d.shape
+    cost = np.zeros((n, m))
+    for i in range(n):
+        for j in range(m):
+            prior = [c for c in ((cost[i - 1, j] if i else None), (cost[i, j - 1] if j else None),
+                                 (cost[i - 1, j - 1] if i and j else None)) if c is not None]
+            cost[i, j] = d[i, j] + (min(prior) if prior else 0.0)
+    i, j, steps = n - 1, m - 1, 1
+    while i > 0 and j > 0:
+        up, left, diag = cost[i - 1, j], cost[i, j - 1], cost[i - 1, j - 1]
+        if diag <= left and diag <= up:
+            i, j = i - 1, j - 1
+        elif left <= up:
+            j -= 1
+        else:
+            i -= 1
+        steps += 1
+    return cost[-1, -1] / (steps + (j if i == 0 else 0) + (i if j == 0 else 0))
+
+
+def test_dtw_of_pairs_of_many_lengths_equals_one_pair_at_a_time():
+    """Pairs of every length from 1 to 13 frames, computed together by length (and one
+    pair at a time, budget=1), equal zerospeech-libriabx's DTW written out pair by pair."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 14, 60)
+    data = rng.standard_normal((int(lengths.sum()), 5)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rows, cols = rng.integers(0, 60, 300), rng.integers(0, 60, 300)
+    expected = [_one_dtw(data[start[r]:start[r] + lengths[r]].astype(np.float64),
+                         data[start[c]:start[c] + lengths[c]].astype(np.float64)) for r, c in zip(rows, cols)]
+    # float32 arccos near 1 (a token against itself): a dot product one ulp below 1 is
+    # sqrt(2 * 2**-24) / pi = 1.1e-4 from 0, so that much absolute slack per frame
+    for budget in (1 << 27, 1):
+        np.testing.assert_allclose(dtw_distances(data, start, lengths, rows, cols, budget=budget), expected,
+                                   rtol=1e-5, atol=2e-4)
