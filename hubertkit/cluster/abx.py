@@ -244,7 +244,8 @@ class _Pairs:
 
     def add_all(self, rows: np.ndarray, cols: np.ndarray) -> int:
         """Every pair of a row token and a column token, row-major."""
-        return self.add(np.repeat(rows, len(cols)), np.tile(cols, len(rows)))
+        self.codes.append((rows.astype(np.int64)[:, None] * self.n + cols[None, :]).ravel())
+        return len(self.codes) - 1
 
     def solve(self, tok: _Tokens) -> None:
         codes = np.concatenate(self.codes)
