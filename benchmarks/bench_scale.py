@@ -304,6 +304,7 @@ def drop_caches() -> bool:
 def audio_layouts(work: Path, hours: float, read_utterances: int, repeats: int = 3, workers: int = 2,
                   seektable: bool = False) -> None:
     from hubertkit.data.manifest import read_manifest
+    from hubertkit.data.cut import cut
     from hubertkit.data.pack import pack
     from hubertkit.data.segment import _energy_vad, segment
 
@@ -358,16 +359,7 @@ def audio_layouts(work: Path, hours: float, read_utterances: int, repeats: int =
     (layouts / "spans").mkdir(parents=True)
     lines = tsv.read_text().splitlines()
     (layouts / "spans" / "train.tsv").write_text("\n".join(lines[: n + 1]) + "\n")
-    files, rows = layouts / "files_audio", []
-    for i, utt in enumerate(read_manifest(layouts / "spans" / "train.tsv").utterances):
-        rel = f"{i // 1000:04d}/{i:08d}.flac"
-        (files / rel).parent.mkdir(parents=True, exist_ok=True)
-        with sf.SoundFile(utt.path) as f:
-            f.seek(utt.start)
-            sf.write(files / rel, f.read(utt.num_samples, dtype="int16"), RATE, subtype="PCM_16")
-        rows.append(f"{rel}\t{utt.num_samples}")
-    (layouts / "files").mkdir()
-    (layouts / "files" / "train.tsv").write_text("\n".join([str(files), *rows]) + "\n")
+    cut(layouts / "spans", "train", layouts / "files")  # what cut_by_vad.py writes: a FLAC file per span
     t = time.perf_counter()
     packed = pack(layouts / "files", "train", layouts / "archives")
     pack_s = time.perf_counter() - t

@@ -32,11 +32,15 @@ LENGTH_TOLERANCE = 160
 
 # libsndfile's reader for each sample type a span is read in
 _READERS = {"float32": "sf_readf_float", "int16": "sf_readf_short", "int32": "sf_readf_int"}
+# a span's samples are copied in the integer type of their file, so that writing it out changes none
+_INTEGER = {"PCM_S8": "int16", "PCM_16": "int16", "PCM_24": "int32"}
 
 
-def read_span(utt: Utterance, dtype: str, where: str) -> tuple[np.ndarray, int]:
-    """Samples ``start .. start + num_samples`` of the file (samples × channels) and its
-    rate; a span past the end or a file that reads short is refused.
+def read_span(utt: Utterance, dtype: str, where: str) -> tuple[np.ndarray, int, str]:
+    """Samples ``start .. start + num_samples`` of the file (samples × channels), its rate
+    and its subtype; a span past the end or a file that reads short is refused.
+    ``dtype="native"`` reads the file's own integer type (float32 for float audio), so
+    that writing the samples out again changes none.
 
     The samples are read through libsndfile itself: soundfile's ``read`` seeks to where
     it stopped after every read, which for FLAC is a second search of the file, about 4 %
@@ -47,6 +51,8 @@ def read_span(utt: Utterance, dtype: str, where: str) -> tuple[np.ndarray, int]:
             if end > f.frames:
                 raise HubertkitError(f"{where}the span {utt.start}..{end} is past the end of {utt.path} "
                                      f"({f.frames} samples)")
+            if dtype == "native":
+                dtype = _INTEGER.get(f.subtype, "float32")
             f.seek(utt.start)
             out = np.empty((utt.num_samples, f.channels), dtype)
             got = getattr(sf._snd, _READERS[dtype])(f._file, sf._ffi.from_buffer(out), utt.num_samples)
@@ -55,7 +61,7 @@ def read_span(utt: Utterance, dtype: str, where: str) -> tuple[np.ndarray, int]:
             if got != utt.num_samples:
                 raise HubertkitError(f"{where}the span of {utt.num_samples} samples from sample {utt.start} of "
                                      f"{utt.path} reads {got} samples (a truncated file?)")
-        return out, f.samplerate
+        return out, f.samplerate, f.subtype
     except (sf.LibsndfileError, RuntimeError) as e:
         raise HubertkitError(f"{where}cannot read audio {utt.path}: {e}") from None
 
@@ -73,7 +79,7 @@ def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") 
         elif utt.start is None:
             wav, sr = sf.read(utt.path, dtype="float32", always_2d=True)
         else:
-            wav, sr = read_span(utt, "float32", where)
+            wav, sr, _ = read_span(utt, "float32", where)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise HubertkitError(f"{where}cannot read audio {utt.path}: {e}") from None
     if sr != sample_rate:
@@ -96,10 +102,6 @@ def read_audio(utt: Utterance, sample_rate: int = SAMPLE_RATE, where: str = "") 
     return wav
 
 
-# a span's samples are copied in the integer type of their file, so that writing it out changes none
-_INTEGER = {"PCM_S8": "int16", "PCM_16": "int16", "PCM_24": "int32"}
-
-
 def standalone_name(utt: Utterance) -> str:
     """The name of the utterance as a file of its own (``pack``'s member, ``cut``'s file):
     its manifest name; for a span, its key with ``.flac`` (``.wav`` for float audio)."""
@@ -119,9 +121,8 @@ def standalone_bytes(utt: Utterance, where: str) -> bytes:
     if utt.start is None:
         with open(utt.path, "rb") as f:
             return f.read()
-    subtype = sf.info(utt.path).subtype
-    integer = _INTEGER.get(subtype)
-    samples, rate = read_span(utt, integer or "float32", f"{where}:{utt.line}: ")
+    samples, rate, subtype = read_span(utt, "native", f"{where}:{utt.line}: ")
+    integer = subtype in _INTEGER
     out = io.BytesIO()
     sf.write(out, samples, rate, format="FLAC" if integer else "WAV", subtype=subtype if integer else "FLOAT")
     return out.getvalue()
