@@ -16,7 +16,9 @@ three in the same context (previous and next phone)?
   over contexts (and X speakers), then over speakers, then over phone pairs.
 
 Every distance a score needs is computed once, in batches of token pairs of equal
-lengths (vectorised DTW), instead of one pair at a time.
+lengths (vectorised DTW), instead of one pair at a time; the cells of equal group sizes
+are listed and scored as one array each, not one at a time (speakers who read
+different sentences make many small cells).
 """
 
 from __future__ import annotations
@@ -232,27 +234,23 @@ def _groups(tok: _Tokens):
 
 
 class _Pairs:
-    """Ordered token pairs whose distances the scores need, each stored once."""
+    """Ordered token pairs whose distances the scores need, each computed once."""
 
     def __init__(self, n: int):
         self.n, self.codes = n, []
 
     def add(self, rows: np.ndarray, cols: np.ndarray) -> int:
-        """The pairs (rows[k], cols[k]); returns where their distances will be."""
+        """The pairs (rows[...], cols[...]) of two arrays of token ids (broadcast together);
+        returns where their distances will be, in the broadcast shape."""
         self.codes.append(rows.astype(np.int64) * self.n + cols)
         return len(self.codes) - 1
 
-    def add_all(self, rows: np.ndarray, cols: np.ndarray) -> int:
-        """Every pair of a row token and a column token, row-major."""
-        self.codes.append((rows.astype(np.int64)[:, None] * self.n + cols[None, :]).ravel())
-        return len(self.codes) - 1
-
     def solve(self, tok: _Tokens) -> None:
-        codes = np.concatenate(self.codes)
+        codes = np.concatenate([c.ravel() for c in self.codes])
         unique, inverse = np.unique(codes, return_inverse=True)
         dist = dtw_distances(tok.data, tok.start, tok.length, unique // self.n, unique % self.n)[inverse]
-        cuts = np.cumsum([len(c) for c in self.codes])[:-1]
-        self.values = np.split(dist, cuts)
+        cuts = np.cumsum([c.size for c in self.codes])[:-1]
+        self.values = [v.reshape(c.shape) for v, c in zip(np.split(dist, cuts), self.codes)]
 
 
 def abx_error_rates(features: Mapping[str, np.ndarray], items: Items, rate: float,
@@ -274,7 +272,7 @@ def abx_error_rates(features: Mapping[str, np.ndarray], items: Items, rate: floa
     def sample(idx: np.ndarray) -> np.ndarray:
         return np.sort(rng.choice(idx, max_size_group, replace=False)) if len(idx) > max_size_group else idx
 
-    pairs, cells = _Pairs(len(tok.length)), {m: [] for m in modes}
+    cells = {m: [] for m in modes}  # (speaker, phone A, phone B, A, B, X) per cell, X None within speakers
     for (c, s), phones in by_cs.items():
         if len(phones) < 2:
             continue
@@ -286,12 +284,9 @@ def abx_error_rates(features: Mapping[str, np.ndarray], items: Items, rate: floa
                 if pb == pa:
                     continue
                 if "within" in modes and len(a_idx) > 1:
-                    a, b = sample(a_idx), sample(b_idx)
-                    upper = np.triu_indices(len(a), 1)  # d(A_i, A_j) once, the earlier token as the DTW's rows
-                    cells["within"].append((s, pa, pb, a, b, None, pairs.add(a[upper[0]], a[upper[1]]), pairs.add_all(a, b)))
+                    cells["within"].append((s, pa, pb, sample(a_idx), sample(b_idx), None))
                 for x_idx in others:
-                    a, b, x = sample(a_idx), sample(b_idx), sample(x_idx)
-                    cells["across"].append((s, pa, pb, a, b, x, pairs.add_all(x, a), pairs.add_all(x, b)))
+                    cells["across"].append((s, pa, pb, sample(a_idx), sample(b_idx), sample(x_idx)))
     if not any(cells.values()):
         raise HubertkitError("no ABX triplet: the items need a context shared by two phones of one speaker")
     if required and not cells.get("across", True):
@@ -300,8 +295,7 @@ def abx_error_rates(features: Mapping[str, np.ndarray], items: Items, rate: floa
     if required and not cells.get("within", True):
         raise HubertkitError("no within-speaker ABX triplet: no speaker has two tokens of a phone in one context; "
                              "score across speakers only (--mode across)")
-    pairs.solve(tok)
-    return {mode: _mean_error(mode, found, pairs) for mode, found in cells.items() if found}
+    return _mean_errors(cells, tok)
 
 
 def check_abx_options(rate: float, max_size_group: int, max_x_across: int, seed: int) -> None:
@@ -317,24 +311,49 @@ def check_abx_options(rate: float, max_size_group: int, max_x_across: int, seed:
         raise HubertkitError(f"--seed must be a non-negative integer, got {seed}")
 
 
-def _mean_error(mode: str, cells: list, pairs: _Pairs) -> float:
-    """Errors per cell, averaged over contexts (and X speakers), speakers, phone pairs."""
-    per_cell = defaultdict(list)
-    for s, pa, pb, a, b, x, ia, ib in cells:
-        if mode == "within":  # X runs over A's group, X ≠ A
-            dxa = np.zeros((len(a), len(a)), dtype=np.float32)
-            dxa[np.triu_indices(len(a), 1)] = pairs.values[ia]
-            dxa = dxa + dxa.T
-            dxb = pairs.values[ib].reshape(len(a), len(b))
-            lt, eq = dxa[:, :, None] < dxb[:, None, :], dxa[:, :, None] == dxb[:, None, :]
-            off = ~np.eye(len(a), dtype=bool)
-            theta = (lt[off].sum() + 0.5 * eq[off].sum()) / (len(a) * (len(a) - 1) * len(b))
+def _mean_errors(cells: dict[str, list], tok: _Tokens) -> dict[str, float]:
+    """Each mode's error: cells of the same sizes are scored together (their distances
+    gathered as one array), then averaged over contexts (and X speakers), speakers and
+    phone pairs."""
+    pairs, shaped = _Pairs(len(tok.length)), []
+    for mode, found in cells.items():
+        by_shape = defaultdict(list)
+        for k, (_, _, _, a, b, x) in enumerate(found):
+            by_shape[(len(a), len(b), 0 if x is None else len(x))].append(k)
+        for (na, nb, nx), ks in by_shape.items():
+            a = np.stack([found[k][3] for k in ks])
+            b = np.stack([found[k][4] for k in ks])
+            if mode == "within":  # X runs over A's group, X ≠ A; d(A_i, A_j) once, the earlier token as the DTW's rows
+                upper = np.triu_indices(na, 1)
+                where = (pairs.add(a[:, upper[0]], a[:, upper[1]]), pairs.add(a[:, :, None], b[:, None, :]))
+            else:
+                x = np.stack([found[k][5] for k in ks])
+                where = (pairs.add(x[:, :, None], a[:, None, :]), pairs.add(x[:, :, None], b[:, None, :]))
+            shaped.append((mode, np.array(ks), na, nb, nx, where))
+    pairs.solve(tok)
+    errors = {mode: np.empty(len(found)) for mode, found in cells.items()}
+    for mode, ks, na, nb, nx, (ia, ib) in shaped:
+        if mode == "within":
+            index = np.zeros((na, na), dtype=np.int64)  # where d(A_i, A_j) is among the upper pairs
+            index[np.triu_indices(na, 1)] = np.arange(na * (na - 1) // 2)
+            dxa = pairs.values[ia][:, index + index.T][:, :, :, None]  # [cell, X, A, 1]
+            dxb = pairs.values[ib][:, :, None, :]  # [cell, X, 1, B]
+            off = ~np.eye(na, dtype=bool)[None, :, :, None]
+            lt, eq = ((dxa < dxb) & off).sum(axis=(1, 2, 3)), ((dxa == dxb) & off).sum(axis=(1, 2, 3))
+            theta = (lt + 0.5 * eq) / (na * (na - 1) * nb)
         else:
-            dxa = pairs.values[ia].reshape(len(x), len(a))[:, :, None]
-            dxb = pairs.values[ib].reshape(len(x), len(b))[:, None, :]
-            theta = ((dxa < dxb).sum() + 0.5 * (dxa == dxb).sum()) / (len(x) * len(a) * len(b))
-        per_cell[(s, pa, pb)].append(1 - theta)
-    per_pair = defaultdict(list)
-    for (s, pa, pb), errors in per_cell.items():
-        per_pair[(pa, pb)].append(float(np.mean(errors)))
-    return float(np.mean([np.mean(v) for v in per_pair.values()]))
+            dxa, dxb = pairs.values[ia][:, :, :, None], pairs.values[ib][:, :, None, :]
+            theta = ((dxa < dxb).sum(axis=(1, 2, 3)) + 0.5 * (dxa == dxb).sum(axis=(1, 2, 3))) / (nx * na * nb)
+        errors[mode][ks] = 1 - theta
+    out = {}
+    for mode, found in cells.items():
+        if not found:
+            continue
+        per_cell = defaultdict(list)
+        for (s, pa, pb, *_), error in zip(found, errors[mode].tolist()):
+            per_cell[(s, pa, pb)].append(error)
+        per_pair = defaultdict(list)
+        for (s, pa, pb), values in per_cell.items():
+            per_pair[(pa, pb)].append(sum(values) / len(values))
+        out[mode] = float(np.mean([sum(v) / len(v) for v in per_pair.values()]))
+    return out
