@@ -83,3 +83,22 @@ def test_cut_refuses_names_outside_dest_and_twice_listed_utterances(sources, tmp
         cut(sources["spans"], "train", sources["spans"])
     with pytest.raises(HubertkitError, match="--jobs must be at least 1"):
         cut(sources["spans"], "train", tmp_path / "out", jobs=0)
+
+
+@pytest.mark.parametrize("fmt,subtype,suffix", [("FLAC", "PCM_16", "flac"), ("FLAC", "PCM_24", "flac"),
+                                                ("WAV", "PCM_24", "flac"), ("WAV", "FLOAT", "wav")])
+def test_a_span_is_cut_in_its_files_own_sample_type(tmp_path, fmt, subtype, suffix):
+    """24-bit samples stay 24-bit (read as int32, written as PCM_24), float stays float (as
+    WAV): the cut file holds exactly the recording's samples of the span."""
+    rng = np.random.default_rng(0)
+    wav = np.clip(rng.standard_normal((48000, 1)) * 0.1, -1, 1).astype(np.float32)
+    (tmp_path / "rec").mkdir()
+    sf.write(tmp_path / "rec" / f"long.{fmt.lower()}", wav, 16000, format=fmt, subtype=subtype)
+    (tmp_path / "rec" / "train.tsv").write_text(f"{tmp_path / 'rec'}\nlong.{fmt.lower()}\t20000\t12345\n")
+    cut(tmp_path / "rec", "train", tmp_path / "out")
+    (name, size), = [line.split("\t") for line in (tmp_path / "out" / "train.tsv").read_text().splitlines()[1:]]
+    assert name == f"long@12345.{suffix}" and size == "20000"
+    dtype = "float32" if subtype == "FLOAT" else "int32"
+    source = sf.read(tmp_path / "rec" / f"long.{fmt.lower()}", dtype=dtype)[0][12345:32345]
+    written, info = sf.read(tmp_path / "out" / name, dtype=dtype)[0], sf.info(tmp_path / "out" / name)
+    assert np.array_equal(written, source) and info.subtype == ("FLOAT" if subtype == "FLOAT" else subtype)
