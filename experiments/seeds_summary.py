@@ -2,6 +2,9 @@
 
     python experiments/seeds_summary.py runs/real_s0 runs/real_s1 runs/real_s2 --out docs/img/real_iteration_gain
 
+Each run is its folder or its ``results.json`` (as committed in ``experiments/results``).
+Runs scored at different checkpoints are summarised at the checkpoints they share.
+
 For each checkpoint and layer: the PNMI of k-means on that layer, mean ± standard
 deviation over the runs, with min–max; the MFCC labels' PNMI the same way (it varies only
 with the k-means seed, which is fixed, so its spread is 0 unless the runs differ). A layer
@@ -19,12 +22,13 @@ import numpy as np
 from hubertkit.fileio import write_text
 
 
-def load(runs: list[Path]) -> list[dict]:
-    results = [json.loads((r / "results.json").read_text()) for r in runs]
-    steps = [sorted(r["layers"], key=int) for r in results]
-    if any(s != steps[0] for s in steps):
-        raise SystemExit(f"the runs saved different checkpoints: {steps}")
-    return results
+def load(runs: list[Path]) -> tuple[list[dict], list[str]]:
+    """The runs' results, and the checkpoints scored in every run."""
+    results = [json.loads((r / "results.json" if r.is_dir() else r).read_text()) for r in runs]
+    steps = sorted(set.intersection(*(set(r["layers"]) for r in results)), key=int)
+    if not steps:
+        raise SystemExit(f"the runs share no scored checkpoint: {[sorted(r['layers'], key=int) for r in results]}")
+    return results, steps
 
 
 def spread(values) -> str:
@@ -49,8 +53,7 @@ def write_summary(out: Path, text: str, plot) -> None:
     print(text)
 
 
-def summary(results: list[dict], k: str) -> dict:
-    steps = sorted(results[0]["layers"], key=int)
+def summary(results: list[dict], steps: list[str], k: str) -> dict:
     layers = sorted(results[0]["layers"][steps[0]][k], key=int)
     mfcc = np.array([r["mfcc_pnmi"][k] for r in results])
     table = {s: {l: np.array([r["layers"][s][k][l] for r in results]) for l in layers} for s in steps}
@@ -98,11 +101,11 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, required=True, help="path stem of the table (STEM.md) and plots (STEM_kK.png)")
     a = ap.parse_args()
-    results = load(a.runs)
+    results, steps = load(a.runs)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     text = ""
     for k in sorted(results[0]["mfcc_pnmi"], key=int):
-        s = summary(results, k)
+        s = summary(results, steps, k)
         text += markdown(s, k, len(results)) + "\n"
         plot(s, k, a.out)
     write_text(a.out.with_suffix(".md"), text)
