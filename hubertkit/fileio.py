@@ -105,6 +105,37 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
             yield f
 
 
+@contextlib.contextmanager
+def atomic_lines(path: str | os.PathLike):
+    """Yield ``write(text)`` for a text file built piece by piece (a manifest of millions
+    of lines, not held in memory) that appears only when the block completes. A disk
+    error writing it names the file; any other error of the block propagates unchanged."""
+    f = AtomicFile(path)
+    try:
+        with open(f.tmp, "w") as out:
+            def write(text: str) -> None:
+                try:
+                    out.write(text)
+                except OSError as e:
+                    raise disk_error(path, e) from None
+
+            yield write
+            with _naming(path):
+                out.flush()
+        with _naming(path):
+            f.commit()
+    finally:
+        f.discard()
+
+
+@contextlib.contextmanager
+def _naming(path: str | os.PathLike):
+    try:
+        yield
+    except OSError as e:
+        raise disk_error(path, e) from None
+
+
 def save_torch(obj, path: str | os.PathLike, what: str = "", **kwargs) -> None:
     """``torch.save`` atomically. A full disk is an error naming the file (torch's zip
     writer reports one as a RuntimeError, not an OSError), and an older file at ``path``

@@ -102,3 +102,15 @@ def test_a_span_is_cut_in_its_files_own_sample_type(tmp_path, fmt, subtype, suff
     source = sf.read(tmp_path / "rec" / f"long.{fmt.lower()}", dtype=dtype)[0][12345:32345]
     written, info = sf.read(tmp_path / "out" / name, dtype=dtype)[0], sf.info(tmp_path / "out" / name)
     assert np.array_equal(written, source) and info.subtype == ("FLOAT" if subtype == "FLOAT" else subtype)
+
+
+def test_spans_of_recordings_that_differ_only_in_extension_are_refused(tmp_path):
+    """rec.flac and rec.wav from the same sample would both be cut to rec@0.flac: the
+    second would be taken for a file an earlier run wrote, and its audio lost."""
+    (tmp_path / "rec").mkdir()
+    for fmt in ("flac", "wav"):
+        sf.write(tmp_path / "rec" / f"rec.{fmt}", np.zeros(32000, dtype=np.int16), 16000)
+    (tmp_path / "rec" / "train.tsv").write_text(f"{tmp_path / 'rec'}\nrec.flac\t16000\t0\nrec.wav\t16000\t0\n")
+    with pytest.raises(HubertkitError, match=r"train.tsv:3: rec.wav@0 would be cut to the same file as line 2's rec.flac@0"):
+        cut(tmp_path / "rec", "train", tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

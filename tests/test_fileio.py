@@ -75,3 +75,24 @@ def test_a_full_disk_under_torch_save_is_named_as_such(small_disk):
     with pytest.raises(HubertkitError, match=r"cannot write checkpoint .*big.pt: No space left on device \(nothing was written\)"):
         save_torch({"w": torch.zeros(100_000)}, small_disk.path / "big.pt", "checkpoint")
     assert not list(small_disk.path.iterdir())
+
+
+def test_lines_written_piece_by_piece_appear_whole_or_not_at_all(small_disk, tmp_path):
+    """A full disk names the file; an error of the writing block itself propagates as it
+    was raised (it is not taken for a disk error); neither leaves a file or a temp."""
+    from hubertkit.fileio import atomic_lines
+
+    with pytest.raises(HubertkitError, match=r"cannot write .*big.tsv: No space left on device"):
+        with atomic_lines(small_disk.path / "big.tsv") as write:
+            for _ in range(10_000):
+                write("x" * 99 + "\n")
+    assert not list(small_disk.path.iterdir())
+    with pytest.raises(OSError, match="Input/output error"):
+        with atomic_lines(tmp_path / "m.tsv") as write:
+            write("root\n")
+            raise OSError(5, "Input/output error")
+    assert not list(tmp_path.glob("*m.tsv*")) and not [p for p in tmp_path.iterdir() if p.name != "disk"]
+    with atomic_lines(tmp_path / "m.tsv") as write:
+        write("root\n")
+        write("a\t1\n")
+    assert (tmp_path / "m.tsv").read_text() == "root\na\t1\n"

@@ -4,14 +4,17 @@ utterance) needs from a corpus that hubertkit reads in place."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import PurePosixPath
 
+import numpy as np
+
 from hubertkit.data.audio import standalone_bytes, standalone_name
-from hubertkit.data.manifest import Utterance, manifest_path, read_manifest, write_manifest
+from hubertkit.data.manifest import Manifest, Utterance, manifest_path, read_manifest
 from hubertkit.data.pack import output_folder
 from hubertkit.errors import HubertkitError
-from hubertkit.fileio import atomic_open
+from hubertkit.fileio import atomic_lines, atomic_open
 from hubertkit.parallel import ordered_map
 from hubertkit.progress import progress_bar
 
@@ -27,13 +30,7 @@ def cut(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, jobs: i
     manifest = read_manifest(manifest_path(tsv_dir, split))
     dest = output_folder(dest, manifest, tsv_dir)
     where = str(manifest.path)
-    seen: dict[str, int] = {}
-    for utt in manifest.utterances:  # before anything is written: no file may overwrite another
-        _check_name(utt, where)
-        if utt.name in seen:
-            raise HubertkitError(f"{where}:{utt.line}: {utt.name} is also line {seen[utt.name]}'s; "
-                                 "a manifest to cut lists each utterance once")
-        seen[utt.name] = utt.line
+    _check_names(manifest, where)  # before anything is written: no file may overwrite another
 
     def write(utt: Utterance) -> tuple[str, int]:
         name = standalone_name(utt)
@@ -44,15 +41,46 @@ def cut(tsv_dir: str | os.PathLike, split: str, dest: str | os.PathLike, jobs: i
             f.write(data)
         return name, len(data)
 
-    lines, written, total = [], 0, 0
-    done = ordered_map(write, manifest.utterances, jobs)
-    for utt, (name, size) in zip(manifest.utterances, progress_bar(done, total=len(manifest), unit="utt",
-                                                                   desc=f"cut {split}", disable=not progress)):
-        lines.append(f"{name}\t{utt.num_samples}")
-        if size >= 0:
-            written, total = written + 1, total + size
+    written, total = 0, 0
     out = manifest_path(dest, split)
-    return {"utterances": write_manifest(out, dest, lines), "written": written, "bytes": total, "manifest": str(out)}
+    with atomic_lines(out) as write_line:  # line by line, not held in memory; it appears after the last file
+        write_line(f"{dest}\n")
+        done = ordered_map(write, manifest.utterances, jobs)
+        for utt, (name, size) in zip(manifest.utterances, progress_bar(done, total=len(manifest), unit="utt",
+                                                                       desc=f"cut {split}", disable=not progress)):
+            write_line(f"{name}\t{utt.num_samples}\n")
+            if size >= 0:
+                written, total = written + 1, total + size
+    return {"utterances": len(manifest), "written": written, "bytes": total, "manifest": str(out)}
+
+
+def _check_names(manifest: Manifest, where: str) -> None:
+    """Every name lands inside ``--dest``, and no two utterances are cut to one file (a
+    span's file is its key: recordings that differ only in their extension would meet).
+    Names are compared by an 8-byte hash each (then as text where two hashes meet), not
+    kept in a dict of strings (some 150 bytes a name: gigabytes for Libri-Light's 12 M spans)."""
+    hashes = np.empty(len(manifest), dtype=np.uint64)
+    for i, utt in enumerate(manifest.utterances):
+        _check_name(utt, where)
+        hashes[i] = int.from_bytes(hashlib.blake2b(_stem(utt).encode(), digest_size=8).digest(), "little")
+    order = np.argsort(hashes, kind="stable")
+    twice = []
+    for k in np.flatnonzero(hashes[order][1:] == hashes[order][:-1]):
+        first, again = manifest.utterance(int(order[k])), manifest.utterance(int(order[k + 1]))
+        if _stem(first) == _stem(again):
+            twice.append((again.line, first.line, again.name, first.name))
+    if twice:
+        line, earlier, name, earlier_name = min(twice)
+        why = (f"is also line {earlier}'s; a manifest to cut lists each utterance once" if name == earlier_name else
+               f"would be cut to the same file as line {earlier}'s {earlier_name} (recordings whose names differ "
+               "only in their extension); rename one")
+        raise HubertkitError(f"{where}:{line}: {name} {why}")
+
+
+def _stem(utt: Utterance) -> str:
+    """What names the utterance's file in ``--dest``: a span's key (its extension follows
+    from its sample type), else its name."""
+    return utt.key if utt.start is not None else utt.name
 
 
 def _check_name(utt: Utterance, where: str) -> None:
